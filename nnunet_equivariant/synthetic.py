@@ -1,0 +1,171 @@
+"""Synthetic, pose-sensitive segmentation datasets written in nnU-Net's raw format.
+
+Rods (label 1) and discs (label 2) of the *same* intensity in noise: only their shape tells them apart.
+With ``orientation="fixed"`` every rod lies along the x axis and every disc's normal is the x axis, so a
+network that is not rotation-equivariant can learn "bright and long along x" instead of "long and thin";
+tested on rotated copies it fails, while a steerable network cannot depend on the pose.
+
+Convention: arrays are indexed ``(x, y, z)`` here; files are written with SimpleITK, whose numpy view is
+``(z, y, x)``, so nnU-Net reads them back as ``(x, y, z)`` after its transpose. Spacing is in mm.
+
+Layout written (nnU-Net v2 raw)::
+
+    <raw>/DatasetXXX_Name/dataset.json
+                         imagesTr/Name_000_0000.nii.gz   labelsTr/Name_000.nii.gz
+                         imagesTs/Name_100_0000.nii.gz   labelsTs/Name_100.nii.gz
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["RodsAndDiscs", "write_rods_and_discs_dataset", "render_case"]
+
+LABELS = {"background": 0, "rod": 1, "disc": 2}
+
+
+@dataclass(frozen=True)
+class RodsAndDiscs:
+    """Geometry of the shapes, in mm. Rods: length x radius; discs: radius x thickness."""
+
+    rod_length: float = 14.0
+    rod_radius: float = 1.6
+    disc_radius: float = 5.0
+    disc_thickness: float = 2.4
+    intensity: float = 1.0
+    noise: float = 0.15
+
+
+def _random_direction(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
+
+
+def render_case(
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    rng: np.random.Generator,
+    n_rods: int = 2,
+    n_discs: int = 2,
+    orientation: str = "fixed",
+    geometry: RodsAndDiscs = RodsAndDiscs(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """One case: ``(image float32 (x, y, z), label uint8 (x, y, z))``.
+
+    ``orientation``: ``"fixed"`` (rods along x, disc normals along x) or ``"random"`` (uniform directions).
+    Shapes are placed without overlap (a margin of one voxel); a shape that does not fit is dropped.
+    """
+    if orientation not in ("fixed", "random"):
+        raise ValueError(f"orientation must be 'fixed' or 'random', got {orientation!r}")
+    shape = tuple(int(s) for s in shape)
+    spacing = np.asarray(spacing, dtype=np.float64)
+    coords = np.stack(np.meshgrid(*[np.arange(s) * sp for s, sp in zip(shape, spacing)], indexing="ij"), -1)
+    extent = (np.asarray(shape) - 1) * spacing
+    label = np.zeros(shape, dtype=np.uint8)
+    g = geometry
+    kinds = [1] * n_rods + [2] * n_discs
+    rng.shuffle(kinds)
+    for kind in kinds:
+        half = g.rod_length / 2 if kind == 1 else g.disc_radius
+        for _ in range(50):
+            u = np.array([1.0, 0.0, 0.0]) if orientation == "fixed" else _random_direction(rng)
+            margin = half + 1.5 * spacing.max()
+            if np.any(extent < 2 * margin):
+                break
+            centre = rng.uniform(margin, extent - margin)
+            d = coords - centre
+            along = d @ u
+            across = np.linalg.norm(d - along[..., None] * u, axis=-1)
+            if kind == 1:
+                mask = (np.abs(along) <= g.rod_length / 2) & (across <= g.rod_radius)
+            else:
+                mask = (np.abs(along) <= g.disc_thickness / 2) & (across <= g.disc_radius)
+            grown = _dilate(mask)
+            if mask.any() and not (label[grown] > 0).any():
+                label[mask] = kind
+                break
+    image = g.intensity * (label > 0) + g.noise * rng.normal(size=shape)
+    return image.astype(np.float32), label
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    for axis in range(3):
+        out |= np.roll(mask, 1, axis) | np.roll(mask, -1, axis)
+    return out
+
+
+def _write_nifti(array_xyz: np.ndarray, spacing: Sequence[float], path: Path) -> None:
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(2, 1, 0)))
+    img.SetSpacing([float(s) for s in spacing])
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def write_rods_and_discs_dataset(
+    raw_root: str | os.PathLike,
+    dataset_id: int = 901,
+    name: str = "RodsDiscs",
+    num_train: int = 8,
+    num_test: int = 2,
+    shape: Sequence[int] = (32, 32, 32),
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    train_orientation: str = "fixed",
+    test_orientation: str = "fixed",
+    n_rods: int = 2,
+    n_discs: int = 2,
+    seed: int = 0,
+    overwrite: bool = False,
+    geometry: RodsAndDiscs = RodsAndDiscs(),
+) -> Path:
+    """Write ``Dataset{dataset_id:03d}_{name}`` into ``raw_root`` and return its folder.
+
+    The dataset is built in a temporary folder beside the target and moved into place, so a failed run
+    leaves nothing half-written. An existing dataset is only replaced with ``overwrite=True``.
+    """
+    if not 1 <= int(dataset_id) <= 999:
+        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}")
+    raw_root = Path(raw_root)
+    target = raw_root / f"Dataset{int(dataset_id):03d}_{name}"
+    clashing = [p for p in raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p != target] if raw_root.is_dir() else []
+    if clashing:
+        raise FileExistsError(f"dataset id {dataset_id} is already used by {clashing[0]}")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    raw_root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=raw_root))
+    try:
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            (tmp / sub).mkdir()
+        splits = [("Tr", range(num_train), train_orientation), ("Ts", range(100, 100 + num_test), test_orientation)]
+        for suffix, indices, orientation in splits:
+            for i in indices:
+                image, label = render_case(shape, spacing, rng, n_rods, n_discs, orientation, geometry)
+                _write_nifti(image, spacing, tmp / f"images{suffix}" / f"{name}_{i:03d}_0000.nii.gz")
+                _write_nifti(label, spacing, tmp / f"labels{suffix}" / f"{name}_{i:03d}.nii.gz")
+        dataset_json = {
+            "channel_names": {"0": "synthetic"},
+            "labels": LABELS,
+            "numTraining": num_train,
+            "file_ending": ".nii.gz",
+            "name": name,
+            "description": f"Synthetic rods (1) and discs (2) of equal intensity; train {train_orientation}, "
+                           f"test {test_orientation} orientation; written by nnunet_equivariant.synthetic",
+        }
+        (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

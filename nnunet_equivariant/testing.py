@@ -1,0 +1,152 @@
+"""Equivariance helpers for voxel networks: exact grid symmetries and error measures.
+
+Reusable by users to check their own networks (``assert_equivariant(net, x, ...)``).
+
+Convention
+----------
+- A volume is a tensor ``(batch, channels, x, y, z)``; spatial dims 2, 3, 4 are the axes x, y, z.
+- A grid symmetry is a 3x3 signed permutation matrix ``R`` acting on centred voxel coordinates
+  ``p = (x, y, z)``. Transforming a field ``f`` gives ``(R f)(p) = D(R) f(R^-1 p)``, where ``D(R)`` is the
+  representation of the channels: identity for plain scalars, ``irreps.D_from_matrix(R)`` for e3nn irreps
+  (l = 1 components in (x, y, z) order, so ``D(R) = R`` for ``1o``).
+- ``grid_rotations()`` gives the 24 rotations of the cube (SO(3) on the grid); ``grid_symmetries()``
+  adds the 24 improper ones (48, O(3) on the grid).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = [
+    "grid_symmetries",
+    "grid_rotations",
+    "axis_flips",
+    "transform_volume",
+    "tolerance",
+    "equivariance_error",
+    "assert_equivariant",
+]
+
+
+def grid_symmetries(dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    """All 48 signed permutation matrices (the symmetries of the cube), identity first."""
+    mats = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            m = torch.zeros(3, 3, dtype=dtype)
+            for i in range(3):
+                m[i, perm[i]] = signs[i]
+            mats.append(m)
+    return mats
+
+
+def grid_rotations(dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    """The 24 proper rotations of the cube (determinant +1), identity first."""
+    return [m for m in grid_symmetries(dtype) if torch.det(m) > 0]
+
+
+def axis_flips(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Matrix of the reflection that flips the given spatial axes (0 = x = tensor dim 2, ...)."""
+    m = torch.eye(3, dtype=dtype)
+    for a in axes:
+        if a not in (0, 1, 2):
+            raise ValueError(f"spatial axis must be 0, 1 or 2, got {a}")
+        m[a, a] = -1
+    return m
+
+
+def _signed_permutation(R: torch.Tensor) -> tuple[list[int], list[int]]:
+    Rr = torch.round(R).to(torch.int64)
+    if not torch.allclose(R.to(torch.float64), Rr.to(torch.float64)) or (Rr.abs().sum(1) != 1).any() \
+            or (Rr.abs().sum(0) != 1).any():
+        raise ValueError(f"not a grid symmetry (signed permutation matrix): {R.tolist()}")
+    perm = [int(Rr[i].abs().argmax()) for i in range(3)]
+    signs = [int(Rr[i, perm[i]]) for i in range(3)]
+    return perm, signs
+
+
+def transform_volume(x: torch.Tensor, R: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply the grid symmetry ``R`` to a field ``x`` of shape ``(batch, channels, x, y, z)``.
+
+    ``D`` is the ``(channels, channels)`` matrix acting on the channels (``None``: scalars, unchanged).
+    Returns ``D f(R^-1 p)``; exact (a permutation of voxels), so it can be used in float64 tests.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"expected a (batch, channels, x, y, z) tensor, got shape {tuple(x.shape)}")
+    perm, signs = _signed_permutation(R)
+    # out[..., p] = x[..., q] with q[perm[i]] = signs[i] * p[i]
+    y = x.permute(0, 1, *(2 + p for p in perm))
+    flip = [2 + i for i in range(3) if signs[i] < 0]
+    if flip:
+        y = y.flip(flip)
+    if D is not None:
+        if D.shape != (x.shape[1], x.shape[1]):
+            raise ValueError(f"D must be ({x.shape[1]}, {x.shape[1]}), got {tuple(D.shape)}")
+        y = torch.einsum("ij,bj...->bi...", D.to(y.dtype), y)
+    return y.contiguous()
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Relative error below which an op counts as exactly equivariant in ``dtype``."""
+    return {torch.float64: 1e-5, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+
+
+def _as_D(rep, R: torch.Tensor) -> torch.Tensor | None:
+    if rep is None:
+        return None
+    if callable(getattr(rep, "D_from_matrix", None)):
+        return rep.D_from_matrix(R)
+    if callable(rep):
+        return rep(R)
+    raise ValueError(f"representation must be None, e3nn Irreps or a callable R -> D, got {rep!r}")
+
+
+def equivariance_error(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    R: torch.Tensor,
+    rep_in=None,
+    rep_out=None,
+) -> float:
+    """Relative error ``|f(R x) - R f(x)| / |f(x)|`` of ``f`` under the grid symmetry ``R``.
+
+    ``rep_in`` / ``rep_out``: ``None`` (scalars), e3nn ``Irreps``, or a callable ``R -> D`` matrix.
+    ``f`` may return a tensor or a list/tuple of tensors (deep supervision); all are compared.
+    """
+    R = R.to(torch.float64)
+    fx = f(x)
+    frx = f(transform_volume(x, R, _as_D(rep_in, R)))
+    outs_a = fx if isinstance(fx, (list, tuple)) else [fx]
+    outs_b = frx if isinstance(frx, (list, tuple)) else [frx]
+    num = sum(((transform_volume(a, R, _as_D(rep_out, R)) - b) ** 2).sum() for a, b in zip(outs_a, outs_b))
+    den = sum((a ** 2).sum() for a in outs_a)
+    return float(torch.sqrt(num / den.clamp_min(torch.finfo(den.dtype).tiny)))
+
+
+def assert_equivariant(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    symmetries: Sequence[torch.Tensor] | None = None,
+    rep_in=None,
+    rep_out=None,
+    tol: float | None = None,
+) -> float:
+    """Assert that ``f`` commutes with every grid symmetry given (default: the 24 rotations).
+
+    Returns the largest relative error seen. Raises ``AssertionError`` naming the worst matrix.
+    """
+    symmetries = grid_rotations() if symmetries is None else symmetries
+    tol = tolerance(x.dtype) if tol is None else tol
+    worst, worst_R = 0.0, None
+    with torch.no_grad():
+        for R in symmetries:
+            err = equivariance_error(f, x, R, rep_in, rep_out)
+            if err > worst:
+                worst, worst_R = err, R
+    assert worst <= tol, (
+        f"output does not transform with the input: relative error {worst:.3g} > {tol:.1g} "
+        f"for the grid symmetry {worst_R.tolist() if worst_R is not None else None}"
+    )
+    return worst

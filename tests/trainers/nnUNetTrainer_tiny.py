@@ -1,0 +1,1 @@
+from tiny_trainers import nnUNetTrainer_tiny  # noqa: F401
