@@ -8,7 +8,7 @@ Convention
 - A grid symmetry is a 3x3 signed permutation matrix ``R`` acting on centred voxel coordinates
   ``p = (x, y, z)``. Transforming a field ``f`` gives ``(R f)(p) = D(R) f(R^-1 p)``, where ``D(R)`` is the
   representation of the channels: identity for plain scalars, ``irreps.D_from_matrix(R)`` for e3nn irreps
-  (l = 1 components in (x, y, z) order, so ``D(R) = R`` for ``1o``).
+  (l = 1 components in (x, y, z) order, so ``D(R) = R`` for ``1o``); use ``irreps_D`` for float64.
 - ``grid_rotations()`` gives the 24 rotations of the cube (SO(3) on the grid); ``grid_symmetries()``
   adds the 24 improper ones (48, O(3) on the grid).
 """
@@ -24,6 +24,7 @@ __all__ = [
     "grid_rotations",
     "axis_flips",
     "transform_volume",
+    "irreps_D",
     "tolerance",
     "equivariance_error",
     "assert_equivariant",
@@ -93,11 +94,25 @@ def tolerance(dtype: torch.dtype) -> float:
     return {torch.float64: 1e-5, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
 
 
+def irreps_D(irreps, R: torch.Tensor) -> torch.Tensor:
+    """``irreps.D_from_matrix(R)`` computed in float64.
+
+    e3nn builds D in the default dtype, which in float32 is only accurate to ~1e-7: too coarse for
+    float64 equivariance tests.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return irreps.D_from_matrix(R.to(torch.float64))
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def _as_D(rep, R: torch.Tensor) -> torch.Tensor | None:
     if rep is None:
         return None
     if callable(getattr(rep, "D_from_matrix", None)):
-        return rep.D_from_matrix(R)
+        return irreps_D(rep, R)
     if callable(rep):
         return rep(R)
     raise ValueError(f"representation must be None, e3nn Irreps or a callable R -> D, got {rep!r}")

@@ -3,7 +3,7 @@ import torch
 from e3nn import o3
 
 from nnunet_equivariant.testing import (
-    assert_equivariant, axis_flips, equivariance_error, grid_rotations, grid_symmetries, transform_volume,
+    assert_equivariant, axis_flips, irreps_D, equivariance_error, grid_rotations, grid_symmetries, transform_volume,
 )
 
 
@@ -18,10 +18,11 @@ def test_grid_groups_have_the_right_sizes_and_are_closed():
 
 def test_transform_volume_is_a_representation():
     x = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64)
-    irreps = o3.Irreps("1o")
+    irreps = o3.Irreps("1o + 2e")
+    x = torch.randn(2, irreps.dim, 4, 5, 6, dtype=torch.float64)
     for a, b in [(grid_rotations()[5], grid_symmetries()[30]), (axis_flips([0]), grid_rotations()[17])]:
-        ab = transform_volume(x, a @ b, irreps.D_from_matrix(a @ b))
-        a_b = transform_volume(transform_volume(x, b, irreps.D_from_matrix(b)), a, irreps.D_from_matrix(a))
+        ab = transform_volume(x, a @ b, irreps_D(irreps, a @ b))
+        a_b = transform_volume(transform_volume(x, b, irreps_D(irreps, b)), a, irreps_D(irreps, a))
         assert torch.allclose(ab, a_b, rtol=0, atol=1e-12), "transforming by AB equals transforming by B then A"
 
 
