@@ -1,0 +1,118 @@
+"""ACDC-S: labelled heart surfaces from ACDC label volumes (marching cubes, edge labelling, Taubin smoothing).
+
+The surface is the boundary of the union of myocardium (2) and RV cavity (1), extracted by marching cubes on
+the voxel grid and mapped to physical space with the image's spacing, direction and origin. Each raw
+vertex lies on one grid edge between a voxel inside the union and one outside; the pair of labels on that
+edge gives its class:
+
+=====================================  ======================
+inside / outside voxel                 class
+=====================================  ======================
+myocardium (2) / background (0)        0 ``epicardium``
+myocardium (2) / LV cavity (3)         1 ``lv_endocardium``
+RV cavity (1) / background (0)         2 ``rv_endocardium``
+=====================================  ======================
+
+Any other pair (RV cavity touching LV cavity) raises ``ValueError``. Taubin smoothing then moves the
+vertices without changing their order or the faces, so the labels stay attached.
+
+Convention
+----------
+Label arrays here are indexed ``[i, j, k]`` = SimpleITK index ``(i, j, k)``: the transpose of
+``sitk.GetArrayFromImage``. Physical position of index ``u``: ``origin + direction @ (spacing * u)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nnunet_equivariant.meshes.hole_closing import check_closed
+from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
+
+__all__ = ["ACDC_S_CLASSES", "labelled_surface", "taubin_smooth", "acdc_surface"]
+
+ACDC_S_CLASSES = ("epicardium", "lv_endocardium", "rv_endocardium")
+_EDGE_CLASS = {(2, 0): 0, (2, 3): 1, (1, 0): 2}  # (inside label, outside label) -> class
+
+
+def labelled_surface(labels: np.ndarray, name: str = "labels") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marching cubes of the union of labels 1 and 2, each vertex classified by its grid edge.
+
+    Args:
+        labels: ``(nx, ny, nz)`` integer ACDC labels, index order (see Convention).
+    Returns:
+        ``(vertices (V, 3) in continuous index coordinates, faces (F, 3), classes (V,))``; the surface is
+        closed (the volume is padded with background), faces wound outwards in index space.
+    """
+    from skimage.measure import marching_cubes
+
+    padded = np.pad(np.asarray(labels), 1)
+    inside = np.isin(padded, (1, 2))
+    if not inside.any():
+        raise ValueError(f"{name}: no myocardium or RV cavity voxels")
+    verts, faces, _, _ = marching_cubes(inside.astype(np.float32), level=0.5, allow_degenerate=False)
+    # a binary field interpolated at 0.5 puts each vertex at the midpoint of a grid edge: exactly one
+    # coordinate is a half-integer
+    twice = np.rint(2 * verts).astype(np.int64)
+    if not np.allclose(2 * verts, twice, atol=1e-4) or np.any((twice % 2).sum(axis=1) != 1):
+        raise ValueError(f"{name}: marching cubes produced a vertex that is not on a grid edge")
+    axis = np.argmax(twice % 2, axis=1)
+    a = twice // 2  # lower voxel of the edge along `axis`, the other coordinates exact
+    b = a.copy()
+    b[np.arange(len(b)), axis] += 1
+    la, lb = padded[tuple(a.T)], padded[tuple(b.T)]
+    a_inside = np.isin(la, (1, 2))
+    inner = np.where(a_inside, la, lb)
+    outer = np.where(a_inside, lb, la)
+    classes = np.full(len(verts), -1, dtype=np.int64)
+    for (lab_in, lab_out), cls in _EDGE_CLASS.items():
+        classes[(inner == lab_in) & (outer == lab_out)] = cls
+    if np.any(classes < 0):
+        pairs = sorted({(int(i), int(o)) for i, o in zip(inner[classes < 0], outer[classes < 0])})
+        raise ValueError(f"{name}: surface between labels {pairs} (inside, outside); only myocardium/"
+                         "background, myocardium/LV cavity and RV cavity/background are expected")
+    faces = faces.astype(np.int64)
+    if _signed_volume(verts, faces) < 0:
+        faces = faces[:, ::-1].copy()
+    return verts - 1.0, faces, classes
+
+
+def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int = 10, lamb: float = 0.5,
+                  mu: float = -0.53) -> np.ndarray:
+    """Taubin's lambda/mu smoothing (``iterations`` pairs of steps, uniform weights); order is kept."""
+    import scipy.sparse as sp
+
+    n = len(vertices)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    adj = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n))
+    adj = adj.tocsr()
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    mean_neighbours = sp.diags(1.0 / np.maximum(degree, 1)) @ adj
+    v = np.asarray(vertices, dtype=np.float64).copy()
+    for _ in range(iterations):
+        v += lamb * (mean_neighbours @ v - v)
+        v += mu * (mean_neighbours @ v - v)
+    return v
+
+
+def acdc_surface(image, *, name: str = "labels", smoothing_iterations: int = 10) -> LabelledMesh:
+    """The labelled ACDC-S surface of an ACDC label image (``sitk.Image``), in physical coordinates (mm)."""
+    import SimpleITK as sitk
+
+    labels = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    vertices_idx, faces, classes = labelled_surface(labels, name)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin(), dtype=np.float64)
+    vertices = origin + (vertices_idx * spacing) @ direction.T
+    if np.linalg.det(direction) < 0:
+        faces = faces[:, ::-1].copy()  # an improper direction mirrors the surface: keep normals outwards
+    vertices = taubin_smooth(vertices, faces, smoothing_iterations)
+    check_closed(vertices, faces, name)
+    return LabelledMesh(name=name, vertices=vertices, faces=faces, labels=classes, class_names=ACDC_S_CLASSES,
+                        num_original_faces=len(faces))
