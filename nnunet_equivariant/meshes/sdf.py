@@ -26,17 +26,21 @@ import torch
 __all__ = ["SdfGrid", "signed_distance", "compute_sdf_grid", "patch_points", "extract_patches"]
 
 
-def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Exact signed distance of ``(n, 3)`` points to a closed triangle mesh, negative inside. float64."""
+def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, *, closest: bool = False):
+    """Exact signed distance of ``(n, 3)`` points to a closed triangle mesh, negative inside. float64 ``(n,)``.
+
+    With ``closest=True`` also returns the index of the closest face ``(n,)`` and the closest point ``(n, 3)``.
+    """
     import igl
 
     points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
     if len(points) == 0:
-        return np.empty(0)
-    s, _, _, _ = igl.signed_distance(points, np.ascontiguousarray(vertices, dtype=np.float64),
-                                     np.ascontiguousarray(faces, dtype=np.int64),
-                                     sign_type=igl.SIGNED_DISTANCE_TYPE_WINDING_NUMBER)
-    return s
+        empty = np.empty(0)
+        return (empty, np.empty(0, dtype=np.int64), np.empty((0, 3))) if closest else empty
+    s, face, point, _ = igl.signed_distance(points, np.ascontiguousarray(vertices, dtype=np.float64),
+                                            np.ascontiguousarray(faces, dtype=np.int64),
+                                            sign_type=igl.SIGNED_DISTANCE_TYPE_WINDING_NUMBER)
+    return (s, face, point) if closest else s
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ myocardium (2) / LV cavity (3)         1 ``lv_endocardium``
 RV cavity (1) / background (0)         2 ``rv_endocardium``
 =====================================  ======================
 
-Any other pair (RV cavity touching LV cavity) raises ``ValueError``. Taubin smoothing then moves the
-vertices without changing their order or the faces, so the labels stay attached.
+Any other pair (RV cavity touching LV cavity) raises ``ValueError``. Lewiner's marching cubes also puts a
+vertex at the centre of some ambiguous cubes; it takes the most common class of that cube's
+surface-crossing edges. Taubin smoothing then moves the vertices without changing their order or the
+faces, so the labels stay attached.
 
 Convention
 ----------
@@ -50,30 +52,51 @@ def labelled_surface(labels: np.ndarray, name: str = "labels") -> tuple[np.ndarr
     if not inside.any():
         raise ValueError(f"{name}: no myocardium or RV cavity voxels")
     verts, faces, _, _ = marching_cubes(inside.astype(np.float32), level=0.5, allow_degenerate=False)
-    # a binary field interpolated at 0.5 puts each vertex at the midpoint of a grid edge: exactly one
-    # coordinate is a half-integer
+    # A binary field interpolated at 0.5 puts each vertex at the midpoint of a grid edge (one half-integer
+    # coordinate). Lewiner's method also adds a vertex at the centre of some ambiguous cubes (three
+    # half-integer coordinates); it takes the most common class of the cube's surface-crossing edges.
     twice = np.rint(2 * verts).astype(np.int64)
-    if not np.allclose(2 * verts, twice, atol=1e-4) or np.any((twice % 2).sum(axis=1) != 1):
-        raise ValueError(f"{name}: marching cubes produced a vertex that is not on a grid edge")
-    axis = np.argmax(twice % 2, axis=1)
-    a = twice // 2  # lower voxel of the edge along `axis`, the other coordinates exact
-    b = a.copy()
-    b[np.arange(len(b)), axis] += 1
-    la, lb = padded[tuple(a.T)], padded[tuple(b.T)]
-    a_inside = np.isin(la, (1, 2))
-    inner = np.where(a_inside, la, lb)
-    outer = np.where(a_inside, lb, la)
+    odd = (twice % 2).sum(axis=1)
+    if not np.allclose(2 * verts, twice, atol=1e-4) or np.any((odd != 1) & (odd != 3)):
+        raise ValueError(f"{name}: marching cubes produced a vertex that is neither on a grid edge nor at a "
+                         "cube centre")
     classes = np.full(len(verts), -1, dtype=np.int64)
+    on_edge = odd == 1
+    axis = np.argmax(twice[on_edge] % 2, axis=1)
+    low = twice[on_edge] // 2
+    high = low.copy()
+    high[np.arange(len(high)), axis] += 1
+    classes[on_edge] = _edge_classes(padded[tuple(low.T)], padded[tuple(high.T)], name)
+    for v in np.flatnonzero(~on_edge):
+        corner = twice[v] // 2  # lowest corner of the cube
+        cube = padded[corner[0]:corner[0] + 2, corner[1]:corner[1] + 2, corner[2]:corner[2] + 2]
+        pairs = [(cube[tuple(a)], cube[tuple(b)]) for a, b in _CUBE_EDGES]
+        crossing = [(a, b) for a, b in pairs if (a in (1, 2)) != (b in (1, 2))]
+        edge_cls = _edge_classes(np.array([a for a, _ in crossing]), np.array([b for _, b in crossing]), name)
+        classes[v] = np.bincount(edge_cls).argmax()
+    faces = faces.astype(np.int64)
+    if _signed_volume(verts, faces) < 0:
+        faces = faces[:, ::-1].copy()
+    return verts - 1.0, faces, classes
+
+
+_CUBE_EDGES = [((i, j, k), (i2, j2, k2)) for i, j, k in np.ndindex(2, 2, 2) for i2, j2, k2 in np.ndindex(2, 2, 2)
+               if abs(i - i2) + abs(j - j2) + abs(k - k2) == 1 and (i, j, k) < (i2, j2, k2)]
+
+
+def _edge_classes(label_a: np.ndarray, label_b: np.ndarray, name: str) -> np.ndarray:
+    """Class of each surface-crossing grid edge from the labels at its two ends (either order)."""
+    a_inside = np.isin(label_a, (1, 2))
+    inner = np.where(a_inside, label_a, label_b)
+    outer = np.where(a_inside, label_b, label_a)
+    classes = np.full(len(inner), -1, dtype=np.int64)
     for (lab_in, lab_out), cls in _EDGE_CLASS.items():
         classes[(inner == lab_in) & (outer == lab_out)] = cls
     if np.any(classes < 0):
         pairs = sorted({(int(i), int(o)) for i, o in zip(inner[classes < 0], outer[classes < 0])})
         raise ValueError(f"{name}: surface between labels {pairs} (inside, outside); only myocardium/"
                          "background, myocardium/LV cavity and RV cavity/background are expected")
-    faces = faces.astype(np.int64)
-    if _signed_volume(verts, faces) < 0:
-        faces = faces[:, ::-1].copy()
-    return verts - 1.0, faces, classes
+    return classes
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
