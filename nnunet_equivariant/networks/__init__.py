@@ -1,1 +1,2 @@
 """networks."""
+from nnunet_equivariant.networks.patch_classifier import PatchClassifier, build_patch_classifier

@@ -1,0 +1,246 @@
+"""Mirror-symmetric 3D convolutions: kernels that equal their own reflection along chosen axes.
+
+Dordiuk et al., "Benefits of mirror weight symmetry for 3D mesh segmentation" (Sec. II.C): only one half
+of the kernel along each symmetric axis is trained; the full kernel is that half concatenated with its
+flip, ``W_hat = W (+) T_a(W)``, repeated for every symmetric axis. A stride-1 convolution with such a
+kernel commutes with flips of the input along those axes.
+
+Convention
+----------
+- Inputs are ``(batch, channels, x, y, z)``. The paper's axes 1, 2, 3 (symmetries ``f1``, ``f2``,
+  ``f3``) are the tensor's spatial dims 2, 3, 4, which are nnU-Net's data axes 0, 1, 2 (the numbers in
+  its ``allowed_mirroring_axes``). ``f13`` is symmetric along dims 2 and 4; ``f123`` along all three.
+- A kernel of size ``k`` along a symmetric axis satisfies ``W[.., i, ..] == W[.., k - 1 - i, ..]``. Its
+  free entries are the first ``ceil(k / 2)`` slices; for odd ``k`` the middle slice is its own mirror
+  (3 -> 2 free entries, 5 -> 3, 4 -> 2).
+- ``.weight`` is the free half, ``(out, in / groups, h_x, h_y, h_z)`` with ``h = ceil(k / 2)`` along
+  symmetric axes and ``h = k`` elsewhere (for the transposed layer ``(in, out / groups, ...)`` as in
+  PyTorch). ``state_dict``, ``parameters()`` and optimizers see only free entries;
+  ``symmetric_weight`` is the full kernel the convolution uses.
+- A strided window is mirror-symmetric only if the windows sit symmetrically in the input: the layer
+  raises ``ValueError`` for an input length where they do not (e.g. stride 2, kernel 3, padding 1 on an
+  even length), instead of silently breaking the symmetry.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = [
+    "SYMMETRIES",
+    "symmetry_axes",
+    "MirrorSymmetricConv3d",
+    "MirrorSymmetricConvTranspose3d",
+]
+
+#: Every accepted value of ``symmetry``: none, one axis (f*), two axes (f**), all three (f***).
+SYMMETRIES = (None, "f1", "f2", "f3", "f12", "f13", "f23", "f123")
+
+
+def symmetry_axes(symmetry: str | None) -> tuple[int, ...]:
+    """Data axes (0, 1, 2 = tensor dims 2, 3, 4) of a symmetry name: ``"f13" -> (0, 2)``, ``None -> ()``."""
+    if symmetry not in SYMMETRIES:
+        raise ValueError(f"symmetry must be one of {SYMMETRIES}, got {symmetry!r}")
+    return tuple(int(c) - 1 for c in symmetry[1:]) if symmetry else ()
+
+
+def _expansion_matrix(free_shape: tuple[int, ...], kernel_size: tuple[int, ...], axes: tuple[int, ...],
+                      **factory) -> Tensor:
+    """0/1 matrix ``E`` of shape ``(prod(free_shape), prod(kernel_size))``: ``full = free @ E``.
+
+    Each full tap reads the free tap at ``min(i, k - 1 - i)`` along symmetric axes (flip-and-concatenate
+    as one gather). A matrix product with one 1 per column is exact in every float type and, unlike
+    ``index_select``, fast on the CPU and deterministic in its backward on the GPU.
+    """
+    idx = [torch.arange(k) for k in kernel_size]
+    for a in axes:
+        idx[a] = torch.minimum(idx[a], kernel_size[a] - 1 - idx[a])
+    grid = torch.meshgrid(*idx, indexing="ij")
+    free_flat = (grid[0] * free_shape[1] + grid[1]) * free_shape[2] + grid[2]
+    E = torch.zeros(math.prod(free_shape), math.prod(kernel_size), **factory)
+    E[free_flat.flatten().to(E.device), torch.arange(E.shape[1], device=E.device)] = 1
+    return E
+
+
+class _MirrorSymmetricWeight:
+    """Shared by the convolution and the transposed convolution: free weight, assembly, eval cache."""
+
+    symmetry: str | None
+
+    def _make_weight_symmetric(self, symmetry: str | None, device, dtype) -> None:
+        """Replace the full ``weight`` created by the PyTorch base class (on the meta device) by the
+        free half, create the bias for real, and initialise both."""
+        self.symmetry = symmetry
+        self.mirror_axes = symmetry_axes(symmetry)
+        factory = {"device": device, "dtype": dtype}
+        full_shape = tuple(self.weight.shape)
+        free_shape = tuple((k + 1) // 2 if a in self.mirror_axes else k for a, k in enumerate(self.kernel_size))
+        self._full_shape = full_shape
+        self._free_slices = (slice(None), slice(None), *(slice(0, h) for h in free_shape))
+        self.weight = nn.Parameter(torch.empty(*full_shape[:2], *free_shape, **factory))
+        if self.bias is not None:
+            self.bias = nn.Parameter(torch.empty(self.out_channels, **factory))
+        if free_shape == tuple(self.kernel_size):  # e.g. 1x1x1 kernels: nothing to mirror
+            self._expansion = None
+        else:
+            self.register_buffer("_expansion", _expansion_matrix(free_shape, tuple(self.kernel_size),
+                                                                 self.mirror_axes, **factory), persistent=False)
+        self._cache: Tensor | None = None
+        self._cache_key: tuple | None = None
+        self.reset_parameters()
+
+    # -- the full kernel ---------------------------------------------------------------------------------
+
+    def _assemble(self) -> Tensor:
+        w = self.weight
+        with torch.autocast(w.device.type, enabled=False):  # copy the weight in its own dtype
+            full = torch.mm(w.reshape(-1, self._expansion.shape[0]), self._expansion)
+        return full.view(self._full_shape)
+
+    @property
+    def symmetric_weight(self) -> Tensor:
+        """The full kernel ``(out, in / groups, *kernel_size)``, symmetric along ``mirror_axes``.
+
+        Assembled on every call while gradients are needed (training); otherwise (``eval()`` under
+        ``no_grad`` / ``inference_mode``) built once and reused until the free weight changes (an
+        optimizer step, ``load_state_dict``, a move to another device or dtype) or ``train()`` is called.
+        """
+        if self._expansion is None:
+            return self.weight
+        w = self.weight
+        if self.training or (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
+            return self._assemble()
+        key = (w._version, w.data_ptr(), w.dtype, w.device, torch.is_inference_mode_enabled())
+        if key != self._cache_key:
+            self._cache, self._cache_key = self._assemble(), key
+        return self._cache
+
+    def _clear_cache(self) -> None:
+        self._cache = self._cache_key = None
+
+    def train(self, mode: bool = True):
+        self._clear_cache()
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._clear_cache()
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    # -- initialisation ----------------------------------------------------------------------------------
+
+    def init_weight_(self, init_fn: Callable[..., Tensor], *args, **kwargs) -> Tensor:
+        """Initialise the free weight so every entry of ``symmetric_weight`` is distributed as
+        ``init_fn(full_kernel, *args, **kwargs)`` would make it: the fan is that of the full kernel.
+
+        ``layer.init_weight_(nn.init.kaiming_normal_, a=1e-2)`` is nnU-Net's ``InitWeights_He`` done right
+        for this layer (``InitWeights_He`` itself computes the fan from the smaller free weight, which gives a
+        larger standard deviation by ``sqrt(prod(kernel_size) / weight[0, 0].numel())``).
+        """
+        full = torch.empty(self._full_shape, device=self.weight.device, dtype=self.weight.dtype)
+        init_fn(full, *args, **kwargs)
+        with torch.no_grad():
+            self.weight.copy_(full[self._free_slices])
+        return self.weight
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation of a full kernel of this shape, restricted to the free half."""
+        if not hasattr(self, "_free_slices"):  # called by the base __init__ on its meta placeholders
+            return
+        self.init_weight_(nn.init.kaiming_uniform_, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(torch.empty(self._full_shape, device="meta"))
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, symmetry={self.symmetry}"
+
+
+class MirrorSymmetricConv3d(_MirrorSymmetricWeight, nn.Conv3d):
+    """``nn.Conv3d`` whose kernel is mirror-symmetric along the axes of ``symmetry``.
+
+    ``symmetry``: ``None``, ``"f1"``, ``"f2"``, ``"f3"`` (one axis), ``"f12"``, ``"f13"``, ``"f23"`` (two),
+    ``"f123"`` (all three); axis 1, 2, 3 = tensor dim 2, 3, 4 = nnU-Net data axis 0, 1, 2.
+    Every other argument is ``nn.Conv3d``'s. ``forward`` maps ``(batch, in, x, y, z)`` to
+    ``(batch, out, x', y', z')`` exactly like ``nn.Conv3d`` with ``symmetric_weight``, and
+    ``flip(layer(x), d) == layer(flip(x, d))`` for every symmetric dim ``d`` whenever the windows sit
+    symmetrically (always for stride 1 with the usual ``padding = dilation * (k - 1) / 2``).
+
+    Raises ``ValueError`` for an unknown ``symmetry``, for ``padding="same"`` with an even (dilated)
+    kernel along a symmetric axis (PyTorch pads it unevenly), and in ``forward`` for an input length
+    whose strided windows are not centred along a symmetric axis.
+
+    Example::
+
+        conv = MirrorSymmetricConv3d(32, 64, 3, padding=1, symmetry="f123")
+        conv.weight.shape            # (64, 32, 2, 2, 2): 8 free taps instead of 27
+        conv.symmetric_weight.shape  # (64, 32, 3, 3, 3)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None,
+                 symmetry: str | None = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device="meta", dtype=dtype)
+        self._make_weight_symmetric(symmetry, device, dtype)
+        axes = self.mirror_axes
+        if self.padding == "same" and any(self.dilation[a] * (self.kernel_size[a] - 1) % 2 for a in axes):
+            raise ValueError(f"padding='same' pads an even kernel {self.kernel_size} unevenly, which breaks "
+                             f"the mirror symmetry {symmetry}; use an odd kernel or explicit padding")
+        self._strided_axes = tuple(a for a in axes if self.stride[a] > 1)
+
+    def _check_windows_centred(self, shape: torch.Size) -> None:
+        padding = (0, 0, 0) if isinstance(self.padding, str) else self.padding
+        for a in self._strided_axes:
+            length, k, s, p, d = shape[2 + a], self.kernel_size[a], self.stride[a], padding[a], self.dilation[a]
+            span = d * (k - 1)
+            n = (length + 2 * p - span - 1) // s + 1
+            if n >= 1 and span - 2 * p + (n - 1) * s != length - 1:
+                raise ValueError(
+                    f"{type(self).__name__}(symmetry={self.symmetry}): stride {s}, kernel {k}, padding {p} "
+                    f"on length {length} along dim {2 + a} places the windows off-centre, so the output is "
+                    f"not mirror-symmetric; choose a length with (length + 2*padding - dilation*(kernel - 1) "
+                    f"- 1) divisible by the stride, or pool before a stride-1 convolution"
+                )
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self._strided_axes:
+            self._check_windows_centred(input.shape)
+        return self._conv_forward(input, self.symmetric_weight, self.bias)
+
+
+class MirrorSymmetricConvTranspose3d(_MirrorSymmetricWeight, nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` whose kernel is mirror-symmetric along the axes of ``symmetry``.
+
+    Same conventions as :class:`MirrorSymmetricConv3d`. A transposed convolution with a symmetric kernel
+    commutes with the flips for every input length as long as ``output_padding`` is 0 along the
+    symmetric axes (the adjoint of a centred convolution); with ``kernel_size == stride`` (nnU-Net's
+    upsampling) and ``f123`` it is nearest-neighbour upsampling followed by a 1x1x1 convolution.
+    Raises ``ValueError`` for a non-zero ``output_padding`` (given or implied by ``output_size``) along a
+    symmetric axis.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1, padding_mode: str = "zeros",
+                 device=None, dtype=None, symmetry: str | None = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device="meta", dtype=dtype)
+        self._make_weight_symmetric(symmetry, device, dtype)
+        self._check_output_padding(self.output_padding)
+
+    def _check_output_padding(self, output_padding) -> None:
+        if any(output_padding[a] for a in self.mirror_axes):
+            raise ValueError(f"{type(self).__name__}(symmetry={self.symmetry}): output_padding "
+                             f"{tuple(output_padding)} adds voxels on one side only, which breaks the symmetry")
+
+    def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
+                                              3, self.dilation)
+        if output_size is not None:
+            self._check_output_padding(output_padding)
+        return F.conv_transpose3d(input, self.symmetric_weight, self.bias, self.stride, self.padding,
+                                  output_padding, self.groups, self.dilation)
