@@ -129,10 +129,12 @@ class PatchDataset(torch.utils.data.Dataset):
     """``(patch, label)`` for every labelled vertex of the given cases of a patch set.
 
     ``patch`` is float32 ``(1, N, N, N)`` (dims x, y, z; see ``nnunet_equivariant.meshes.sdf``), ``label`` an
-    int64 class index. The SDF grids of the cases are held in memory.
+    int64 class index. The SDF grids of the cases are held in memory; pass the same ``cache`` dict to
+    several datasets of one patch set (the splits of a study) to read each case once.
     """
 
-    def __init__(self, folder: str | Path, cases: Sequence[str] | None = None):
+    def __init__(self, folder: str | Path, cases: Sequence[str] | None = None,
+                 cache: dict[str, tuple[LabelledMesh, SdfGrid]] | None = None):
         self.folder = Path(folder)
         self.meta = read_patch_meta(self.folder)
         self.side, self.n = float(self.meta["side"]), int(self.meta["n"])
@@ -143,7 +145,12 @@ class PatchDataset(torch.utils.data.Dataset):
             raise ValueError(f"cases {unknown} are not in the patch set {self.folder}")
         self.meshes, self.grids = [], []
         for name in self.cases:
-            mesh, grid = load_patch_case(self.folder / f"{name}.npz")
+            if cache is not None and name in cache:
+                mesh, grid = cache[name]
+            else:
+                mesh, grid = load_patch_case(self.folder / f"{name}.npz")
+                if cache is not None:
+                    cache[name] = (mesh, grid)
             self.meshes.append(mesh)
             self.grids.append(grid)
         self.case_index = np.concatenate([np.full(m.num_labelled, i) for i, m in enumerate(self.meshes)])

@@ -54,8 +54,10 @@ def _symmetry_name(symmetry: str | None) -> str:
 
 
 def train_one(folder: str | Path, arch: str, symmetry: str | None, task: str, ratio: str, seed: int,
-              config: PatchTrainingConfig = PatchTrainingConfig()) -> dict:
+              config: PatchTrainingConfig = PatchTrainingConfig(), cache: dict | None = None) -> dict:
     """Train one classifier on one stored split and score it on the split's test meshes.
+
+    ``cache``: loaded cases shared between runs (see ``PatchDataset``).
 
     Returns a result row: settings, ``parameters``, ``accuracy`` (mean over test meshes of the per-vertex
     accuracy), ``mean_iou``, ``mean_dsc``, ``train_seconds``.
@@ -70,7 +72,7 @@ def train_one(folder: str | Path, arch: str, symmetry: str | None, task: str, ra
     model = build_patch_classifier(arch, symmetry, task, num_classes=num_classes).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    train = PatchDataset(folder, train_cases)
+    train = PatchDataset(folder, train_cases, cache)
     per_epoch = len(train) if config.samples_per_epoch is None else min(config.samples_per_epoch, len(train))
     start = time.perf_counter()
     model.train()
@@ -84,7 +86,7 @@ def train_one(folder: str | Path, arch: str, symmetry: str | None, task: str, ra
             loss.backward()
             optimiser.step()
     train_seconds = time.perf_counter() - start
-    test = PatchDataset(folder, test_cases)
+    test = PatchDataset(folder, test_cases, cache)
     per_mesh = []
     for mesh, grid in zip(test.meshes, test.grids):
         scores = classify_vertices(model, mesh, grid, test.side, test.n, batch_size=4 * config.batch_size,
@@ -126,9 +128,10 @@ def train_patches(folder: str | Path, output: str | Path, *, archs: Sequence[str
             for task in ([tasks[0]] if symmetry is None else tasks):
                 runs += [(arch, symmetry, task, ratio, seed) for ratio in ratios for seed in seeds]
     rows = []
+    cache: dict = {}
     with atomic_folder(output, overwrite) as tmp:
         for arch, symmetry, task, ratio, seed in tqdm(runs, desc="patch classifiers", unit="run"):
-            row = train_one(folder, arch, symmetry, task, ratio, seed, config)
+            row = train_one(folder, arch, symmetry, task, ratio, seed, config, cache)
             if symmetry is None:  # the baseline serves both tasks
                 rows += [{**row, "task": t} for t in tasks]
             else:

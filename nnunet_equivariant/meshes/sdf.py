@@ -185,15 +185,19 @@ def extract_patches(grid: SdfGrid, centres: np.ndarray, side: float, n: int = 16
     if len(start) and (np.any(start < 0) or np.any(start + width > np.asarray(grid.values.shape))):
         raise ValueError("a patch reaches outside the SDF grid (centre too close to the grid's border)")
     # Every sample of a patch has the same fractional offset from the grid: gather the nodes the patch
-    # reads once (an (n+1)^3 block for stride 1), then interpolate along x, y and z in turn.
-    offsets = np.unique(np.concatenate([np.arange(n) * stride, np.arange(n) * stride + 1]))
-    lo = torch.from_numpy(np.searchsorted(offsets, np.arange(n) * stride))
-    hi = lo + 1
+    # reads once (an (n+1)^3 block for stride 1, (2n)^3 otherwise), then interpolate along x, y and z in
+    # turn between neighbouring slices of the block.
+    if stride == 1:
+        offsets, lo, hi = torch.arange(n + 1), slice(0, n), slice(1, n + 1)
+    else:
+        offsets = torch.stack([torch.arange(n) * stride, torch.arange(n) * stride + 1], dim=1).reshape(-1)
+        lo, hi = slice(0, 2 * n, 2), slice(1, 2 * n, 2)
     values = torch.from_numpy(grid.values)
+    _, ny, nz = values.shape
     s = torch.from_numpy(start)
-    o = torch.from_numpy(offsets)
-    block = values[(s[:, 0, None] + o)[:, :, None, None], (s[:, 1, None] + o)[:, None, :, None],
-                   (s[:, 2, None] + o)[:, None, None, :]]
+    flat = ((s[:, 0, None] + offsets) * (ny * nz))[:, :, None, None] + \
+        ((s[:, 1, None] + offsets) * nz)[:, None, :, None] + (s[:, 2, None] + offsets)[:, None, None, :]
+    block = values.reshape(-1)[flat]
     f = torch.from_numpy(frac.astype(np.float32))
     out = torch.lerp(block[:, lo], block[:, hi], f[:, 0, None, None, None])
     out = torch.lerp(out[:, :, lo], out[:, :, hi], f[:, 1, None, None, None])
