@@ -46,8 +46,8 @@ def test_sign_on_a_non_convex_mesh():
     """A C-shaped solid of three boxes that meet face to face: points in its mouth are outside although
     inside its convex hull (the winding number handles the touching faces)."""
     boxes = [((1, 4, 1), (-1.5, 0, 0)), ((3, 1, 1), (0.5, 1.5, 0)), ((3, 1, 1), (0.5, -1.5, 0))]
-    c = trimesh.util.concatenate([trimesh.creation.box(extents=e, transform=trimesh.transformations.translation_matrix(t))
-                                  for e, t in boxes])
+    shift = trimesh.transformations.translation_matrix
+    c = trimesh.util.concatenate([trimesh.creation.box(extents=e, transform=shift(t)) for e, t in boxes])
     v, f = np.asarray(c.vertices), np.asarray(c.faces)
     mouth = np.array([[0.5, 0.0, 0.0], [1.5, 0.0, 0.0]])
     solid = np.array([[-1.5, 0.0, 0.0], [0.5, 1.5, 0.0], [1.5, -1.5, 0.0]])

@@ -104,50 +104,50 @@ def _is_simple(poly: np.ndarray) -> bool:
     return True
 
 
+def _cross(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """z of ``(q - p) x (r - p)`` for broadcastable 2D point arrays."""
+    return (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (q[..., 1] - p[..., 1]) * (r[..., 0] - p[..., 0])
+
+
+def _angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Angle between ``-u`` and ``v`` (the corner angle of consecutive edges ``u``, ``v``)."""
+    cos = -(u * v).sum(axis=1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-300)
+    return np.arccos(np.clip(cos, -1, 1))
+
+
 def _ear_clip(poly: np.ndarray, ids: np.ndarray, edges: set[tuple[int, int]]) -> list[tuple[int, int, int]]:
     """Triangulate a simple counter-clockwise polygon by clipping its best-shaped ear each step.
 
-    An ear ``(a, b, c)`` is valid when its corner at ``b`` is convex (or straight), no other polygon vertex lies in it and
-    its new edge ``a - c`` is not already an edge of the mesh (that would make the edge non-manifold: a
-    ragged cut often has such chords). Among valid ears the one with the largest smallest angle is cut.
-    Returns position triples into ``poly``; ``edges`` (undirected vertex-id pairs) is updated.
+    An ear ``(a, b, c)`` is valid when its corner at ``b`` is convex (or straight), no other polygon vertex
+    lies in it and its new edge ``a - c`` is not already an edge of the mesh (that would make the edge
+    non-manifold: a ragged cut often has such chords). Among valid ears the one with the largest smallest
+    angle is cut. Returns position triples into ``poly``; ``edges`` (undirected vertex-id pairs) is updated.
     """
     idx = list(range(len(poly)))
     tris = []
     tol = 1e-12 * float(np.ptp(poly, axis=0).max()) ** 2
     while len(idx) > 3:
+        prev, nxt = np.roll(idx, 1), np.roll(idx, -1)
+        a, b, c = poly[prev], poly[idx], poly[nxt]
+        convex = _cross(a, b, c) >= -tol  # collinear corners may be cut too
+        # (ears, vertices): strictly inside the ear triangle, the ear's own corners excluded
+        inside = (_cross(a[:, None], b[:, None], b[None]) > 0) & (_cross(b[:, None], c[:, None], b[None]) > 0) & \
+                 (_cross(c[:, None], a[:, None], b[None]) > 0)
         k = np.arange(len(idx))
-        a, b, c = poly[np.roll(idx, 1)], poly[idx], poly[np.roll(idx, -1)]
-        ab, bc, ca = b - a, c - b, a - c
-        convex = (ab[:, 0] * bc[:, 1] - ab[:, 1] * bc[:, 0]) >= -tol  # collinear corners may be cut
-        pts = poly[idx]
-
-        def side(p, q):  # (ears, points): cross((q - p), (pts - p))
-            d = q - p
-            return d[:, None, 0] * (pts[None, :, 1] - p[:, None, 1]) - d[:, None, 1] * (pts[None, :, 0] - p[:, None, 0])
-
-        inside = (side(a, b) > 0) & (side(b, c) > 0) & (side(c, a) > 0)
-        own = (k[:, None] == k[None, :]) | (np.roll(k, 1)[:, None] == k[None, :]) | \
-              (np.roll(k, -1)[:, None] == k[None, :])
+        own = (k[:, None] == k[None]) | (np.roll(k, 1)[:, None] == k[None]) | (np.roll(k, -1)[:, None] == k[None])
         empty = ~np.any(inside & ~own, axis=1)
-        prev_ids, next_ids = ids[np.roll(idx, 1)], ids[np.roll(idx, -1)]
-        new_edge = np.array([(min(u, v), max(u, v)) not in edges for u, v in zip(prev_ids, next_ids)])
+        new_edge = np.array([(min(u, v), max(u, v)) not in edges for u, v in zip(ids[prev], ids[nxt])])
         valid = convex & empty & new_edge
         if not valid.any():
             raise ValueError("no valid ear")
-
-        def angle(u, v):
-            cos = -(u * v).sum(axis=1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-300)
-            return np.arccos(np.clip(cos, -1, 1))
-
-        quality = np.minimum(np.minimum(angle(ca, ab), angle(ab, bc)), angle(bc, ca))
+        ab, bc, ca = b - a, c - b, a - c
+        quality = np.minimum(np.minimum(_angle(ca, ab), _angle(ab, bc)), _angle(bc, ca))  # smallest corner
         best = int(np.flatnonzero(valid)[np.argmax(quality[valid])])
         i0, i1, i2 = idx[best - 1], idx[best], idx[(best + 1) % len(idx)]
         tris.append((i0, i1, i2))
         edges.add((min(ids[i0], ids[i2]), max(ids[i0], ids[i2])))
         idx.pop(best)
-    last = tuple(idx)
-    tris.append(last)
+    tris.append(tuple(idx))
     return tris
 
 
