@@ -146,6 +146,7 @@ def _(p: argparse.ArgumentParser) -> None:
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--samples-per-epoch", type=int)
     s.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    s.add_argument("--write-meshes", action="store_true", help="also write each run's labelled test meshes")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(_mesh_run=_mesh_train_patches)
 
@@ -209,7 +210,7 @@ def _mesh_train_patches(args: argparse.Namespace) -> int:
     symmetries = SYMMETRIES if args.symmetries is None else [None if s == "baseline" else s for s in args.symmetries]
     rows = train_patches(args.patches, args.output, archs=args.archs or ARCHS, symmetries=symmetries,
                          tasks=args.tasks or TASKS, ratios=args.ratios, seeds=args.seeds, config=config,
-                         overwrite=args.overwrite)
+                         write_meshes=args.write_meshes, overwrite=args.overwrite)
     print(f"{len(rows)} results -> {args.output}/results.csv, table.csv, accuracy.png")
     return 0
 

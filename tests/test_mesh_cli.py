@@ -1,9 +1,12 @@
 """``nnunet-equivariant mesh ...`` in-process: stand-ins -> patch set -> the Table III training loop."""
 import csv
 
+import numpy as np
 import pytest
 
 from nnunet_equivariant.cli import main
+from nnunet_equivariant.meshes.intra import read_ad
+from nnunet_equivariant.meshes.mesh_io import read_labelled_mesh
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def test_train_patches_writes_table_iii_and_plot(patch_set):
     out = patch_set / "study"
     assert main(["mesh", "train_patches", str(patch_set / "patches"), "-o", str(out), "--archs", "K16S16",
                  "--symmetries", "baseline", "f123", "--ratios", "30:70", "70:30", "--epochs", "1",
-                 "--samples-per-epoch", "128", "--batch-size", "64", "--device", "cpu"]) == 0
+                 "--samples-per-epoch", "128", "--batch-size", "64", "--device", "cpu", "--write-meshes"]) == 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     # 2 ratios x (baseline, shared by both tasks, + f123 per task) x 2 tasks = 8 rows
     assert len(rows) == 8
@@ -48,6 +51,14 @@ def test_train_patches_writes_table_iii_and_plot(patch_set):
         (r, t, "K16S16") for r in ("30:70", "70:30") for t in ("keep_architecture", "keep_parameters")]
     assert "(" in table[0]["f123"], "symmetric models show their difference to the baseline"
     assert (out / "accuracy.png").stat().st_size > 10_000
+    run = out / "meshes" / "K16S16_f123_keep_parameters_70-30_seed0"
+    (test_case,) = [p.stem for p in run.glob("*.vtu")]
+    _, _, data = read_labelled_mesh(run / f"{test_case}.ply")
+    _, _, ad_labels = read_ad(patch_set / "IntrA" / "annotated" / "ad" / f"{test_case}-_norm.ad")
+    np.testing.assert_array_equal(data["true_label"], np.where(ad_labels == 2, 1, ad_labels))
+    f123 = next(r for r in rows if (r["symmetry"], r["task"], r["ratio"]) == ("f123", "keep_parameters", "70:30"))
+    assert np.mean(data["label"] == data["true_label"]) == pytest.approx(float(f123["accuracy"])), \
+        "the written labels are the scored predictions"
 
 
 def test_train_patches_rejects_unknown_settings_before_training(patch_set, capsys):

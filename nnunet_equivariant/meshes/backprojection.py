@@ -114,6 +114,8 @@ def map_nnunet_predictions(prediction_folder: str | Path, mesh_folder: str | Pat
     Returns:
         The summary (means over meshes, and ``per_case``).
     """
+    from tqdm import tqdm
+
     prediction_folder, mesh_folder = Path(prediction_folder), Path(mesh_folder)
     predictions = sorted(p for p in prediction_folder.glob("*.npz"))
     if not predictions:
@@ -125,7 +127,7 @@ def map_nnunet_predictions(prediction_folder: str | Path, mesh_folder: str | Pat
     per_case = {}
     class_names: tuple[str, ...] = ()
     with atomic_folder(output_folder, overwrite) as tmp:
-        for pred in predictions:
+        for pred in tqdm(predictions, desc="labelling mesh vertices", unit="case"):
             mesh = LabelledMesh.load(mesh_folder / f"{pred.stem}.npz")
             probabilities, geometry = read_nnunet_probabilities(pred)
             if probabilities.shape[0] != len(mesh.class_names) + 1:

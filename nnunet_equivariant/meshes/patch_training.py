@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
-from nnunet_equivariant.meshes.backprojection import classify_vertices
+from nnunet_equivariant.meshes.backprojection import classify_vertices, write_mesh_predictions
 from nnunet_equivariant.meshes.conversion import atomic_folder
 from nnunet_equivariant.meshes.patch_dataset import PatchDataset, read_patch_meta, split_cases
 
@@ -54,10 +54,12 @@ def _symmetry_name(symmetry: str | None) -> str:
 
 
 def train_one(folder: str | Path, arch: str, symmetry: str | None, task: str, ratio: str, seed: int,
-              config: PatchTrainingConfig = PatchTrainingConfig(), cache: dict | None = None) -> dict:
+              config: PatchTrainingConfig = PatchTrainingConfig(), cache: dict | None = None,
+              mesh_output: Path | None = None) -> dict:
     """Train one classifier on one stored split and score it on the split's test meshes.
 
-    ``cache``: loaded cases shared between runs (see ``PatchDataset``).
+    ``cache``: loaded cases shared between runs (see ``PatchDataset``). ``mesh_output``: when given, each test
+    mesh is written there with its predicted labels and scores (``CASE.ply``, ``CASE.vtu``).
 
     Returns a result row: settings, ``parameters``, ``accuracy`` (mean over test meshes of the per-vertex
     accuracy), ``mean_iou``, ``mean_dsc``, ``train_seconds``.
@@ -91,7 +93,11 @@ def train_one(folder: str | Path, arch: str, symmetry: str | None, task: str, ra
     for mesh, grid in zip(test.meshes, test.grids):
         scores = classify_vertices(model, mesh, grid, test.side, test.n, batch_size=4 * config.batch_size,
                                    device=device)
-        per_mesh.append(vertex_metrics(scores.argmax(axis=1), mesh.labels, num_classes))
+        predicted = scores.argmax(axis=1)
+        per_mesh.append(vertex_metrics(predicted, mesh.labels, num_classes))
+        if mesh_output is not None:
+            mesh_output.mkdir(parents=True, exist_ok=True)
+            write_mesh_predictions(mesh_output, mesh, predicted, scores)
     summary = summarize(per_mesh, test.class_names)
     return {"arch": arch, "symmetry": _symmetry_name(symmetry), "task": task, "ratio": ratio, "seed": seed,
             "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -102,10 +108,12 @@ def train_one(folder: str | Path, arch: str, symmetry: str | None, task: str, ra
 def train_patches(folder: str | Path, output: str | Path, *, archs: Sequence[str] = ARCHS,
                   symmetries: Sequence[str | None] = SYMMETRIES, tasks: Sequence[str] = TASKS,
                   ratios: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-                  config: PatchTrainingConfig = PatchTrainingConfig(), overwrite: bool = False) -> list[dict]:
+                  config: PatchTrainingConfig = PatchTrainingConfig(), write_meshes: bool = False,
+                  overwrite: bool = False) -> list[dict]:
     """Run ``train_one`` over every combination and write ``results.csv``, ``table.csv``, ``accuracy.png``.
 
-    ``ratios`` / ``seeds`` default to all the splits stored in the patch set.
+    ``ratios`` / ``seeds`` default to all the splits stored in the patch set. ``write_meshes``: also write the
+    labelled test meshes of every run to ``meshes/ARCH_SYMMETRY_TASK_RATIO_seedK/``.
     """
     from tqdm import tqdm
 
@@ -131,7 +139,9 @@ def train_patches(folder: str | Path, output: str | Path, *, archs: Sequence[str
     cache: dict = {}
     with atomic_folder(output, overwrite) as tmp:
         for arch, symmetry, task, ratio, seed in tqdm(runs, desc="patch classifiers", unit="run"):
-            row = train_one(folder, arch, symmetry, task, ratio, seed, config, cache)
+            run = f"{arch}_{_symmetry_name(symmetry)}_{task}_{ratio.replace(':', '-')}_seed{seed}"
+            row = train_one(folder, arch, symmetry, task, ratio, seed, config, cache,
+                            tmp / "meshes" / run if write_meshes else None)
             if symmetry is None:  # the baseline serves both tasks
                 rows += [{**row, "task": t} for t in tasks]
             else:
