@@ -199,7 +199,7 @@ def test_initialisation_uses_the_fan_of_the_full_kernel():
     fan_in = 64 * 27
     assert conv.weight.abs().max() <= 1 / math.sqrt(fan_in), "PyTorch's default bound for a 3x3x3 kernel"
     assert conv.bias.abs().max() <= 1 / math.sqrt(fan_in)
-    conv.init_weight_(nn.init.kaiming_normal_, a=1e-2)
+    conv.kaiming_normal_(a=1e-2)
     expected = math.sqrt(2 / (1 + 1e-4)) / math.sqrt(fan_in)
     assert abs(conv.weight.std().item() / expected - 1) < 0.05, "He std of the full kernel, not of the half"
     assert abs(conv.symmetric_weight.std().item() / expected - 1) < 0.05

@@ -7,6 +7,7 @@ width alone is then fine-tuned to absorb the rounding of the others.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -35,6 +36,7 @@ def match_widths(base_widths: Sequence[int], count: Callable[[tuple[int, ...]], 
     base = [int(w) for w in base_widths]
     if not base or min(base) < 1:
         raise ValueError(f"base widths must be positive integers, got {list(base_widths)}")
+    count = functools.cache(count)  # bisection revisits the same rounded widths
 
     def scaled(s: float) -> tuple[int, ...]:
         return tuple(max(1, round(s * w)) for w in base)
