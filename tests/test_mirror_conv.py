@@ -151,6 +151,7 @@ def test_eval_cache_is_bit_identical_and_invalidated_by_weight_changes():
         cached = conv(x)
         kernel = conv.symmetric_weight
         assert conv.symmetric_weight is kernel, "eval kernel is built once and reused"
+        assert conv.eval().symmetric_weight is kernel, "eval() again (nnU-Net does it per case) keeps it"
     assert torch.equal(cached, reference), "the cached path gives bit-identical outputs"
 
     opt = torch.optim.SGD(conv.parameters(), lr=0.1)

@@ -108,7 +108,7 @@ class _MirrorSymmetricWeight:
 
         Assembled on every call while gradients are needed (training); otherwise (``eval()`` under
         ``no_grad`` / ``inference_mode``) built once and reused until the free weight changes (an
-        optimizer step, ``load_state_dict``, a move to another device or dtype) or ``train()`` is called.
+        optimizer step, ``load_state_dict``, a move to another device or dtype); ``train()`` drops it.
         """
         if self._expansion is None:
             return self.weight
@@ -124,7 +124,8 @@ class _MirrorSymmetricWeight:
         self._cache = self._cache_key = None
 
     def train(self, mode: bool = True):
-        self._clear_cache()
+        if mode:  # free the eval kernel while training; eval() keeps it (nnU-Net calls eval() per case)
+            self._clear_cache()
         return super().train(mode)
 
     def _load_from_state_dict(self, *args, **kwargs):
