@@ -164,7 +164,7 @@ def bench_prediction(plans: dict, repeats: int, model_folder: str | None, case: 
                                            predictor.dataset_json, predictor.configuration_manager, 1)
         data = next(adapter)["data"]
         reduced_axes = predictor.allowed_mirroring_axes
-        what = f"trained model, case {data.shape[1:]}"
+        what = f"trained model, case {tuple(data.shape[1:])}"
     else:
         pm = PlansManager(plans)
         cm = pm.get_configuration("3d_fullres")
