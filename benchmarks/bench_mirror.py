@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_equivariant.layers import MirrorSymmetricConv3d
-from nnunet_equivariant.networks.mirror_unet import _resolved_arch_kwargs, mirror_unet_from_plans
+from nnunet_equivariant.networks.mirror_unet import mirror_unet_from_plans, plans_arch_kwargs
 
 LABELS = {"background": 0, "a": 1, "b": 2}
 
@@ -127,7 +127,7 @@ def bench_layers(repeats: int) -> list[str]:
 def bench_networks(plans: dict, repeats: int) -> list[str]:
     cm = PlansManager(plans).get_configuration("3d_fullres")
     x = torch.randn(2, 1, *cm.patch_size)
-    stock = PlainConvUNet(1, num_classes=3, deep_supervision=True, **_resolved_arch_kwargs(cm))
+    stock = PlainConvUNet(1, num_classes=3, deep_supervision=True, **plans_arch_kwargs(cm))
     stock.apply(stock.initialize)
     nets = {
         "MirrorUNet f123": mirror_unet_from_plans(cm, 1, 3, "f123", deep_supervision=True),
@@ -209,8 +209,9 @@ def main(argv=None) -> int:
     global CLOCK
     CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                   platform.processor())
     print(f"{cpu}, {args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, "
           f"Python {platform.python_version()}")
     print("| what | stock (ms) | mirror (ms) | ratio | goal |")

@@ -1,5 +1,6 @@
 """nnUNetTrainerMirror (f123) through nnU-Net's own commands: train, predict with one pass, evaluate."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_mirror_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_
     assert len(metrics["metric_per_case"]) == 2
     for label in ("1", "2"):
         dice = metrics["mean"][label]["Dice"]
-        assert 0.0 <= dice <= 1.0 or dice != dice, f"Dice of label {label} is a valid number"
+        assert 0.0 <= dice <= 1.0 or math.isnan(dice), f"Dice of label {label} is a valid number"
 
     # In process, on the same case: nnU-Net's predictor with the checkpoint's axes (1 pass) and with full
     # 8-pass mirroring give the same probabilities (nnU-Net accumulates tiles in float16: equal up to its

@@ -68,6 +68,15 @@ def test_free_weight_is_the_paper_half_kernel(symmetry):
             assert torch.equal(full, full.flip(2 + a)), f"kernel is its own mirror image along axis {a}"
 
 
+def test_building_on_the_meta_device_first_does_not_change_later_layers():
+    """Parameter counting builds networks under ``torch.device("meta")``; the cached expansion must not
+    keep anything from that context."""
+    with torch.device("meta"):
+        MirrorSymmetricConv3d(2, 3, (3, 4, 5), symmetry="f13")
+    conv = MirrorSymmetricConv3d(2, 3, (3, 4, 5), symmetry="f13")
+    assert torch.equal(conv.symmetric_weight, flip_concatenate(conv.weight, (3, 4, 5), (0, 2)))
+
+
 def test_gradient_reaches_each_free_entry_from_all_its_mirror_copies():
     torch.manual_seed(0)
     conv = MirrorSymmetricConv3d(2, 3, 3, padding=1, symmetry="f12", dtype=torch.float64)
@@ -214,6 +223,9 @@ def test_compiles_without_graph_breaks_and_runs_under_autocast():
     torch.testing.assert_close(compiled(x), conv(x))
     compiled(x).sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.shape == conv.weight.shape
+    conv.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), conv(x))  # the eval cache is bypassed while tracing
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = conv(x)
     assert y.dtype == torch.bfloat16

@@ -11,7 +11,7 @@ from torch import nn
 
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.layers import SYMMETRIES, mirror_conv_op, symmetry_axes
-from nnunet_equivariant.networks.mirror_unet import MirrorUNet, _resolved_arch_kwargs, mirror_unet_from_plans
+from nnunet_equivariant.networks.mirror_unet import MirrorUNet, mirror_unet_from_plans, plans_arch_kwargs
 from nnunet_equivariant.networks.parameter_matching import count_parameters
 from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error
 from nnunet_equivariant.training import mirror as mirror_trainers
@@ -75,7 +75,7 @@ def test_nnunet_strided_conv_downsampling_is_refused():
     """nnU-Net's own encoder downsamples with stride-2 3x3x3 convolutions: on the planner's even lengths
     their windows are off-centre (the known trap), so the same U-Net built from our symmetric convs
     refuses to run instead of silently losing the symmetry."""
-    kwargs = _resolved_arch_kwargs(TOPOLOGIES["isotropic"][0])
+    kwargs = plans_arch_kwargs(TOPOLOGIES["isotropic"][0])
     trap = PlainConvUNet(1, num_classes=2, **{**kwargs, "conv_op": mirror_conv_op("f123")})
     with pytest.raises(ValueError, match="off-centre"):
         trap(torch.randn(1, 1, 16, 16, 16))
@@ -102,10 +102,14 @@ def test_feature_map_size_counts_what_the_forward_pass_keeps():
     for ds in (True, False):
         net = mirror_unet_from_plans(configuration, 1, 3, "f12", deep_supervision=ds)
         kept = []
+
+        def keep(module, inputs, output, kept=kept):
+            kept.append(output.numel())
+
         counted = (ConvDropoutNormReLU, nn.MaxPool3d)
         for m in net.modules():
             if isinstance(m, counted) or m in set(net.decoder.transpconvs) | set(net.decoder.seg_layers):
-                m.register_forward_hook(lambda mod, inp, out: kept.append(out.numel()))
+                m.register_forward_hook(keep)
         net(torch.zeros(1, 1, 12, 16, 24))
         assert net.compute_conv_feature_map_size((12, 16, 24)) == sum(kept)
 
@@ -171,7 +175,7 @@ def test_trainer_network_and_reduced_test_time_mirroring(name):
 ])
 def test_keep_params_matches_the_stock_network_within_1_percent(strides, kernel_sizes):
     configuration = plans_configuration(strides, kernel_sizes, [32, 64, 128, 256, 320, 320])
-    kwargs = _resolved_arch_kwargs(configuration)
+    kwargs = plans_arch_kwargs(configuration)
     stock = count_parameters(lambda: PlainConvUNet(1, num_classes=3, **kwargs))
     with torch.device("meta"):
         keep_arch = mirror_trainers.nnUNetTrainerMirror.build_network_architecture(None, configuration, 1, 3)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +32,10 @@ from torch.nn import functional as F
 
 __all__ = [
     "SYMMETRIES",
-    "symmetry_axes",
     "MirrorSymmetricConv3d",
     "MirrorSymmetricConvTranspose3d",
     "mirror_conv_op",
+    "symmetry_axes",
 ]
 
 #: Every accepted value of ``symmetry``: none, one axis (f*), two axes (f**), all three (f***).
@@ -58,13 +57,14 @@ def _expansion_matrix(free_shape: tuple[int, ...], kernel_size: tuple[int, ...],
     as one gather). A matrix product with one 1 per column is exact in every float type and, unlike
     ``index_select``, fast on the CPU and deterministic in its backward on the GPU. (CPU, float64; cached.)
     """
-    idx = [torch.arange(k) for k in kernel_size]
+    cpu = torch.device("cpu")  # explicit: a cached value must not inherit a `with torch.device(...)` context
+    idx = [torch.arange(k, device=cpu) for k in kernel_size]
     for a in axes:
         idx[a] = torch.minimum(idx[a], kernel_size[a] - 1 - idx[a])
     grid = torch.meshgrid(*idx, indexing="ij")
     free_flat = (grid[0] * free_shape[1] + grid[1]) * free_shape[2] + grid[2]
-    E = torch.zeros(math.prod(free_shape), math.prod(kernel_size), dtype=torch.float64, device="cpu")
-    E[free_flat.flatten(), torch.arange(E.shape[1])] = 1
+    E = torch.zeros(math.prod(free_shape), math.prod(kernel_size), dtype=torch.float64, device=cpu)
+    E[free_flat.flatten(), torch.arange(E.shape[1], device=cpu)] = 1
     return E
 
 
@@ -89,7 +89,8 @@ class _MirrorSymmetricWeight:
             self._expansion = None
         else:
             E = _expansion_matrix(free_shape, tuple(self.kernel_size), self.mirror_axes)
-            self.register_buffer("_expansion", E.to(self.weight.device, self.weight.dtype), persistent=False)
+            self.register_buffer("_expansion", E.to(self.weight.device, self.weight.dtype, copy=True),
+                                 persistent=False)
         self._cache: Tensor | None = None
         self._cache_key: tuple | None = None
         self.reset_parameters()

@@ -25,7 +25,7 @@ axis 0).
 from __future__ import annotations
 
 import pydoc
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
@@ -44,7 +44,7 @@ from nnunet_equivariant.layers.mirror_conv import (
 )
 from nnunet_equivariant.networks.parameter_matching import count_parameters, match_widths
 
-__all__ = ["MirrorUNet", "mirror_unet_from_plans"]
+__all__ = ["MirrorUNet", "mirror_unet_from_plans", "plans_arch_kwargs"]
 
 _PLAIN_CONV_UNET = f"{PlainConvUNet.__module__}.{PlainConvUNet.__name__}"
 
@@ -145,7 +145,7 @@ class MirrorUNet(AbstractDynamicNetworkArchitectures):
             InitWeights_He(1e-2)(module)
 
 
-def _resolved_arch_kwargs(configuration_manager) -> dict:
+def plans_arch_kwargs(configuration_manager) -> dict:
     """The plans' ``arch_kwargs`` with class names imported, as ``get_network_from_plans`` does."""
     kwargs = dict(configuration_manager.network_arch_init_kwargs)
     for key in configuration_manager.network_arch_init_kwargs_req_import:
@@ -159,18 +159,18 @@ def mirror_unet_from_plans(configuration_manager, num_input_channels: int, num_o
                            keep_parameters: bool = False) -> MirrorUNet:
     """The ``MirrorUNet`` of a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
 
-    ``keep_parameters``: scale every stage's width by one factor so that the parameter count matches the
-    stock ``PlainConvUNet`` of the same plans (within 0.5 %). Raises ``ValueError`` for plans that are not
-    for nnU-Net's ``PlainConvUNet`` or not 3D.
+    ``keep_parameters``: scale every stage's width by the one factor whose rounded widths bring the
+    parameter count closest to the stock ``PlainConvUNet`` of the same plans (about 0.1 % off for nnU-Net's
+    default plans). Raises ``ValueError`` for plans that are not for nnU-Net's ``PlainConvUNet`` or not 3D.
     """
     name = configuration_manager.network_arch_class_name
     if name != _PLAIN_CONV_UNET:
         raise ValueError(f"MirrorUNet follows plans for {_PLAIN_CONV_UNET}; this configuration uses {name}")
-    kwargs = _resolved_arch_kwargs(configuration_manager)
+    kwargs = plans_arch_kwargs(configuration_manager)
     if not (isinstance(kwargs["conv_op"], type) and convert_conv_op_to_dim(kwargs["conv_op"]) == 3):
         raise ValueError(f"the mirror-symmetric trainers are 3D only; this configuration uses "
                          f"conv_op {configuration_manager.network_arch_init_kwargs['conv_op']}")
-    kwargs["features_per_stage"] = list(np.broadcast_to(kwargs["features_per_stage"], kwargs["n_stages"]))
+    kwargs["features_per_stage"] = [int(f) for f in np.broadcast_to(kwargs["features_per_stage"], kwargs["n_stages"])]
 
     def build(**changes) -> nn.Module:
         return MirrorUNet(num_input_channels, num_classes=num_output_channels, deep_supervision=deep_supervision,

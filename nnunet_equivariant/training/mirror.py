@@ -19,13 +19,13 @@ from nnunet_equivariant.networks.mirror_unet import mirror_unet_from_plans
 
 __all__ = [
     "nnUNetTrainerMirror",
+    "nnUNetTrainerMirrorKeepParams",
     "nnUNetTrainerMirror_f1",
     "nnUNetTrainerMirror_f2",
     "nnUNetTrainerMirror_f3",
     "nnUNetTrainerMirror_f12",
     "nnUNetTrainerMirror_f13",
     "nnUNetTrainerMirror_f23",
-    "nnUNetTrainerMirrorKeepParams",
 ]
 
 
