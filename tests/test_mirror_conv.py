@@ -68,6 +68,15 @@ def test_free_weight_is_the_paper_half_kernel(symmetry):
             assert torch.equal(full, full.flip(2 + a)), f"kernel is its own mirror image along axis {a}"
 
 
+def test_building_on_the_meta_device_first_does_not_change_later_layers():
+    """Parameter counting builds networks under ``torch.device("meta")``; the cached expansion must not
+    keep anything from that context."""
+    with torch.device("meta"):
+        MirrorSymmetricConv3d(2, 3, (3, 4, 5), symmetry="f13")
+    conv = MirrorSymmetricConv3d(2, 3, (3, 4, 5), symmetry="f13")
+    assert torch.equal(conv.symmetric_weight, flip_concatenate(conv.weight, (3, 4, 5), (0, 2)))
+
+
 def test_gradient_reaches_each_free_entry_from_all_its_mirror_copies():
     torch.manual_seed(0)
     conv = MirrorSymmetricConv3d(2, 3, 3, padding=1, symmetry="f12", dtype=torch.float64)
@@ -151,6 +160,7 @@ def test_eval_cache_is_bit_identical_and_invalidated_by_weight_changes():
         cached = conv(x)
         kernel = conv.symmetric_weight
         assert conv.symmetric_weight is kernel, "eval kernel is built once and reused"
+        assert conv.eval().symmetric_weight is kernel, "eval() again (nnU-Net does it per case) keeps it"
     assert torch.equal(cached, reference), "the cached path gives bit-identical outputs"
 
     opt = torch.optim.SGD(conv.parameters(), lr=0.1)
@@ -199,7 +209,7 @@ def test_initialisation_uses_the_fan_of_the_full_kernel():
     fan_in = 64 * 27
     assert conv.weight.abs().max() <= 1 / math.sqrt(fan_in), "PyTorch's default bound for a 3x3x3 kernel"
     assert conv.bias.abs().max() <= 1 / math.sqrt(fan_in)
-    conv.init_weight_(nn.init.kaiming_normal_, a=1e-2)
+    conv.kaiming_normal_(a=1e-2)
     expected = math.sqrt(2 / (1 + 1e-4)) / math.sqrt(fan_in)
     assert abs(conv.weight.std().item() / expected - 1) < 0.05, "He std of the full kernel, not of the half"
     assert abs(conv.symmetric_weight.std().item() / expected - 1) < 0.05
@@ -213,6 +223,9 @@ def test_compiles_without_graph_breaks_and_runs_under_autocast():
     torch.testing.assert_close(compiled(x), conv(x))
     compiled(x).sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.shape == conv.weight.shape
+    conv.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), conv(x))  # the eval cache is bypassed while tracing
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = conv(x)
     assert y.dtype == torch.bfloat16

@@ -3,7 +3,8 @@ from nnunet_equivariant.layers.mirror_conv import (
     SYMMETRIES,
     MirrorSymmetricConv3d,
     MirrorSymmetricConvTranspose3d,
+    mirror_conv_op,
     symmetry_axes,
 )
 
-__all__ = ["SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "symmetry_axes"]
+__all__ = ["SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes"]

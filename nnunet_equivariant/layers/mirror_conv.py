@@ -23,8 +23,8 @@ Convention
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +32,10 @@ from torch.nn import functional as F
 
 __all__ = [
     "SYMMETRIES",
-    "symmetry_axes",
     "MirrorSymmetricConv3d",
     "MirrorSymmetricConvTranspose3d",
+    "mirror_conv_op",
+    "symmetry_axes",
 ]
 
 #: Every accepted value of ``symmetry``: none, one axis (f*), two axes (f**), all three (f***).
@@ -48,21 +49,22 @@ def symmetry_axes(symmetry: str | None) -> tuple[int, ...]:
     return tuple(int(c) - 1 for c in symmetry[1:]) if symmetry else ()
 
 
-def _expansion_matrix(free_shape: tuple[int, ...], kernel_size: tuple[int, ...], axes: tuple[int, ...],
-                      **factory) -> Tensor:
+@functools.cache
+def _expansion_matrix(free_shape: tuple[int, ...], kernel_size: tuple[int, ...], axes: tuple[int, ...]) -> Tensor:
     """0/1 matrix ``E`` of shape ``(prod(free_shape), prod(kernel_size))``: ``full = free @ E``.
 
     Each full tap reads the free tap at ``min(i, k - 1 - i)`` along symmetric axes (flip-and-concatenate
     as one gather). A matrix product with one 1 per column is exact in every float type and, unlike
-    ``index_select``, fast on the CPU and deterministic in its backward on the GPU.
+    ``index_select``, fast on the CPU and deterministic in its backward on the GPU. (CPU, float64; cached.)
     """
-    idx = [torch.arange(k) for k in kernel_size]
+    cpu = torch.device("cpu")  # explicit: a cached value must not inherit a `with torch.device(...)` context
+    idx = [torch.arange(k, device=cpu) for k in kernel_size]
     for a in axes:
         idx[a] = torch.minimum(idx[a], kernel_size[a] - 1 - idx[a])
     grid = torch.meshgrid(*idx, indexing="ij")
     free_flat = (grid[0] * free_shape[1] + grid[1]) * free_shape[2] + grid[2]
-    E = torch.zeros(math.prod(free_shape), math.prod(kernel_size), **factory)
-    E[free_flat.flatten().to(E.device), torch.arange(E.shape[1], device=E.device)] = 1
+    E = torch.zeros(math.prod(free_shape), math.prod(kernel_size), dtype=torch.float64, device=cpu)
+    E[free_flat.flatten(), torch.arange(E.shape[1], device=cpu)] = 1
     return E
 
 
@@ -80,15 +82,15 @@ class _MirrorSymmetricWeight:
         full_shape = tuple(self.weight.shape)
         free_shape = tuple((k + 1) // 2 if a in self.mirror_axes else k for a, k in enumerate(self.kernel_size))
         self._full_shape = full_shape
-        self._free_slices = (slice(None), slice(None), *(slice(0, h) for h in free_shape))
         self.weight = nn.Parameter(torch.empty(*full_shape[:2], *free_shape, **factory))
         if self.bias is not None:
             self.bias = nn.Parameter(torch.empty(self.out_channels, **factory))
         if free_shape == tuple(self.kernel_size):  # e.g. 1x1x1 kernels: nothing to mirror
             self._expansion = None
         else:
-            self.register_buffer("_expansion", _expansion_matrix(free_shape, tuple(self.kernel_size),
-                                                                 self.mirror_axes, **factory), persistent=False)
+            E = _expansion_matrix(free_shape, tuple(self.kernel_size), self.mirror_axes)
+            self.register_buffer("_expansion", E.to(self.weight.device, self.weight.dtype, copy=True),
+                                 persistent=False)
         self._cache: Tensor | None = None
         self._cache_key: tuple | None = None
         self.reset_parameters()
@@ -107,7 +109,7 @@ class _MirrorSymmetricWeight:
 
         Assembled on every call while gradients are needed (training); otherwise (``eval()`` under
         ``no_grad`` / ``inference_mode``) built once and reused until the free weight changes (an
-        optimizer step, ``load_state_dict``, a move to another device or dtype) or ``train()`` is called.
+        optimizer step, ``load_state_dict``, a move to another device or dtype); ``train()`` drops it.
         """
         if self._expansion is None:
             return self.weight
@@ -123,7 +125,8 @@ class _MirrorSymmetricWeight:
         self._cache = self._cache_key = None
 
     def train(self, mode: bool = True):
-        self._clear_cache()
+        if mode:  # free the eval kernel while training; eval() keeps it (nnU-Net calls eval() per case)
+            self._clear_cache()
         return super().train(mode)
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -132,28 +135,30 @@ class _MirrorSymmetricWeight:
 
     # -- initialisation ----------------------------------------------------------------------------------
 
-    def init_weight_(self, init_fn: Callable[..., Tensor], *args, **kwargs) -> Tensor:
-        """Initialise the free weight so every entry of ``symmetric_weight`` is distributed as
-        ``init_fn(full_kernel, *args, **kwargs)`` would make it: the fan is that of the full kernel.
+    def full_fans(self) -> tuple[int, int]:
+        """``(fan_in, fan_out)`` of the full kernel, as ``nn.init`` computes them for a plain layer."""
+        return nn.init._calculate_fan_in_and_fan_out(torch.empty(self._full_shape, device="meta"))
 
-        ``layer.init_weight_(nn.init.kaiming_normal_, a=1e-2)`` is nnU-Net's ``InitWeights_He`` done right
-        for this layer (``InitWeights_He`` itself computes the fan from the smaller free weight, which gives a
-        larger standard deviation by ``sqrt(prod(kernel_size) / weight[0, 0].numel())``).
-        """
-        full = torch.empty(self._full_shape, device=self.weight.device, dtype=self.weight.dtype)
-        init_fn(full, *args, **kwargs)
-        with torch.no_grad():
-            self.weight.copy_(full[self._free_slices])
-        return self.weight
+    def kaiming_normal_(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> Tensor:
+        """``nn.init.kaiming_normal_`` with the fans of the full kernel: every entry of
+        ``symmetric_weight`` gets the distribution it has in a plain layer. ``layer.kaiming_normal_(a=1e-2)``
+        is nnU-Net's ``InitWeights_He`` for this layer (``InitWeights_He`` itself takes the fan of the
+        smaller free weight: a standard deviation larger by ``sqrt(prod(kernel_size) / free taps)``)."""
+        if mode not in ("fan_in", "fan_out"):
+            raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        fan = self.full_fans()[0 if mode == "fan_in" else 1]
+        std = nn.init.calculate_gain(nonlinearity, a) / math.sqrt(fan) if fan > 0 else 0.0
+        return nn.init.normal_(self.weight, 0.0, std)
 
     def reset_parameters(self) -> None:
-        """PyTorch's default initialisation of a full kernel of this shape, restricted to the free half."""
-        if not hasattr(self, "_free_slices"):  # called by the base __init__ on its meta placeholders
+        """PyTorch's default initialisation of a plain layer, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for
+        weight and bias, with the fan of the full kernel."""
+        if not hasattr(self, "_full_shape"):  # called by the base __init__ on its meta placeholders
             return
-        self.init_weight_(nn.init.kaiming_uniform_, a=math.sqrt(5))
+        fan_in = self.full_fans()[0]
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
-            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(torch.empty(self._full_shape, device="meta"))
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self) -> str:
@@ -244,3 +249,22 @@ class MirrorSymmetricConvTranspose3d(_MirrorSymmetricWeight, nn.ConvTranspose3d)
             self._check_output_padding(output_padding)
         return F.conv_transpose3d(input, self.symmetric_weight, self.bias, self.stride, self.padding,
                                   output_padding, self.groups, self.dilation)
+
+
+@functools.cache
+def mirror_conv_op(symmetry: str | None) -> type[MirrorSymmetricConv3d]:
+    """``MirrorSymmetricConv3d`` with ``symmetry`` fixed, as a class: for builders that take a ``conv_op``
+    class and call it with ``nn.Conv3d``'s arguments (dynamic_network_architectures' blocks)."""
+    symmetry_axes(symmetry)
+    name = f"MirrorSymmetricConv3d_{symmetry}"
+    init = functools.partialmethod(MirrorSymmetricConv3d.__init__, symmetry=symmetry)
+    return type(name, (MirrorSymmetricConv3d,), {"__init__": init, "__module__": __name__, "__qualname__": name})
+
+
+def __getattr__(name: str):
+    """Resolve ``MirrorSymmetricConv3d_f123`` & co. by name, so modules using them can be pickled."""
+    prefix = "MirrorSymmetricConv3d_"
+    if name.startswith(prefix) and name[len(prefix):] in [str(s) for s in SYMMETRIES]:
+        symmetry = name[len(prefix):]
+        return mirror_conv_op(None if symmetry == "None" else symmetry)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,8 @@ width alone is then fine-tuned to absorb the rounding of the others.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -28,13 +29,13 @@ def match_widths(base_widths: Sequence[int], count: Callable[[tuple[int, ...]], 
 
     ``count`` must grow with every width (a parameter count does). The common factor ``s`` is found by
     bisection; with ``absorb_last`` the last width is then chosen on its own, with the others fixed, so
-    the error is at most half the parameters one unit of the last width costs (the last width stays
-    within that rounding of ``s`` times its base). Raises ``ValueError`` if
+    the error is at most half the parameters one unit of the last width costs. Raises ``ValueError`` if
     ``target`` is below the count of width 1 everywhere.
     """
     base = [int(w) for w in base_widths]
     if not base or min(base) < 1:
         raise ValueError(f"base widths must be positive integers, got {list(base_widths)}")
+    count = functools.cache(count)  # bisection revisits the same rounded widths
 
     def scaled(s: float) -> tuple[int, ...]:
         return tuple(max(1, round(s * w)) for w in base)

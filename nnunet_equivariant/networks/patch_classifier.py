@@ -19,7 +19,7 @@ baseline's (Table II). For other architectures, :func:`keep_parameter_widths` co
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

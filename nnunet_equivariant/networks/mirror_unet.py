@@ -1,0 +1,189 @@
+"""MirrorUNet: nnU-Net's plain U-Net with every operation mirror-symmetric along chosen axes.
+
+Built from dynamic_network_architectures' own blocks (``PlainConvEncoder``, ``UNetDecoder``), so it has
+the topology of the plans (stages, per-stage kernel sizes and strides, anisotropic ones such as
+``[1, 2, 2]`` too, convs per stage, widths) and follows nnU-Net's network protocol. Three changes make
+the whole network commute with flips along the symmetric axes::
+
+    encoder stage:  -- Pool(stride) -- [SymConv k -- Norm -- LeakyReLU] x n --
+    decoder stage:  -- SymConvTranspose(stride) -- cat(skip) -- [SymConv k -- Norm -- LeakyReLU] x n -- [Conv1 seg]
+
+1. Every convolution is a :class:`~nnunet_equivariant.layers.MirrorSymmetricConv3d`.
+2. Downsampling is a pooling window followed by the stage's first convolution at stride 1. nnU-Net's
+   stride-2 convolution with an odd kernel would place its windows off-centre on the even lengths the
+   planner chooses and break the symmetry; pooling + convolution costs the same arithmetic.
+3. Upsampling is a transposed convolution with kernel = stride and a symmetric kernel (for ``f123``:
+   nearest-neighbour upsampling and a 1x1x1 convolution).
+
+Instance norm, LeakyReLU, dropout and concatenation commute with flips. The input's spatial shape must
+be divisible by the product of the strides along every axis (nnU-Net's patch sizes always are), else
+``forward`` raises ``ValueError``.
+
+Convention: axes as in :mod:`nnunet_equivariant.layers.mirror_conv` (``f1`` = tensor dim 2 = nnU-Net data
+axis 0).
+"""
+from __future__ import annotations
+
+import pydoc
+from collections.abc import Sequence
+
+import numpy as np
+from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
+from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from torch import Tensor, nn
+
+from nnunet_equivariant.layers.mirror_conv import (
+    MirrorSymmetricConv3d,
+    MirrorSymmetricConvTranspose3d,
+    mirror_conv_op,
+    symmetry_axes,
+)
+from nnunet_equivariant.networks.parameter_matching import count_parameters, match_widths
+
+__all__ = ["MirrorUNet", "mirror_unet_from_plans", "plans_arch_kwargs"]
+
+_PLAIN_CONV_UNET = f"{PlainConvUNet.__module__}.{PlainConvUNet.__name__}"
+
+
+class MirrorUNet(AbstractDynamicNetworkArchitectures):
+    """``PlainConvUNet``'s arguments plus ``symmetry`` (``None``, ``"f1"`` ... ``"f123"``) and ``pool``
+    (``"max"`` or ``"avg"``, the downsampling window). ``conv_op`` must be ``nn.Conv3d`` (3D only).
+
+    ``forward``: ``(batch, input_channels, x, y, z)`` -> logits ``(batch, num_classes, x, y, z)``, or with
+    ``deep_supervision`` a list at full, 1/stride_1, 1/(stride_1 stride_2), ... resolution (largest first).
+    """
+
+    def __init__(
+        self,
+        input_channels: int,
+        n_stages: int,
+        features_per_stage: int | Sequence[int],
+        conv_op: type[nn.Module],
+        kernel_sizes: int | Sequence,
+        strides: int | Sequence,
+        n_conv_per_stage: int | Sequence[int],
+        num_classes: int,
+        n_conv_per_stage_decoder: int | Sequence[int],
+        conv_bias: bool = False,
+        norm_op: type[nn.Module] | None = None,
+        norm_op_kwargs: dict | None = None,
+        dropout_op: type[nn.Module] | None = None,
+        dropout_op_kwargs: dict | None = None,
+        nonlin: type[nn.Module] | None = None,
+        nonlin_kwargs: dict | None = None,
+        deep_supervision: bool = False,
+        nonlin_first: bool = False,
+        symmetry: str | None = "f123",
+        pool: str = "max",
+    ):
+        super().__init__()
+        if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv3d)):
+            raise ValueError(f"MirrorUNet is 3D only: conv_op must be nn.Conv3d, got {conv_op!r}")
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        self.symmetry = symmetry
+        self.mirror_axes = symmetry_axes(symmetry)
+        self.key_to_encoder = "encoder.stages"
+        self.key_to_stem = "encoder.stages.0"
+        self.keys_to_in_proj = ("encoder.stages.0.0.convs.0.all_modules.0", "encoder.stages.0.0.convs.0.conv")
+        if isinstance(n_conv_per_stage, int):
+            n_conv_per_stage = [n_conv_per_stage] * n_stages
+        if isinstance(n_conv_per_stage_decoder, int):
+            n_conv_per_stage_decoder = [n_conv_per_stage_decoder] * (n_stages - 1)
+        if len(n_conv_per_stage) != n_stages or len(n_conv_per_stage_decoder) != n_stages - 1:
+            raise ValueError(f"{n_stages} stages need {n_stages} encoder and {n_stages - 1} decoder conv counts, "
+                             f"got {list(n_conv_per_stage)} and {list(n_conv_per_stage_decoder)}")
+        self.encoder = PlainConvEncoder(
+            input_channels, n_stages, features_per_stage, mirror_conv_op(symmetry), kernel_sizes, strides,
+            n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin,
+            nonlin_kwargs, return_skips=True, nonlin_first=nonlin_first, pool=pool,
+        )
+        self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
+                                   nonlin_first=nonlin_first)
+        for i, up in enumerate(self.decoder.transpconvs):  # the decoder builds plain ones: make them symmetric
+            self.decoder.transpconvs[i] = MirrorSymmetricConvTranspose3d(
+                up.in_channels, up.out_channels, up.kernel_size, up.stride, bias=up.bias is not None,
+                symmetry=symmetry, device=up.weight.device, dtype=up.weight.dtype,
+            )
+        self.input_divisor = tuple(int(np.prod(s)) for s in zip(*self.encoder.strides))
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        if any(n % d for n, d in zip(x.shape[2:], self.input_divisor)):
+            raise ValueError(f"MirrorUNet input {tuple(x.shape)}: spatial shape must be divisible by the "
+                             f"product of the strides {self.input_divisor} along every axis")
+        return self.decoder(self.encoder(x))
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """Voxels x channels of the feature maps kept for the backward pass (nnU-Net's memory estimate):
+        the convolutions of each stage at its pooled size, the pooled maps, and the decoder's maps."""
+        if len(input_size) != 3:
+            raise ValueError(f"give the spatial size (x, y, z) only, got {tuple(input_size)}")
+        output = np.int64(0)
+        size = list(input_size)
+        channels = self.encoder.stages[0][-1].convs[0].input_channels
+        for stage, stride in zip(self.encoder.stages, self.encoder.strides):
+            size = [i // j for i, j in zip(size, stride)]
+            if len(stage) > 1:  # a pooling window precedes the convolutions
+                output += np.prod([channels, *size], dtype=np.int64)
+            output += stage[-1].compute_conv_feature_map_size(size)
+            channels = stage[-1].output_channels
+        return output + self.decoder.compute_conv_feature_map_size(input_size)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """nnU-Net's He initialisation (``InitWeights_He(1e-2)``), with the fan of the full symmetric
+        kernel for the mirror-symmetric layers (``InitWeights_He`` would use the smaller free weight's)."""
+        if isinstance(module, (MirrorSymmetricConv3d, MirrorSymmetricConvTranspose3d)):
+            module.kaiming_normal_(a=1e-2)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        else:
+            InitWeights_He(1e-2)(module)
+
+
+def plans_arch_kwargs(configuration_manager) -> dict:
+    """The plans' ``arch_kwargs`` with class names imported, as ``get_network_from_plans`` does."""
+    kwargs = dict(configuration_manager.network_arch_init_kwargs)
+    for key in configuration_manager.network_arch_init_kwargs_req_import:
+        if kwargs[key] is not None:
+            kwargs[key] = pydoc.locate(kwargs[key])
+    return kwargs
+
+
+def mirror_unet_from_plans(configuration_manager, num_input_channels: int, num_output_channels: int,
+                           symmetry: str | None, deep_supervision: bool = True,
+                           keep_parameters: bool = False) -> MirrorUNet:
+    """The ``MirrorUNet`` of a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
+
+    ``keep_parameters``: scale every stage's width by the one factor whose rounded widths bring the
+    parameter count closest to the stock ``PlainConvUNet`` of the same plans (about 0.1 % off for nnU-Net's
+    default plans). Raises ``ValueError`` for plans that are not for nnU-Net's ``PlainConvUNet`` or not 3D.
+    """
+    name = configuration_manager.network_arch_class_name
+    if name != _PLAIN_CONV_UNET:
+        raise ValueError(f"MirrorUNet follows plans for {_PLAIN_CONV_UNET}; this configuration uses {name}")
+    kwargs = plans_arch_kwargs(configuration_manager)
+    if not (isinstance(kwargs["conv_op"], type) and convert_conv_op_to_dim(kwargs["conv_op"]) == 3):
+        raise ValueError(f"the mirror-symmetric trainers are 3D only; this configuration uses "
+                         f"conv_op {configuration_manager.network_arch_init_kwargs['conv_op']}")
+    kwargs["features_per_stage"] = [int(f) for f in np.broadcast_to(kwargs["features_per_stage"], kwargs["n_stages"])]
+
+    def build(**changes) -> nn.Module:
+        return MirrorUNet(num_input_channels, num_classes=num_output_channels, deep_supervision=deep_supervision,
+                          symmetry=symmetry, **{**kwargs, **changes})
+
+    if keep_parameters:
+        target = count_parameters(lambda: PlainConvUNet(num_input_channels, num_classes=num_output_channels,
+                                                        **kwargs))
+        kwargs["features_per_stage"] = list(match_widths(
+            kwargs["features_per_stage"],
+            lambda widths: count_parameters(lambda: build(features_per_stage=list(widths))),
+            target, absorb_last=False,
+        ))
+    network = build()
+    network.apply(network.initialize)
+    return network

@@ -1,0 +1,1 @@
+from nnunet_equivariant.training.mirror import nnUNetTrainerMirror  # noqa: F401

@@ -1,0 +1,1 @@
+from nnunet_equivariant.training.mirror import nnUNetTrainerMirrorKeepParams  # noqa: F401

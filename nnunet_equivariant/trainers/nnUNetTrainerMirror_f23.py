@@ -1,0 +1,1 @@
+from nnunet_equivariant.training.mirror import nnUNetTrainerMirror_f23  # noqa: F401

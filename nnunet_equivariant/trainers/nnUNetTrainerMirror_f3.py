@@ -1,0 +1,1 @@
+from nnunet_equivariant.training.mirror import nnUNetTrainerMirror_f3  # noqa: F401
