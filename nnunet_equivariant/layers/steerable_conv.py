@@ -1,0 +1,256 @@
+"""SO(3)/O(3)-steerable voxel convolution with a precomputed kernel basis and an eval-time kernel cache."""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from e3nn import o3
+from e3nn.math import soft_one_hot_linspace
+from torch import nn
+
+from ._irreps import Block, blocks, parse_irreps
+
+__all__ = ["SteerableConv3d", "kernel_lattice"]
+
+# Elements of a kernel basis whose part orthogonal to the earlier elements is below this fraction of the
+# largest element are dropped (radial functions with no lattice point in their support, or dependent ones).
+_BASIS_RTOL = 1e-6
+
+
+def kernel_lattice(kernel_size: int, spacing: Sequence[float]) -> tuple[tuple[int, int, int], torch.Tensor, float]:
+    """Voxel offsets of a kernel of ``kernel_size`` voxels along the finest axis, in millimetres.
+
+    The kernel is a ball of radius ``r = kernel_size / 2 * min(spacing)``; axis ``a`` gets
+    ``2 * floor(r / spacing[a]) + 1`` taps, so a coarse axis gets fewer taps and isotropic spacing gives
+    ``kernel_size`` taps per axis. Returns ``(taps, points, r)`` with ``points`` of shape ``(prod(taps), 3)``
+    (float64, x-major like a ``conv3d`` weight's last three dims).
+    """
+    radius = kernel_size / 2 * min(spacing)
+    half = [int(math.floor(radius / s + 1e-9)) for s in spacing]
+    axes = [torch.arange(-h, h + 1, dtype=torch.float64) * s for h, s in zip(half, spacing)]
+    points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    return tuple(2 * h + 1 for h in half), points, radius
+
+
+def _orthonormalise(elements: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gram-Schmidt in the given order (deterministic, unlike an SVD), dropping negligible directions."""
+    if not elements:
+        return []
+    scale = max(float(e.norm()) for e in elements)
+    basis: list[torch.Tensor] = []
+    for e in elements:
+        v = e.clone()
+        for _ in range(2):  # re-orthogonalise once for float64-exact orthogonality
+            for b in basis:
+                v -= (v * b).sum() * b
+        norm = float(v.norm())
+        if norm > _BASIS_RTOL * scale:
+            basis.append(v / norm)
+    return basis
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tuple[float, float, float],
+                num_radial_basis: int, lmax: int, parity: bool, self_connection: bool) -> torch.Tensor:
+    """Orthonormal basis ``(P, d_out, d_in, T)`` (float64) of equivariant kernels from ``ir_in`` to ``ir_out``.
+
+    Elements, in order: the self-connection (identity at the centre tap, if ``ir_in == ir_out``), then for
+    each spherical-harmonic order ``l`` allowed by the selection rule (and parity) and each radial function
+    ``s``: ``radial_s(|r|) * sum_m w3j[m_in, m, m_out] * Y^l_m(r / |r|)``. Orthonormalised with Gram-Schmidt
+    in the Frobenius inner product: a linear change of basis of the same kernel space (plus dropping
+    directions the lattice cannot represent), so weights are an isometry onto the kernel space.
+    """
+    taps, points, radius = kernel_lattice(kernel_size, spacing)
+    n_taps = points.shape[0]
+    dist = points.norm(dim=-1)
+    radial = soft_one_hot_linspace(dist, 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True)
+    elements = []
+    if self_connection and ir_in == ir_out:
+        centre = torch.zeros(n_taps, dtype=torch.float64)
+        centre[n_taps // 2] = 1.0
+        elements.append(torch.einsum("oi,t->oit", torch.eye(ir_out.dim, dtype=torch.float64), centre))
+    for l in range(lmax + 1):
+        if not abs(ir_in.l - ir_out.l) <= l <= ir_in.l + ir_out.l:
+            continue
+        if parity and ir_in.p * (-1) ** l != ir_out.p:
+            continue
+        sh = o3.spherical_harmonics(l, points, normalize=True, normalization="component")  # (T, 2l+1)
+        w3j = o3.wigner_3j(ir_in.l, l, ir_out.l, dtype=torch.float64)  # (d_in, 2l+1, d_out)
+        angular = torch.einsum("imo,tm->oit", w3j, sh)
+        elements += [angular * radial[:, s] for s in range(num_radial_basis)]
+    basis = _orthonormalise(elements)
+    if not basis:
+        return torch.zeros(0, ir_out.dim, ir_in.dim, n_taps, dtype=torch.float64)
+    return torch.stack(basis)
+
+
+class SteerableConv3d(nn.Module):
+    r"""Equivariant voxel convolution between irreps fields: one ``conv3d`` with a kernel built from a basis.
+
+    .. math::
+
+        K(r) = \sum_{\text{paths } i \times l \to j} \sum_s w_{j,i,s}\; \phi_s(|r|)\,
+               \big(C^{l_i, l, l_j} \cdot Y^l(r / |r|)\big) \;+\; \delta(r)\, W_{\text{self}}
+
+    with ``phi_s`` e3nn's ``smooth_finite`` radial functions cut off at the kernel radius (they vanish at
+    ``r = 0``), ``C`` Wigner 3j symbols and ``Y^l`` spherical harmonics (``l <= lmax``) sampled at the voxel
+    offsets in millimetres. The self-connection (a pointwise equivariant linear map between equal irreps)
+    is folded into the centre tap, so the forward pass is one ``F.conv3d``. The basis of each irrep pair is
+    computed once at construction and orthonormalised (see ``_pair_basis``); the weight is a flat vector
+    of the coefficients, initialised so the output has unit second moment for unit-variance white input.
+
+    Conditions on the arguments:
+
+    1. ``irreps_in`` / ``irreps_out`` are e3nn irreps strings; with ``parity=False`` (SO(3)) all must be
+       even (``e``) and spherical harmonics are treated as even; with ``parity=True`` (O(3)) a path needs
+       ``p_in * (-1)^l == p_out``.
+    2. ``kernel_size`` is an odd integer >= 3: the number of taps along the finest axis; the kernel is a
+       ball of radius ``kernel_size / 2 * min(spacing)`` mm, so coarser axes get fewer taps.
+    3. Every output irrep must be reachable from some input irrep (selection rule ``|l_i - l_j| <= l <=
+       l_i + l_j``, ``l <= lmax``, or the self-connection).
+
+    Convention: input ``(batch, irreps_in.dim, x, y, z)``, spatial dims 2, 3, 4 are x, y, z with voxel
+    sizes ``spacing``; channels in e3nn's layout (copy-major); l = 1 components in (x, y, z) order, so a
+    grid symmetry ``R`` acts on ``1o`` channels by ``R`` itself. Equivariance is exact for the grid
+    symmetries that map the kernel lattice to itself (all 48 for isotropic spacing).
+
+    In eval mode with autograd off the kernel is built once and reused until a weight changes (detected
+    through the parameters' version counters: optimizer steps, ``load_state_dict``, ``train()``).
+
+    >>> conv = SteerableConv3d("1x0e", "8x0e + 4x1e + 2x2e", kernel_size=5)
+    >>> conv(torch.randn(2, 1, 16, 16, 16)).shape
+    torch.Size([2, 30, 16, 16, 16])
+    """
+
+    def __init__(
+        self,
+        irreps_in,
+        irreps_out,
+        kernel_size: int = 5,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        num_radial_basis: int = 5,
+        lmax: int = 2,
+        self_connection: bool = True,
+        parity: bool = False,
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.irreps_in = parse_irreps(irreps_in, "irreps_in")
+        self.irreps_out = parse_irreps(irreps_out, "irreps_out")
+        if not parity:
+            for name, irreps in (("irreps_in", self.irreps_in), ("irreps_out", self.irreps_out)):
+                odd = [str(ir) for _, ir in irreps if ir.p != 1]
+                if odd:
+                    raise ValueError(f"{name} {irreps} holds odd irreps {odd}: use parity=True (O(3)) for them, "
+                                     f"or even irreps only (SO(3))")
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 \
+                or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd integer >= 3 (a centred kernel that holds the radial "
+                             f"basis), got {kernel_size!r}")
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
+            raise ValueError(f"spacing must be three positive voxel sizes (mm), got {spacing}")
+        if num_radial_basis < 1:
+            raise ValueError(f"num_radial_basis must be >= 1, got {num_radial_basis}")
+        if lmax < 0:
+            raise ValueError(f"lmax must be >= 0, got {lmax}")
+        self.kernel_size, self.spacing, self.parity = kernel_size, spacing, bool(parity)
+        self.num_radial_basis, self.lmax, self.self_connection = num_radial_basis, lmax, bool(self_connection)
+        self.kernel_shape, _, self.radius = kernel_lattice(kernel_size, spacing)
+        self.padding = tuple(t // 2 for t in self.kernel_shape)
+
+        self._in_blocks, self._out_blocks = blocks(self.irreps_in), blocks(self.irreps_out)
+        # (out block, in block, weight offset, number of basis elements, buffer name)
+        self._paths: list[tuple[Block, Block, int, int, str]] = []
+        self._fan_in: list[int] = []
+        offset = 0
+        for bo in self._out_blocks:
+            fan_in = 0
+            for bi in self._in_blocks:
+                basis = _pair_basis(bi.ir, bo.ir, kernel_size, spacing, num_radial_basis, lmax, self.parity,
+                                    self.self_connection)
+                n = basis.shape[0]
+                if n == 0:
+                    continue
+                name = f"basis_{bi.ir}_{bo.ir}"
+                if not hasattr(self, name):
+                    # non-persistent: recomputed at construction, so the state dict holds only weights
+                    self.register_buffer(name, basis.reshape(n, -1).to(torch.get_default_dtype()), persistent=False)
+                self._paths.append((bo, bi, offset, n, name))
+                offset += bo.mul * bi.mul * n
+                fan_in += bi.mul * n
+            if fan_in == 0:
+                raise ValueError(
+                    f"no equivariant path reaches output irrep {bo.ir} from irreps_in {self.irreps_in} "
+                    f"(lmax={lmax}, parity={self.parity}, kernel_size={kernel_size}, spacing={spacing})")
+            self._fan_in.append(fan_in)
+        self.weight = nn.Parameter(torch.empty(offset))
+
+        scalar_channels = [c for b in self._out_blocks if b.ir == o3.Irrep("0e") for c in range(b.start, b.stop)]
+        if bias and scalar_channels:
+            self.bias = nn.Parameter(torch.zeros(len(scalar_channels)))
+            self.register_buffer("_bias_index", torch.tensor(scalar_channels), persistent=False)
+        else:
+            self.register_parameter("bias", None)
+        self._cache: tuple | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weights ~ N(0, d_out / fan_in) per output block: unit output second moment for white input."""
+        with torch.no_grad():
+            for (bo, bi, offset, n, _) in self._paths:
+                fan_in = self._fan_in[self._out_blocks.index(bo)]
+                self.weight[offset:offset + bo.mul * bi.mul * n].normal_(0.0, math.sqrt(bo.ir.dim / fan_in))
+            if self.bias is not None:
+                self.bias.zero_()
+        self._cache = None
+
+    def build_kernel(self) -> torch.Tensor:
+        """The ``(irreps_out.dim, irreps_in.dim, *kernel_shape)`` conv3d weight (with autograd)."""
+        n_taps = math.prod(self.kernel_shape)
+        kernel = self.weight.new_zeros(self.irreps_out.dim, self.irreps_in.dim, n_taps)
+        for bo, bi, offset, n, name in self._paths:
+            w = self.weight[offset:offset + bo.mul * bi.mul * n].view(bo.mul * bi.mul, n)
+            block = (w @ getattr(self, name)).view(bo.mul, bi.mul, bo.ir.dim, bi.ir.dim, n_taps)
+            target = kernel[bo.start:bo.stop, bi.start:bi.stop].unflatten(0, (bo.mul, bo.ir.dim))
+            target.unflatten(2, (bi.mul, bi.ir.dim)).copy_(block.transpose(1, 2))
+        return kernel.view(self.irreps_out.dim, self.irreps_in.dim, *self.kernel_shape)
+
+    def _full_bias(self) -> torch.Tensor | None:
+        if self.bias is None:
+            return None
+        return self.bias.new_zeros(self.irreps_out.dim).index_copy(0, self._bias_index, self.bias)
+
+    def _kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.build_kernel(), self._full_bias()
+        key = tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in self.parameters(recurse=False))
+        if self._cache is None or self._cache[0] != key:
+            # built outside autocast: the cached kernel keeps the weights' dtype whatever the caller's mode
+            with torch.autocast(self.weight.device.type, enabled=False):
+                self._cache = (key, self.build_kernel(), self._full_bias())
+        return self._cache[1], self._cache[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``, same spatial size."""
+        if x.dim() != 5 or x.shape[1] != self.irreps_in.dim:
+            raise ValueError(f"expected input (batch, {self.irreps_in.dim}, x, y, z) for irreps_in "
+                             f"{self.irreps_in}, got shape {tuple(x.shape)}")
+        kernel, bias = self._kernel_and_bias()
+        return F.conv3d(x, kernel, bias, padding=self.padding)
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"{self.irreps_in} -> {self.irreps_out}, kernel_shape={self.kernel_shape}, "
+                f"spacing={self.spacing}, lmax={self.lmax}, num_radial_basis={self.num_radial_basis}, "
+                f"parity={self.parity}, self_connection={self.self_connection}, bias={self.bias is not None}")
