@@ -56,23 +56,24 @@ class EquivariantGate(nn.Module):
         self.irreps_out = self.irreps_scalars + self.irreps_gated
         self._scalar_blocks = blocks(self.irreps_scalars)
         self._gated_blocks = blocks(self.irreps_gated)
-        self._gates_start = self.irreps_scalars.dim
-        self._gated_start = self._gates_start + num_gates
+        # channel sections of the input: each scalar block, the gates, each gated block
+        self._sections = [b.dim for b in self._scalar_blocks] + ([num_gates] if num_gates else []) \
+            + [b.dim for b in self._gated_blocks]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``."""
         if x.shape[1] != self.irreps_in.dim:
             raise ValueError(f"expected {self.irreps_in.dim} channels ({self.irreps_in}), got shape {tuple(x.shape)}")
         act = _EVEN_ACTIVATIONS[self.scalar_activation]
-        parts = [act(x[:, b.start:b.stop]) if b.ir.p == 1 else torch.tanh(x[:, b.start:b.stop])
-                 for b in self._scalar_blocks]
+        pieces = x.split(self._sections, 1)  # views; one gradient tensor in backward
+        scalar_pieces = pieces[:len(self._scalar_blocks)]
+        parts = [act(s) if b.ir.p == 1 else torch.tanh(s) for s, b in zip(scalar_pieces, self._scalar_blocks)]
         if self._gated_blocks:
-            gates = torch.sigmoid(x[:, self._gates_start:self._gated_start])
+            gates = torch.sigmoid(pieces[len(self._scalar_blocks)])
             copy = 0
-            for b in self._gated_blocks:
-                v = x[:, self._gated_start + b.start:self._gated_start + b.stop].unflatten(1, (b.mul, b.ir.dim))
+            for v, b in zip(pieces[len(self._scalar_blocks) + 1:], self._gated_blocks):
                 g = gates[:, copy:copy + b.mul].unsqueeze(2)
-                parts.append((v * g).flatten(1, 2))
+                parts.append((v.unflatten(1, (b.mul, b.ir.dim)) * g).flatten(1, 2))
                 copy += b.mul
         return torch.cat(parts, dim=1)
 

@@ -5,7 +5,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from ._irreps import blocks, parse_irreps
+from ._irreps import blocks, parse_irreps, squared_norms
 
 __all__ = ["EquivariantInstanceNorm"]
 
@@ -47,10 +47,12 @@ class EquivariantInstanceNorm(nn.Module):
         """``(batch, irreps.dim, x, y, z)`` -> same shape."""
         if x.dim() != 5 or x.shape[1] != self.irreps.dim:
             raise ValueError(f"expected (batch, {self.irreps.dim}, x, y, z) for {self.irreps}, got {tuple(x.shape)}")
+        # statistics in float32 at least: squares and variances of float16 activations overflow
+        stats = x if x.dtype in (torch.float32, torch.float64) else x.float()
         scales, shifts = [], []
         copy = scalar = 0
-        for b, is_scalar in zip(self._blocks, self._scalar):
-            xb = x[:, b.start:b.stop]
+        # split (not slicing): its backward writes one gradient tensor instead of a zero-filled one per block
+        for xb, b, is_scalar in zip(stats.split([b.dim for b in self._blocks], 1), self._blocks, self._scalar):
             weight = self.weight[copy:copy + b.mul] if self.weight is not None else None
             if is_scalar:
                 var, mean = torch.var_mean(xb, dim=(2, 3, 4), unbiased=False)  # (batch, mul)
@@ -60,8 +62,10 @@ class EquivariantInstanceNorm(nn.Module):
                     scale, shift = scale * weight, shift * weight + self.bias[scalar:scalar + b.mul]
                 scalar += b.mul
             else:
-                norms = torch.linalg.vector_norm(xb.unflatten(1, (b.mul, b.ir.dim)), dim=2)  # (batch, mul, x, y, z)
-                scale = 1.0 / (norms.mean(dim=(2, 3, 4)) + self.eps)
+                sq = squared_norms(xb, b.ir.dim)
+                # clamp: finite gradient where a copy is exactly zero (e.g. zero-padded input)
+                mean_norm = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().mean(dim=(2, 3, 4))  # (batch, mul)
+                scale = 1.0 / (mean_norm + self.eps)
                 if weight is not None:
                     scale = scale * weight
                 scale = scale.repeat_interleave(b.ir.dim, dim=1)
@@ -69,8 +73,8 @@ class EquivariantInstanceNorm(nn.Module):
             scales.append(scale)
             shifts.append(shift)
             copy += b.mul
-        scale = torch.cat(scales, 1)[:, :, None, None, None]
-        shift = torch.cat(shifts, 1)[:, :, None, None, None]
+        scale = torch.cat(scales, 1)[:, :, None, None, None].to(x.dtype)
+        shift = torch.cat(shifts, 1)[:, :, None, None, None].to(x.dtype)
         return torch.addcmul(shift, x, scale)
 
     def extra_repr(self) -> str:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from e3nn import o3
 from torch import nn
 
-from ._irreps import blocks, parse_irreps
+from ._irreps import blocks, parse_irreps, squared_norms
 
 __all__ = ["NormMaxPool3d"]
 
@@ -45,15 +45,14 @@ class NormMaxPool3d(nn.Module):
             raise ValueError(f"spatial size {tuple(x.shape[2:])} is not divisible by the pooling stride "
                              f"{self.stride}: pooling would drop voxels and break equivariance")
         parts = []
-        for b in self._blocks:
-            xb = x[:, b.start:b.stop]
+        for xb, b in zip(x.split([b.dim for b in self._blocks], 1), self._blocks):
             if b.ir == o3.Irrep("0e"):
                 parts.append(F.max_pool3d(xb, self.stride))
                 continue
             v = xb.unflatten(1, (b.mul, b.ir.dim))  # (batch, mul, d, x, y, z)
-            with torch.no_grad():
-                norms = torch.linalg.vector_norm(v, dim=2)
-                _, index = F.max_pool3d(norms, self.stride, return_indices=True)  # (batch, mul, x', y', z')
+            with torch.no_grad():  # the squared norm has the same argmax; float32 so squares cannot overflow
+                sq = squared_norms(xb if xb.dtype in (torch.float32, torch.float64) else xb.float(), b.ir.dim)
+                _, index = F.max_pool3d(sq, self.stride, return_indices=True)  # (batch, mul, x', y', z')
             out_shape = index.shape[2:]
             index = index.flatten(2).unsqueeze(2).expand(-1, -1, b.ir.dim, -1)
             pooled = torch.gather(v.flatten(3), 3, index)  # (batch, mul, d, x'y'z')

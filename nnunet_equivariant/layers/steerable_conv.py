@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,67 @@ def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tu
     return torch.stack(basis)
 
 
+class _Path(NamedTuple):
+    """Kernel block from input block ``inp`` to output block ``out``: weights ``(out.mul, inp.mul, n)``
+    at ``offset`` in the flat weight, basis ``(n, out.ir.dim * inp.ir.dim * taps)`` number ``basis``."""
+
+    out: Block
+    inp: Block
+    offset: int
+    n: int
+    basis: int
+
+    @property
+    def weights(self) -> slice:
+        return slice(self.offset, self.offset + self.out.mul * self.inp.mul * self.n)
+
+
+class _KernelLayout(NamedTuple):
+    paths: tuple[_Path, ...]
+    dim_out: int
+    dim_in: int
+    taps: int
+    dense: bool  # every (output block, input block) pair has a path: no entry stays zero
+
+
+class _KernelFromBasis(torch.autograd.Function):
+    """``kernel[(u, i), (v, j), t] = sum_k w[u, v, k] B[k, i, j, t]`` for every path (e3nn's copy-major
+    layout), as one autograd node: the backward writes each path's weight gradient from a view of the
+    kernel gradient, where autograd through slice assignments would copy the whole kernel per path.
+    Runs in the weights' dtype (outside autocast); ``F.conv3d`` casts the kernel under autocast."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, layout: _KernelLayout, *bases: torch.Tensor) -> torch.Tensor:
+        ctx.layout = layout
+        ctx.save_for_backward(*bases)
+        with torch.autocast(weight.device.type, enabled=False):
+            shape = (layout.dim_out, layout.dim_in, layout.taps)
+            kernel = weight.new_empty(shape) if layout.dense else weight.new_zeros(shape)
+            for p in layout.paths:
+                w = weight[p.weights].view(p.out.mul * p.inp.mul, p.n)
+                block = (w @ bases[p.basis]).view(p.out.mul, p.inp.mul, p.out.ir.dim, p.inp.ir.dim, layout.taps)
+                _block_view(kernel, p).copy_(block.transpose(1, 2))
+        return kernel
+
+    @staticmethod
+    def backward(ctx, grad_kernel: torch.Tensor):
+        layout = ctx.layout
+        bases = ctx.saved_tensors
+        grads = []
+        with torch.autocast(grad_kernel.device.type, enabled=False):
+            for p in layout.paths:
+                g = _block_view(grad_kernel, p).transpose(1, 2).reshape(p.out.mul * p.inp.mul, -1)
+                grads.append((g @ bases[p.basis].t()).flatten())
+        return (torch.cat(grads), None, *([None] * len(bases)))
+
+
+def _block_view(kernel: torch.Tensor, p: _Path) -> torch.Tensor:
+    """``(out.mul, out.ir.dim, inp.mul, inp.ir.dim, taps)`` view of a path's block of a ``(C_out, C_in, T)``
+    kernel."""
+    block = kernel[p.out.start:p.out.stop, p.inp.start:p.inp.stop]
+    return block.unflatten(0, (p.out.mul, p.out.ir.dim)).unflatten(2, (p.inp.mul, p.inp.ir.dim))
+
+
 class SteerableConv3d(nn.Module):
     r"""Equivariant voxel convolution between irreps fields: one ``conv3d`` with a kernel built from a basis.
 
@@ -107,8 +168,9 @@ class SteerableConv3d(nn.Module):
     1. ``irreps_in`` / ``irreps_out`` are e3nn irreps strings; with ``parity=False`` (SO(3)) all must be
        even (``e``) and spherical harmonics are treated as even; with ``parity=True`` (O(3)) a path needs
        ``p_in * (-1)^l == p_out``.
-    2. ``kernel_size`` is an odd integer >= 3: the number of taps along the finest axis; the kernel is a
-       ball of radius ``kernel_size / 2 * min(spacing)`` mm, so coarser axes get fewer taps.
+    2. ``kernel_size`` is an odd integer: the number of taps along the finest axis; the kernel is a ball
+       of radius ``kernel_size / 2 * min(spacing)`` mm, so coarser axes get fewer taps. ``kernel_size=1``
+       is the pointwise equivariant linear map (self-connection only; needs ``self_connection=True``).
     3. Every output irrep must be reachable from some input irrep (selection rule ``|l_i - l_j| <= l <=
        l_i + l_j``, ``l <= lmax``, or the self-connection).
 
@@ -146,10 +208,12 @@ class SteerableConv3d(nn.Module):
                 if odd:
                     raise ValueError(f"{name} {irreps} holds odd irreps {odd}: use parity=True (O(3)) for them, "
                                      f"or even irreps only (SO(3))")
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 \
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
                 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be an odd integer >= 3 (a centred kernel that holds the radial "
-                             f"basis), got {kernel_size!r}")
+            raise ValueError(f"kernel_size must be an odd positive integer (a centred kernel), got {kernel_size!r}")
+        if kernel_size == 1 and not self_connection:
+            raise ValueError("kernel_size=1 cannot hold the radial basis (it vanishes at the centre): use "
+                             "kernel_size >= 3, or self_connection=True for a pointwise equivariant linear map")
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
             raise ValueError(f"spacing must be three positive voxel sizes (mm), got {spacing}")
@@ -163,8 +227,8 @@ class SteerableConv3d(nn.Module):
         self.padding = tuple(t // 2 for t in self.kernel_shape)
 
         self._in_blocks, self._out_blocks = blocks(self.irreps_in), blocks(self.irreps_out)
-        # (out block, in block, weight offset, number of basis elements, buffer name)
-        self._paths: list[tuple[Block, Block, int, int, str]] = []
+        self._paths: list[_Path] = []
+        self._basis_names: list[str] = []
         self._fan_in: list[int] = []
         offset = 0
         for bo in self._out_blocks:
@@ -176,10 +240,11 @@ class SteerableConv3d(nn.Module):
                 if n == 0:
                     continue
                 name = f"basis_{bi.ir}_{bo.ir}"
-                if not hasattr(self, name):
+                if name not in self._basis_names:
                     # non-persistent: recomputed at construction, so the state dict holds only weights
                     self.register_buffer(name, basis.reshape(n, -1).to(torch.get_default_dtype()), persistent=False)
-                self._paths.append((bo, bi, offset, n, name))
+                    self._basis_names.append(name)
+                self._paths.append(_Path(bo, bi, offset, n, self._basis_names.index(name)))
                 offset += bo.mul * bi.mul * n
                 fan_in += bi.mul * n
             if fan_in == 0:
@@ -188,6 +253,9 @@ class SteerableConv3d(nn.Module):
                     f"(lmax={lmax}, parity={self.parity}, kernel_size={kernel_size}, spacing={spacing})")
             self._fan_in.append(fan_in)
         self.weight = nn.Parameter(torch.empty(offset))
+        self._layout = _KernelLayout(tuple(self._paths), self.irreps_out.dim, self.irreps_in.dim,
+                                     math.prod(self.kernel_shape),
+                                     len(self._paths) == len(self._in_blocks) * len(self._out_blocks))
 
         scalar_channels = [c for b in self._out_blocks if b.ir == o3.Irrep("0e") for c in range(b.start, b.stop)]
         if bias and scalar_channels:
@@ -201,22 +269,17 @@ class SteerableConv3d(nn.Module):
     def reset_parameters(self) -> None:
         """Weights ~ N(0, d_out / fan_in) per output block: unit output second moment for white input."""
         with torch.no_grad():
-            for (bo, bi, offset, n, _) in self._paths:
-                fan_in = self._fan_in[self._out_blocks.index(bo)]
-                self.weight[offset:offset + bo.mul * bi.mul * n].normal_(0.0, math.sqrt(bo.ir.dim / fan_in))
+            for path in self._paths:
+                fan_in = self._fan_in[self._out_blocks.index(path.out)]
+                self.weight[path.weights].normal_(0.0, math.sqrt(path.out.ir.dim / fan_in))
             if self.bias is not None:
                 self.bias.zero_()
         self._cache = None
 
     def build_kernel(self) -> torch.Tensor:
-        """The ``(irreps_out.dim, irreps_in.dim, *kernel_shape)`` conv3d weight (with autograd)."""
-        n_taps = math.prod(self.kernel_shape)
-        kernel = self.weight.new_zeros(self.irreps_out.dim, self.irreps_in.dim, n_taps)
-        for bo, bi, offset, n, name in self._paths:
-            w = self.weight[offset:offset + bo.mul * bi.mul * n].view(bo.mul * bi.mul, n)
-            block = (w @ getattr(self, name)).view(bo.mul, bi.mul, bo.ir.dim, bi.ir.dim, n_taps)
-            target = kernel[bo.start:bo.stop, bi.start:bi.stop].unflatten(0, (bo.mul, bo.ir.dim))
-            target.unflatten(2, (bi.mul, bi.ir.dim)).copy_(block.transpose(1, 2))
+        """The ``(irreps_out.dim, irreps_in.dim, *kernel_shape)`` conv3d weight (differentiable)."""
+        bases = [getattr(self, name) for name in self._basis_names]
+        kernel = _KernelFromBasis.apply(self.weight, self._layout, *bases)
         return kernel.view(self.irreps_out.dim, self.irreps_in.dim, *self.kernel_shape)
 
     def _full_bias(self) -> torch.Tensor | None:
