@@ -6,23 +6,41 @@ from typing import NamedTuple
 import torch
 from e3nn import o3
 
-__all__ = ["Block", "parse_irreps", "blocks", "squared_norms"]
+__all__ = ["Block", "parse_irreps", "blocks", "squared_norms", "check_field"]
 
 
 class Block(NamedTuple):
-    """``mul`` copies of the irrep ``ir`` stored in channels ``start : start + mul * ir.dim``."""
+    """``mul`` copies of the irrep ``(l, p)`` stored in channels ``start : start + mul * (2l + 1)``.
+
+    Plain ints (no e3nn objects), so torch.compile can guard on the layers' layouts.
+    """
 
     start: int
     mul: int
-    ir: o3.Irrep
+    l: int  # noqa: E741
+    p: int
+
+    @property
+    def d(self) -> int:
+        """Dimension ``2l + 1`` of one copy."""
+        return 2 * self.l + 1
 
     @property
     def dim(self) -> int:
-        return self.mul * self.ir.dim
+        return self.mul * self.d
 
     @property
     def stop(self) -> int:
         return self.start + self.dim
+
+    @property
+    def ir(self) -> o3.Irrep:
+        return o3.Irrep(self.l, self.p)
+
+    @property
+    def is_even_scalar(self) -> bool:
+        """``0e``: the only irrep that may be shifted, biased or pooled by value."""
+        return self.l == 0 and self.p == 1
 
 
 def parse_irreps(value, name: str, allow_empty: bool = False) -> o3.Irreps:
@@ -47,10 +65,10 @@ def blocks(irreps: o3.Irreps) -> list[Block]:
     for mul, ir in irreps:
         if mul == 0:
             continue
-        if out and out[-1].ir == ir and out[-1].stop == start:
-            out[-1] = Block(out[-1].start, out[-1].mul + mul, ir)
+        if out and (out[-1].l, out[-1].p) == (ir.l, ir.p) and out[-1].stop == start:
+            out[-1] = out[-1]._replace(mul=out[-1].mul + mul)
         else:
-            out.append(Block(start, mul, ir))
+            out.append(Block(start, mul, ir.l, ir.p))
         start += mul * ir.dim
     return out
 
@@ -66,3 +84,10 @@ def squared_norms(v: torch.Tensor, ir_dim: int) -> torch.Tensor:
     for m in range(1, ir_dim):
         out = torch.addcmul(out, v[:, :, m], v[:, :, m])
     return out
+
+
+def check_field(x: torch.Tensor, dim: int, irreps) -> None:
+    """``ValueError`` unless ``x`` is a ``(batch, dim, x, y, z)`` field (``dim`` a precomputed int, so that
+    compiled code guards on ints, not on e3nn objects)."""
+    if x.dim() != 5 or x.shape[1] != dim:
+        raise ValueError(f"expected input (batch, {dim}, x, y, z) for irreps {irreps}, got shape {tuple(x.shape)}")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from e3nn import o3
 from torch import nn
 
-from ._irreps import blocks, parse_irreps
+from ._irreps import blocks, check_field, parse_irreps
 
 __all__ = ["EquivariantGate"]
 
@@ -54,6 +54,7 @@ class EquivariantGate(nn.Module):
         self.irreps_gates = o3.Irreps(f"{num_gates}x0e") if num_gates else o3.Irreps("")
         self.irreps_in = self.irreps_scalars + self.irreps_gates + self.irreps_gated
         self.irreps_out = self.irreps_scalars + self.irreps_gated
+        self._dim_in = self.irreps_in.dim
         self._scalar_blocks = blocks(self.irreps_scalars)
         self._gated_blocks = blocks(self.irreps_gated)
         # channel sections of the input: each scalar block, the gates, each gated block
@@ -62,18 +63,17 @@ class EquivariantGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``."""
-        if x.shape[1] != self.irreps_in.dim:
-            raise ValueError(f"expected {self.irreps_in.dim} channels ({self.irreps_in}), got shape {tuple(x.shape)}")
+        check_field(x, self._dim_in, self.irreps_in)
         act = _EVEN_ACTIVATIONS[self.scalar_activation]
         pieces = x.split(self._sections, 1)  # views; one gradient tensor in backward
         scalar_pieces = pieces[:len(self._scalar_blocks)]
-        parts = [act(s) if b.ir.p == 1 else torch.tanh(s) for s, b in zip(scalar_pieces, self._scalar_blocks)]
+        parts = [act(s) if b.p == 1 else torch.tanh(s) for s, b in zip(scalar_pieces, self._scalar_blocks)]
         if self._gated_blocks:
             gates = torch.sigmoid(pieces[len(self._scalar_blocks)])
             copy = 0
             for v, b in zip(pieces[len(self._scalar_blocks) + 1:], self._gated_blocks):
                 g = gates[:, copy:copy + b.mul].unsqueeze(2)
-                parts.append((v.unflatten(1, (b.mul, b.ir.dim)) * g).flatten(1, 2))
+                parts.append((v.unflatten(1, (b.mul, b.d)) * g).flatten(1, 2))
                 copy += b.mul
         return torch.cat(parts, dim=1)
 

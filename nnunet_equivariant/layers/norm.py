@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import torch
-from e3nn import o3
 from torch import nn
 
-from ._irreps import blocks, parse_irreps, squared_norms
+from ._irreps import blocks, check_field, parse_irreps, squared_norms
 
 __all__ = ["EquivariantInstanceNorm"]
 
@@ -32,8 +31,9 @@ class EquivariantInstanceNorm(nn.Module):
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps}")
         self.eps = float(eps)
+        self._dim = self.irreps.dim
         self._blocks = blocks(self.irreps)
-        self._scalar = [b.ir == o3.Irrep("0e") for b in self._blocks]
+        self._scalar = [b.is_even_scalar for b in self._blocks]
         num_scalars = sum(b.mul for b, s in zip(self._blocks, self._scalar) if s)
         num_copies = sum(b.mul for b in self._blocks)
         if affine:
@@ -45,8 +45,7 @@ class EquivariantInstanceNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps.dim, x, y, z)`` -> same shape."""
-        if x.dim() != 5 or x.shape[1] != self.irreps.dim:
-            raise ValueError(f"expected (batch, {self.irreps.dim}, x, y, z) for {self.irreps}, got {tuple(x.shape)}")
+        check_field(x, self._dim, self.irreps)
         # statistics in float32 at least: squares and variances of float16 activations overflow
         stats = x if x.dtype in (torch.float32, torch.float64) else x.float()
         scales, shifts = [], []
@@ -62,13 +61,13 @@ class EquivariantInstanceNorm(nn.Module):
                     scale, shift = scale * weight, shift * weight + self.bias[scalar:scalar + b.mul]
                 scalar += b.mul
             else:
-                sq = squared_norms(xb, b.ir.dim)
+                sq = squared_norms(xb, b.d)
                 # clamp: finite gradient where a copy is exactly zero (e.g. zero-padded input)
                 mean_norm = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().mean(dim=(2, 3, 4))  # (batch, mul)
                 scale = 1.0 / (mean_norm + self.eps)
                 if weight is not None:
                     scale = scale * weight
-                scale = scale.repeat_interleave(b.ir.dim, dim=1)
+                scale = scale.repeat_interleave(b.d, dim=1)
                 shift = torch.zeros_like(scale)
             scales.append(scale)
             shifts.append(shift)

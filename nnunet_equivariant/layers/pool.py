@@ -5,10 +5,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from e3nn import o3
 from torch import nn
 
-from ._irreps import blocks, parse_irreps, squared_norms
+from ._irreps import blocks, check_field, parse_irreps, squared_norms
 
 __all__ = ["NormMaxPool3d"]
 
@@ -35,26 +34,26 @@ class NormMaxPool3d(nn.Module):
         if len(stride) != 3 or min(stride) < 1:
             raise ValueError(f"stride must be a positive int or three positive ints, got {stride}")
         self.stride = stride
+        self._dim = self.irreps.dim
         self._blocks = blocks(self.irreps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps.dim, x, y, z)`` -> ``(batch, irreps.dim, x / sx, y / sy, z / sz)``."""
-        if x.dim() != 5 or x.shape[1] != self.irreps.dim:
-            raise ValueError(f"expected (batch, {self.irreps.dim}, x, y, z) for {self.irreps}, got {tuple(x.shape)}")
+        check_field(x, self._dim, self.irreps)
         if any(n % s for n, s in zip(x.shape[2:], self.stride)):
             raise ValueError(f"spatial size {tuple(x.shape[2:])} is not divisible by the pooling stride "
                              f"{self.stride}: pooling would drop voxels and break equivariance")
         parts = []
         for xb, b in zip(x.split([b.dim for b in self._blocks], 1), self._blocks):
-            if b.ir == o3.Irrep("0e"):
+            if b.is_even_scalar:
                 parts.append(F.max_pool3d(xb, self.stride))
                 continue
-            v = xb.unflatten(1, (b.mul, b.ir.dim))  # (batch, mul, d, x, y, z)
+            v = xb.unflatten(1, (b.mul, b.d))  # (batch, mul, d, x, y, z)
             with torch.no_grad():  # the squared norm has the same argmax; float32 so squares cannot overflow
-                sq = squared_norms(xb if xb.dtype in (torch.float32, torch.float64) else xb.float(), b.ir.dim)
+                sq = squared_norms(xb if xb.dtype in (torch.float32, torch.float64) else xb.float(), b.d)
                 _, index = F.max_pool3d(sq, self.stride, return_indices=True)  # (batch, mul, x', y', z')
             out_shape = index.shape[2:]
-            index = index.flatten(2).unsqueeze(2).expand(-1, -1, b.ir.dim, -1)
+            index = index.flatten(2).unsqueeze(2).expand(-1, -1, b.d, -1)
             pooled = torch.gather(v.flatten(3), 3, index)  # (batch, mul, d, x'y'z')
             parts.append(pooled.reshape(x.shape[0], b.dim, *out_shape))
         return torch.cat(parts, dim=1)

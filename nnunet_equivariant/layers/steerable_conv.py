@@ -11,7 +11,7 @@ from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
 from torch import nn
 
-from ._irreps import Block, blocks, parse_irreps
+from ._irreps import Block, blocks, check_field, parse_irreps
 
 __all__ = ["SteerableConv3d", "kernel_lattice"]
 
@@ -72,7 +72,7 @@ def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tu
         centre = torch.zeros(n_taps, dtype=torch.float64)
         centre[n_taps // 2] = 1.0
         elements.append(torch.einsum("oi,t->oit", torch.eye(ir_out.dim, dtype=torch.float64), centre))
-    for l in range(lmax + 1):
+    for l in range(lmax + 1):  # noqa: E741 (spherical-harmonic order)
         if not abs(ir_in.l - ir_out.l) <= l <= ir_in.l + ir_out.l:
             continue
         if parity and ir_in.p * (-1) ** l != ir_out.p:
@@ -89,7 +89,7 @@ def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tu
 
 class _Path(NamedTuple):
     """Kernel block from input block ``inp`` to output block ``out``: weights ``(out.mul, inp.mul, n)``
-    at ``offset`` in the flat weight, basis ``(n, out.ir.dim * inp.ir.dim * taps)`` number ``basis``."""
+    at ``offset`` in the flat weight, basis ``(n, out.d * inp.d * taps)`` number ``basis``."""
 
     out: Block
     inp: Block
@@ -125,7 +125,7 @@ class _KernelFromBasis(torch.autograd.Function):
             kernel = weight.new_empty(shape) if layout.dense else weight.new_zeros(shape)
             for p in layout.paths:
                 w = weight[p.weights].view(p.out.mul * p.inp.mul, p.n)
-                block = (w @ bases[p.basis]).view(p.out.mul, p.inp.mul, p.out.ir.dim, p.inp.ir.dim, layout.taps)
+                block = (w @ bases[p.basis]).view(p.out.mul, p.inp.mul, p.out.d, p.inp.d, layout.taps)
                 _block_view(kernel, p).copy_(block.transpose(1, 2))
         return kernel
 
@@ -142,10 +142,10 @@ class _KernelFromBasis(torch.autograd.Function):
 
 
 def _block_view(kernel: torch.Tensor, p: _Path) -> torch.Tensor:
-    """``(out.mul, out.ir.dim, inp.mul, inp.ir.dim, taps)`` view of a path's block of a ``(C_out, C_in, T)``
+    """``(out.mul, out.d, inp.mul, inp.d, taps)`` view of a path's block of a ``(C_out, C_in, T)``
     kernel."""
     block = kernel[p.out.start:p.out.stop, p.inp.start:p.inp.stop]
-    return block.unflatten(0, (p.out.mul, p.out.ir.dim)).unflatten(2, (p.inp.mul, p.inp.ir.dim))
+    return block.unflatten(0, (p.out.mul, p.out.d)).unflatten(2, (p.inp.mul, p.inp.d))
 
 
 class SteerableConv3d(nn.Module):
@@ -257,7 +257,7 @@ class SteerableConv3d(nn.Module):
                                      math.prod(self.kernel_shape),
                                      len(self._paths) == len(self._in_blocks) * len(self._out_blocks))
 
-        scalar_channels = [c for b in self._out_blocks if b.ir == o3.Irrep("0e") for c in range(b.start, b.stop)]
+        scalar_channels = [c for b in self._out_blocks if b.is_even_scalar for c in range(b.start, b.stop)]
         if bias and scalar_channels:
             self.bias = nn.Parameter(torch.zeros(len(scalar_channels)))
             self.register_buffer("_bias_index", torch.tensor(scalar_channels), persistent=False)
@@ -271,7 +271,7 @@ class SteerableConv3d(nn.Module):
         with torch.no_grad():
             for path in self._paths:
                 fan_in = self._fan_in[self._out_blocks.index(path.out)]
-                self.weight[path.weights].normal_(0.0, math.sqrt(path.out.ir.dim / fan_in))
+                self.weight[path.weights].normal_(0.0, math.sqrt(path.out.d / fan_in))
             if self.bias is not None:
                 self.bias.zero_()
         self._cache = None
@@ -280,12 +280,12 @@ class SteerableConv3d(nn.Module):
         """The ``(irreps_out.dim, irreps_in.dim, *kernel_shape)`` conv3d weight (differentiable)."""
         bases = [getattr(self, name) for name in self._basis_names]
         kernel = _KernelFromBasis.apply(self.weight, self._layout, *bases)
-        return kernel.view(self.irreps_out.dim, self.irreps_in.dim, *self.kernel_shape)
+        return kernel.view(self._layout.dim_out, self._layout.dim_in, *self.kernel_shape)
 
     def _full_bias(self) -> torch.Tensor | None:
         if self.bias is None:
             return None
-        return self.bias.new_zeros(self.irreps_out.dim).index_copy(0, self._bias_index, self.bias)
+        return self.bias.new_zeros(self._layout.dim_out).index_copy(0, self._bias_index, self.bias)
 
     def _kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
@@ -299,9 +299,7 @@ class SteerableConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``, same spatial size."""
-        if x.dim() != 5 or x.shape[1] != self.irreps_in.dim:
-            raise ValueError(f"expected input (batch, {self.irreps_in.dim}, x, y, z) for irreps_in "
-                             f"{self.irreps_in}, got shape {tuple(x.shape)}")
+        check_field(x, self._layout.dim_in, self.irreps_in)
         kernel, bias = self._kernel_and_bias()
         return F.conv3d(x, kernel, bias, padding=self.padding)
 
