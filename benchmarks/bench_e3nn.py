@@ -5,14 +5,17 @@ Each (network, mode) runs in fresh subprocesses: build the network and a ``(1, 1
 warm-up step (it also fills E3nnUNet's eval kernel cache, which then counts as resident, like the plain
 network's weights), then measure:
 
-- time: the median of ``--repeats`` steps, with the default allocator;
+- time: the median of ``--repeats`` steps, with the default allocator; ``--clock wall`` (default) or
+  ``--clock cpu``, the process's CPU time, which other processes on a shared machine barely disturb (use it
+  with ``--threads 1``: with more threads it adds up their busy-waiting too);
 - CPU peak memory: the step's peak resident set size (the kernel's ``ru_maxrss`` high-water mark) minus the
   resident size just before it, in a separate process where glibc's ``malloc`` returns every block over
   64 KiB to the system on free (``MALLOC_MMAP_THRESHOLD_``), so the resident size follows the live
   tensors: activations, gradients and temporaries of the step, not the model and input;
 - CUDA peak memory: ``torch.cuda.max_memory_allocated`` during the step minus the allocation before it.
 
-Usage: ``python benchmarks/bench_e3nn.py [--device cpu|cuda] [--threads 2] [--size 64] [--repeats 3]``.
+Usage: ``python benchmarks/bench_e3nn.py [--device cpu|cuda] [--threads 2] [--size 64] [--repeats 3]
+[--clock wall|cpu]``.
 """
 from __future__ import annotations
 
@@ -55,7 +58,8 @@ def build(name: str):
     return net.to(torch.float32)
 
 
-def worker(name: str, mode: str, measure: str, device: str, threads: int, size: int, repeats: int) -> dict:
+def worker(name: str, mode: str, measure: str, device: str, threads: int, size: int, repeats: int,
+           clock: str) -> dict:
     import torch
 
     from nnunet_equivariant.layers import SteerableConv3d
@@ -100,13 +104,14 @@ def worker(name: str, mode: str, measure: str, device: str, threads: int, size: 
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
         result["peak_mib"] = max(peak, 0) / 2 ** 20
         return result
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     times = []
     for _ in range(repeats):
         sync()
-        t = time.perf_counter()
+        t = timer()
         step()
         sync()
-        times.append(time.perf_counter() - t)
+        times.append(timer() - t)
     result["time_s"] = statistics.median(times)
     return result
 
@@ -120,7 +125,7 @@ def run(name: str, mode: str, args) -> dict:
     result = {}
     for measure in ("time", "memory"):
         cmd = [sys.executable, __file__, "--worker", name, mode, measure, "--device", args.device, "--threads",
-               str(args.threads), "--size", str(args.size), "--repeats", str(args.repeats)]
+               str(args.threads), "--size", str(args.size), "--repeats", str(args.repeats), "--clock", args.clock]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         if measure == "memory":
             env["MALLOC_MMAP_THRESHOLD_"] = "65536"
@@ -135,10 +140,11 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=64, help="cubic patch size (divisible by 16)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"])
     parser.add_argument("--worker", nargs=3, metavar=("NAME", "MODE", "MEASURE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.device, args.threads, args.size, args.repeats)))
+        print(json.dumps(worker(*args.worker, args.device, args.threads, args.size, args.repeats, args.clock)))
         return
 
     import platform
@@ -147,7 +153,7 @@ def main(argv=None) -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, device {args.device}, {args.threads} threads, patch {args.size}^3, batch 1, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, {args.clock} clock")
     results = {}
     for mode in ("train", "eval"):
         for name in CONFIGS:
