@@ -111,6 +111,24 @@ def test_kernel_gradient_matches_autograd_reference(float64):
     assert torch.allclose(conv.weight.grad, w.grad, atol=1e-12), "custom backward equals autograd's"
 
 
+def test_training_convolution_matches_autograd_and_does_not_keep_the_kernel(float64):
+    conv = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5, bias=True)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 4, 6, 7, 5, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        out = conv(x)
+    kernel = conv.build_kernel()
+    assert tuple(kernel.shape) not in saved, "the kernel is re-assembled in backward, not kept"
+    reference = F.conv3d(x, kernel, conv._full_bias(), padding=2)
+    assert torch.allclose(out, reference, rtol=0, atol=1e-13)
+    g = torch.randn_like(out)
+    params = (x, conv.weight, conv.bias)
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(reference, params, g)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
 def _bases(conv):
     return [getattr(conv, name) for name in conv._basis_names]
 
