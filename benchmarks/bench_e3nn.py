@@ -33,6 +33,7 @@ WIDTHS = [32, 64, 128, 256, 320]
 STRIDES = [[1, 1, 1]] + [[2, 2, 2]] * 4
 CONFIGS = {
     "plain": "PlainConvUNet, 5^3 kernels, E3nnUNet's stage dims",
+    "plain_gates": "PlainConvUNet, 5^3 kernels, widths of E3nnUNet's conv outputs (+ gates)",
     "e3nn": "E3nnUNet (kernel cached in eval)",
     "e3nn_rebuild": "E3nnUNet, kernel rebuilt every forward (reference design)",
 }
@@ -50,7 +51,10 @@ def build(name: str):
         return e3nn
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    dims = [irreps.dim for irreps in e3nn.encoder.output_irreps]
+    if name == "plain_gates":  # the convolutions' output widths: features plus one gate per non-scalar copy
+        dims = [stage[-1].conv.irreps_out.dim for stage in e3nn.encoder.stages]
+    else:
+        dims = [irreps.dim for irreps in e3nn.encoder.output_irreps]
     net = PlainConvUNet(1, len(WIDTHS), dims, nn.Conv3d, 5, STRIDES, 2, 3, 2, conv_bias=True,
                         norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
                         nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
