@@ -33,7 +33,6 @@ WIDTHS = [32, 64, 128, 256, 320]
 STRIDES = [[1, 1, 1]] + [[2, 2, 2]] * 4
 CONFIGS = {
     "plain": "PlainConvUNet, 5^3 kernels, E3nnUNet's stage dims",
-    "plain_gates": "PlainConvUNet, 5^3 kernels, widths of E3nnUNet's conv outputs (+ gates)",
     "e3nn": "E3nnUNet (kernel cached in eval)",
     "e3nn_rebuild": "E3nnUNet, kernel rebuilt every forward (reference design)",
 }
@@ -51,10 +50,7 @@ def build(name: str):
         return e3nn
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    if name == "plain_gates":  # the convolutions' output widths: features plus one gate per non-scalar copy
-        dims = [stage[-1].conv.irreps_out.dim for stage in e3nn.encoder.stages]
-    else:
-        dims = [irreps.dim for irreps in e3nn.encoder.output_irreps]
+    dims = [irreps.dim for irreps in e3nn.encoder.output_irreps]
     net = PlainConvUNet(1, len(WIDTHS), dims, nn.Conv3d, 5, STRIDES, 2, 3, 2, conv_bias=True,
                         norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
                         nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
@@ -120,6 +116,27 @@ def worker(name: str, mode: str, measure: str, device: str, threads: int, size: 
     return result
 
 
+def conv_layer_times(threads: int, size: int, repeats: int, clock: str) -> dict[int, float]:
+    """Forward + backward of one full-resolution 5^3 convolution from 30 channels to 30 (the plain
+    network's) and to 36 (E3nnUNet's: 30 features + 6 gates), batch 1: the architectural part of the ratio."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    x = torch.randn(1, 30, size, size, size, requires_grad=True)
+    result = {}
+    for out_channels in (30, 36):
+        w = torch.randn(out_channels, 30, 5, 5, 5, requires_grad=True)
+        times = []
+        for _ in range(repeats + 1):
+            t = timer()
+            F.conv3d(x, w, padding=2).sum().backward()
+            times.append(timer() - t)
+        result[out_channels] = statistics.median(times[1:])
+    return result
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -165,6 +182,9 @@ def main(argv=None) -> None:
                 continue  # training rebuilds the kernel every step in any design
             results[name, mode] = r = run(name, mode, args)
             print(f"  measured {name:13s} {mode:5s} {r['time_s']:7.2f} s {r['peak_mib']:8.0f} MiB", flush=True)
+    layer = conv_layer_times(args.threads, args.size, args.repeats, args.clock)
+    print(f"  one 5^3 conv at {args.size}^3, fwd + bwd: 30 -> 30 channels {layer[30]:.2f} s, 30 -> 36 channels "
+          f"{layer[36]:.2f} s ({layer[36] / layer[30]:.2f}x)")
     print()
     print("| network | params | train step (s) | x plain | train peak (MiB) | x plain | eval fwd (s) | x plain "
           "| eval peak (MiB) | x plain |")
