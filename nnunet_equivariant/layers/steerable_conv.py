@@ -63,7 +63,7 @@ def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tu
     in the Frobenius inner product: a linear change of basis of the same kernel space (plus dropping
     directions the lattice cannot represent), so weights are an isometry onto the kernel space.
     """
-    taps, points, radius = kernel_lattice(kernel_size, spacing)
+    _, points, radius = kernel_lattice(kernel_size, spacing)
     n_taps = points.shape[0]
     dist = points.norm(dim=-1)
     radial = soft_one_hot_linspace(dist, 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True)
@@ -278,7 +278,6 @@ class SteerableConv3d(nn.Module):
         self.kernel_size, self.spacing, self.parity = kernel_size, spacing, bool(parity)
         self.num_radial_basis, self.lmax, self.self_connection = num_radial_basis, lmax, bool(self_connection)
         self.kernel_shape, _, self.radius = kernel_lattice(kernel_size, spacing)
-        self.padding = tuple(t // 2 for t in self.kernel_shape)
 
         self._in_blocks, self._out_blocks = blocks(self.irreps_in), blocks(self.irreps_out)
         self._paths: list[_Path] = []
@@ -296,7 +295,8 @@ class SteerableConv3d(nn.Module):
                 name = f"basis_{bi.ir}_{bo.ir}"
                 if name not in self._basis_names:
                     # non-persistent: recomputed at construction, so the state dict holds only weights
-                    self.register_buffer(name, basis.reshape(n, -1).to(torch.get_default_dtype()), persistent=False)
+                    basis = basis.reshape(n, -1).to(torch.get_default_dtype(), copy=True)  # not the cached one
+                    self.register_buffer(name, basis, persistent=False)
                     self._basis_names.append(name)
                 self._paths.append(_Path(bo, bi, offset, n, self._basis_names.index(name)))
                 offset += bo.mul * bi.mul * n
@@ -310,6 +310,7 @@ class SteerableConv3d(nn.Module):
         self._layout = _KernelLayout(tuple(self._paths), self.irreps_out.dim, self.irreps_in.dim,
                                      self.kernel_shape,
                                      len(self._paths) == len(self._in_blocks) * len(self._out_blocks))
+        self.padding = self._layout.padding
 
         scalar_channels = [c for b in self._out_blocks if b.is_even_scalar for c in range(b.start, b.stop)]
         if bias and scalar_channels:
@@ -345,9 +346,8 @@ class SteerableConv3d(nn.Module):
     def _cached_kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         key = tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in self.parameters(recurse=False))
         if self._cache is None or self._cache[0] != key:
-            # built outside autocast: the cached kernel keeps the weights' dtype whatever the caller's mode
-            with torch.autocast(self.weight.device.type, enabled=False):
-                self._cache = (key, self.build_kernel(), self._full_bias())
+            # assembled outside autocast: the cached kernel keeps the weights' dtype whatever the caller's mode
+            self._cache = (key, self.build_kernel(), self._full_bias())
         return self._cache[1], self._cache[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
