@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from e3nn import o3
 
-__all__ = ["Block", "parse_irreps", "blocks", "squared_norms", "check_field"]
+__all__ = ["Block", "parse_irreps", "blocks", "squared_norms", "norms", "check_field"]
 
 
 class Block(NamedTuple):
@@ -76,6 +76,13 @@ def blocks(irreps: o3.Irreps) -> list[Block]:
 def squared_norms(v: torch.Tensor, ir_dim: int) -> torch.Tensor:
     """``(batch, mul, x, y, z)`` squared l2 norms of a block ``(batch, mul * ir_dim, x, y, z)``."""
     return _SquaredNorms.apply(v, ir_dim)
+
+
+def norms(v: torch.Tensor, ir_dim: int) -> torch.Tensor:
+    """``(batch, mul, x, y, z)`` l2 norms of a block, clamped away from 0 so that the gradient stays finite
+    where a copy is exactly zero (e.g. zero-padded input)."""
+    sq = squared_norms(v, ir_dim)
+    return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
 
 
 class _SquaredNorms(torch.autograd.Function):

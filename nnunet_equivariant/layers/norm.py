@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._irreps import blocks, check_field, parse_irreps, squared_norms
+from ._irreps import blocks, check_field, norms, parse_irreps
 
 __all__ = ["EquivariantInstanceNorm"]
 
@@ -61,9 +61,7 @@ class EquivariantInstanceNorm(nn.Module):
                     scale, shift = scale * weight, shift * weight + self.bias[scalar:scalar + b.mul]
                 scalar += b.mul
             else:
-                sq = squared_norms(xb, b.d)
-                # clamp: finite gradient where a copy is exactly zero (e.g. zero-padded input)
-                mean_norm = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().mean(dim=(2, 3, 4))  # (batch, mul)
+                mean_norm = norms(xb, b.d).mean(dim=(2, 3, 4))  # (batch, mul)
                 scale = 1.0 / (mean_norm + self.eps)
                 if weight is not None:
                     scale = scale * weight
