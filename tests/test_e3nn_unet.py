@@ -16,15 +16,6 @@ ISO_STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 SMALL = ["1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e", "2x0e + 2x1e + 1x2e"]  # tiny widths keep float64 fast
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _net(symmetry="so3", strides=ISO_STRIDES, spacing=(1.0, 1.0, 1.0), features=None, deep_supervision=True, **kw):
     if features is None:
         features = SMALL if symmetry == "so3" else [f.replace("1e", "1o") for f in SMALL]
@@ -39,20 +30,20 @@ def _net(symmetry="so3", strides=ISO_STRIDES, spacing=(1.0, 1.0, 1.0), features=
     return net.eval()
 
 
-def test_so3_unet_is_equivariant_on_all_24_rotations(float64):
+def test_so3_unet_is_equivariant_on_all_24_rotations(float64_default):
     net = _net()
     x = torch.randn(1, 2, 16, 16, 16)
     assert_equivariant(net, x, grid_rotations(), rep_in=None, rep_out=None, tol=1e-5)
 
 
-def test_o3_unet_is_equivariant_on_all_48_symmetries(float64):
+def test_o3_unet_is_equivariant_on_all_48_symmetries(float64_default):
     net = _net("o3")
     assert "1x1o" in str(net.encoder.output_irreps[0])
     x = torch.randn(1, 2, 8, 8, 8)
     assert_equivariant(net, x, grid_symmetries(), tol=1e-5)
 
 
-def test_anisotropic_unet_is_equivariant_to_the_symmetries_of_its_grid(float64):
+def test_anisotropic_unet_is_equivariant_to_the_symmetries_of_its_grid(float64_default):
     """Spacing (3, 1, 1) mm and strides [1,2,2] then [2,2,2]: the grid keeps x; y and z may be swapped."""
     net = _net(strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]], spacing=(3.0, 1.0, 1.0))
     convs = [m for m in net.modules() if type(m).__name__ == "SteerableConv3d" and m.kernel_size == 5]
@@ -89,7 +80,7 @@ def test_deep_supervision_outputs_and_state_dict_without_deep_supervision():
 
 
 @pytest.mark.parametrize("symmetry, expected", [("so3", (0,)), ("o3", None)])
-def test_non_redundant_mirroring_equals_full_mirroring(float64, symmetry, expected):
+def test_non_redundant_mirroring_equals_full_mirroring(float64_default, symmetry, expected):
     """nnU-Net's predictor logic with the reduced axes gives the 8-pass average up to float error."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
