@@ -7,7 +7,9 @@ the dataset (4 stages, 32..256 features, 3^3 kernels at 1 mm), not from plans ma
 import json
 import subprocess
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from conftest import DATASET_ID, console_script
@@ -39,18 +41,27 @@ def test_e3nn_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_mo
     out = tmp_path / "pred"
     ws.run("nnUNetv2_predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
            "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--save_probabilities")
-    cases = sorted(p.name for p in out.glob("*.nii.gz"))
-    assert cases == ["RodsDiscs_100.nii.gz", "RodsDiscs_101.nii.gz"], "one segmentation per test case"
-    probabilities = [p for p in out.glob("*.npz")]
-    assert len(probabilities) == 2
+    segmentations = {p.name: _read(p) for p in sorted(out.glob("*.nii.gz"))}
+    assert list(segmentations) == ["RodsDiscs_100.nii.gz", "RodsDiscs_101.nii.gz"], "one segmentation per case"
+    for name, seg in segmentations.items():
+        probabilities = np.load(out / name.replace(".nii.gz", ".npz"))["probabilities"]
+        assert probabilities.shape == (3, *seg.shape) and np.allclose(probabilities.sum(0), 1, atol=1e-3)
+        assert np.array_equal(probabilities.argmax(0), seg), "the segmentation is the argmax of the probabilities"
 
     ws.run("nnUNetv2_evaluate_folder", ws.dataset_raw / "labelsTs", out,
            "-djfile", model / "dataset.json", "-pfile", model / "plans.json")
     metrics = json.loads((out / "summary.json").read_text())
     assert len(metrics["metric_per_case"]) == 2
-    for label in ("1", "2"):
-        dice = metrics["mean"][label]["Dice"]
-        assert 0.0 <= dice <= 1.0 or dice != dice, f"Dice of label {label} is a valid number"
+    for case in metrics["metric_per_case"]:  # nnU-Net's numbers are those of the files it was given
+        seg, ref = _read(case["prediction_file"]), _read(case["reference_file"])
+        for label in ("1", "2"):
+            tp = int(((seg == int(label)) & (ref == int(label))).sum())
+            assert case["metrics"][label]["TP"] == tp and case["metrics"][label]["n_ref"] == (ref == int(label)).sum()
+            assert 0.0 <= case["metrics"][label]["Dice"] <= 1.0
+
+
+def _read(path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
 def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspace, trained_model, monkeypatch):
