@@ -35,6 +35,8 @@ def test_e3nn_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_mo
     assert not any("basis" in k for k in weights), "kernel bases are rebuilt, not stored"
     log = _logs(model)
     assert "rotation augmentation: +-0 deg" in log and "test-time mirroring axes reduced to (0,)" in log
+    assert "Current learning rate: 0.005" in log and "betas" in checkpoint["optimizer_state"]["param_groups"][0], \
+        "Adam at the paper's learning rate"
     summary = json.loads((model / "fold_0" / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2"}, "validation Dice is reported for both labels"
 
@@ -67,14 +69,16 @@ def _read(path) -> np.ndarray:
 def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspace, trained_model, monkeypatch):
     """nnU-Net's predictor with the checkpoint's axes (2 passes) gives the 8-pass logits.
 
-    The predictor accumulates logits in float16, so the two agree to a few float16 ulps (the network
-    itself agrees to float32 rounding; tests/test_e3nn_unet.py checks float64 to 1e-12)."""
+    The predictor accumulates logits in float16. Without Gaussian tile weighting (whose tiny border
+    weights are float16 subnormals, ~1 % precision) each logit is rounded once, so the two agree to
+    float16 rounding; the network itself agrees to float32 rounding (tests/test_e3nn_unet.py checks
+    float64 to 1e-12)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     model = trained_model(TRAINER)
     monkeypatch.setenv("nnUNet_extTrainer", nnunet_workspace.env["nnUNet_extTrainer"])  # finds the _tiny trainer
     torch.set_num_threads(2)
-    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor = nnUNetPredictor(use_gaussian=False, device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
     assert tuple(predictor.allowed_mirroring_axes) == (0,)
     image = str(nnunet_workspace.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz")
@@ -86,8 +90,7 @@ def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspac
     reduced = predictor.predict_sliding_window_return_logits(data).float()
     predictor.allowed_mirroring_axes = (0, 1, 2)
     full = predictor.predict_sliding_window_return_logits(data).float()
-    float16_ulps = 4 * 2.0 ** -10
-    assert torch.allclose(reduced, full, rtol=float16_ulps, atol=1e-3), \
+    assert torch.allclose(reduced, full, rtol=2 * 2.0 ** -10, atol=1e-5), \
         f"2 mirror passes give the 8-pass logits (max difference {(reduced - full).abs().max():.2g})"
 
 

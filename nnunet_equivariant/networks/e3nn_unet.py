@@ -36,8 +36,10 @@ def irreps_for_width(width: int, ratio="8x0e+4x1e+2x2e") -> o3.Irreps:
 
 def _scalars_first(irreps: o3.Irreps) -> o3.Irreps:
     """``0e``, then ``0o``, then the other irreps in their given order: the layout the gate outputs."""
-    rank = lambda ir: 0 if ir == o3.Irrep("0e") else 1 if ir.l == 0 else 2  # noqa: E731
-    return o3.Irreps(sorted(irreps, key=lambda mul_ir: rank(mul_ir.ir)))
+    def rank(mul_ir) -> int:
+        return 0 if mul_ir.ir == o3.Irrep("0e") else 1 if mul_ir.ir.l == 0 else 2
+
+    return o3.Irreps(sorted(irreps, key=rank))
 
 
 def _per_stage(value, n: int, name: str) -> list:
