@@ -1,11 +1,8 @@
-"""Test-only short-schedule variants of the steerable trainers (shims in ``tests/trainers``)."""
-from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn, nnUNetTrainerE3nnO3
+"""Test-only short-schedule variant of the steerable trainer (shim in ``tests/trainers``)."""
 from tiny_trainers import TinySchedule
+
+from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn
 
 
 class nnUNetTrainerE3nn_tiny(TinySchedule, nnUNetTrainerE3nn):
-    pass
-
-
-class nnUNetTrainerE3nnO3_tiny(TinySchedule, nnUNetTrainerE3nnO3):
     pass
