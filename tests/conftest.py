@@ -108,3 +108,16 @@ def trained_model(nnunet_workspace):
         return cache[key]
 
     return train
+
+
+@pytest.fixture
+def float64_default():
+    """Default dtype float64 (and a fixed seed) while the test runs: modules built inside compute their
+    buffers in float64 too, so equivariance can be checked to float64 precision."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)

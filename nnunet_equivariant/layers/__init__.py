@@ -1,10 +1,23 @@
-"""Equivariant layers: mirror-symmetric convolutions (and the steerable layers of the e3nn networks)."""
-from nnunet_equivariant.layers.mirror_conv import (
+"""Equivariant layers.
+
+Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
+``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``.
+Mirror-symmetric (plain channels): ``MirrorSymmetricConv3d``, ``MirrorSymmetricConvTranspose3d``.
+"""
+from .gate import EquivariantGate
+from .mirror_conv import (
     SYMMETRIES,
     MirrorSymmetricConv3d,
     MirrorSymmetricConvTranspose3d,
     mirror_conv_op,
     symmetry_axes,
 )
+from .norm import EquivariantInstanceNorm
+from .pool import NormMaxPool3d
+from .steerable_conv import SteerableConv3d
+from .upsample import TrilinearUpsample
 
-__all__ = ["SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes"]
+__all__ = [
+    "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "TrilinearUpsample",
+    "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
+]

@@ -1,5 +1,6 @@
-"""networks."""
-from nnunet_equivariant.networks.mirror_unet import MirrorUNet, mirror_unet_from_plans
-from nnunet_equivariant.networks.patch_classifier import PatchClassifier, build_patch_classifier
+"""Networks: ``E3nnUNet`` and ``MirrorUNet`` (nnU-Net's network protocol) and the paper's patch classifiers."""
+from .e3nn_unet import E3nnUNet
+from .mirror_unet import MirrorUNet, mirror_unet_from_plans
+from .patch_classifier import PatchClassifier, build_patch_classifier
 
-__all__ = ["MirrorUNet", "PatchClassifier", "build_patch_classifier", "mirror_unet_from_plans"]
+__all__ = ["E3nnUNet", "MirrorUNet", "PatchClassifier", "build_patch_classifier", "mirror_unet_from_plans"]
