@@ -1,1 +1,4 @@
 """networks."""
+from .e3nn_unet import E3nnUNet
+
+__all__ = ["E3nnUNet"]

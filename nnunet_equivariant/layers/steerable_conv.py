@@ -1,0 +1,317 @@
+"""SO(3)/O(3)-steerable voxel convolution with a precomputed kernel basis and an eval-time kernel cache."""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from e3nn import o3
+from e3nn.math import soft_one_hot_linspace
+from torch import nn
+
+from ._irreps import Block, blocks, check_field, parse_irreps
+
+__all__ = ["SteerableConv3d", "kernel_lattice"]
+
+# Elements of a kernel basis whose part orthogonal to the earlier elements is below this fraction of the
+# largest element are dropped (radial functions with no lattice point in their support, or dependent ones).
+_BASIS_RTOL = 1e-6
+
+
+def kernel_lattice(kernel_size: int, spacing: Sequence[float]) -> tuple[tuple[int, int, int], torch.Tensor, float]:
+    """Voxel offsets of a kernel of ``kernel_size`` voxels along the finest axis, in millimetres.
+
+    The kernel is a ball of radius ``r = kernel_size / 2 * min(spacing)``; axis ``a`` gets
+    ``2 * floor(r / spacing[a]) + 1`` taps, so a coarse axis gets fewer taps and isotropic spacing gives
+    ``kernel_size`` taps per axis. Returns ``(taps, points, r)`` with ``points`` of shape ``(prod(taps), 3)``
+    (float64, x-major like a ``conv3d`` weight's last three dims).
+    """
+    radius = kernel_size / 2 * min(spacing)
+    half = [int(math.floor(radius / s + 1e-9)) for s in spacing]
+    axes = [torch.arange(-h, h + 1, dtype=torch.float64) * s for h, s in zip(half, spacing)]
+    points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    return tuple(2 * h + 1 for h in half), points, radius
+
+
+def _orthonormalise(elements: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gram-Schmidt in the given order (deterministic, unlike an SVD), dropping negligible directions."""
+    if not elements:
+        return []
+    scale = max(float(e.norm()) for e in elements)
+    basis: list[torch.Tensor] = []
+    for e in elements:
+        v = e.clone()
+        for _ in range(2):  # re-orthogonalise once for float64-exact orthogonality
+            for b in basis:
+                v -= (v * b).sum() * b
+        norm = float(v.norm())
+        if norm > _BASIS_RTOL * scale:
+            basis.append(v / norm)
+    return basis
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tuple[float, float, float],
+                num_radial_basis: int, lmax: int, parity: bool, self_connection: bool) -> torch.Tensor:
+    """Orthonormal basis ``(P, d_out, d_in, T)`` (float64) of equivariant kernels from ``ir_in`` to ``ir_out``.
+
+    Elements, in order: the self-connection (identity at the centre tap, if ``ir_in == ir_out``), then for
+    each spherical-harmonic order ``l`` allowed by the selection rule (and parity) and each radial function
+    ``s``: ``radial_s(|r|) * sum_m w3j[m_in, m, m_out] * Y^l_m(r / |r|)``. Orthonormalised with Gram-Schmidt
+    in the Frobenius inner product: a linear change of basis of the same kernel space (plus dropping
+    directions the lattice cannot represent), so weights are an isometry onto the kernel space.
+    """
+    taps, points, radius = kernel_lattice(kernel_size, spacing)
+    n_taps = points.shape[0]
+    dist = points.norm(dim=-1)
+    radial = soft_one_hot_linspace(dist, 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True)
+    elements = []
+    if self_connection and ir_in == ir_out:
+        centre = torch.zeros(n_taps, dtype=torch.float64)
+        centre[n_taps // 2] = 1.0
+        elements.append(torch.einsum("oi,t->oit", torch.eye(ir_out.dim, dtype=torch.float64), centre))
+    for l in range(lmax + 1):  # noqa: E741 (spherical-harmonic order)
+        if not abs(ir_in.l - ir_out.l) <= l <= ir_in.l + ir_out.l:
+            continue
+        if parity and ir_in.p * (-1) ** l != ir_out.p:
+            continue
+        sh = o3.spherical_harmonics(l, points, normalize=True, normalization="component")  # (T, 2l+1)
+        w3j = o3.wigner_3j(ir_in.l, l, ir_out.l, dtype=torch.float64)  # (d_in, 2l+1, d_out)
+        angular = torch.einsum("imo,tm->oit", w3j, sh)
+        elements += [angular * radial[:, s] for s in range(num_radial_basis)]
+    basis = _orthonormalise(elements)
+    if not basis:
+        return torch.zeros(0, ir_out.dim, ir_in.dim, n_taps, dtype=torch.float64)
+    return torch.stack(basis)
+
+
+class _Path(NamedTuple):
+    """Kernel block from input block ``inp`` to output block ``out``: weights ``(out.mul, inp.mul, n)``
+    at ``offset`` in the flat weight, basis ``(n, out.d * inp.d * taps)`` number ``basis``."""
+
+    out: Block
+    inp: Block
+    offset: int
+    n: int
+    basis: int
+
+    @property
+    def weights(self) -> slice:
+        return slice(self.offset, self.offset + self.out.mul * self.inp.mul * self.n)
+
+
+class _KernelLayout(NamedTuple):
+    paths: tuple[_Path, ...]
+    dim_out: int
+    dim_in: int
+    taps: int
+    dense: bool  # every (output block, input block) pair has a path: no entry stays zero
+
+
+class _KernelFromBasis(torch.autograd.Function):
+    """``kernel[(u, i), (v, j), t] = sum_k w[u, v, k] B[k, i, j, t]`` for every path (e3nn's copy-major
+    layout), as one autograd node: the backward writes each path's weight gradient from a view of the
+    kernel gradient, where autograd through slice assignments would copy the whole kernel per path.
+    Runs in the weights' dtype (outside autocast); ``F.conv3d`` casts the kernel under autocast."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, layout: _KernelLayout, *bases: torch.Tensor) -> torch.Tensor:
+        ctx.layout = layout
+        ctx.save_for_backward(*bases)
+        with torch.autocast(weight.device.type, enabled=False):
+            shape = (layout.dim_out, layout.dim_in, layout.taps)
+            kernel = weight.new_empty(shape) if layout.dense else weight.new_zeros(shape)
+            for p in layout.paths:
+                w = weight[p.weights].view(p.out.mul * p.inp.mul, p.n)
+                block = (w @ bases[p.basis]).view(p.out.mul, p.inp.mul, p.out.d, p.inp.d, layout.taps)
+                _block_view(kernel, p).copy_(block.transpose(1, 2))
+        return kernel
+
+    @staticmethod
+    def backward(ctx, grad_kernel: torch.Tensor):
+        layout = ctx.layout
+        bases = ctx.saved_tensors
+        grads = []
+        with torch.autocast(grad_kernel.device.type, enabled=False):
+            for p in layout.paths:
+                g = _block_view(grad_kernel, p).transpose(1, 2).reshape(p.out.mul * p.inp.mul, -1)
+                grads.append((g @ bases[p.basis].t()).flatten())
+        return (torch.cat(grads), None, *([None] * len(bases)))
+
+
+def _block_view(kernel: torch.Tensor, p: _Path) -> torch.Tensor:
+    """``(out.mul, out.d, inp.mul, inp.d, taps)`` view of a path's block of a ``(C_out, C_in, T)``
+    kernel."""
+    block = kernel[p.out.start:p.out.stop, p.inp.start:p.inp.stop]
+    return block.unflatten(0, (p.out.mul, p.out.d)).unflatten(2, (p.inp.mul, p.inp.d))
+
+
+class SteerableConv3d(nn.Module):
+    r"""Equivariant voxel convolution between irreps fields: one ``conv3d`` with a kernel built from a basis.
+
+    .. math::
+
+        K(r) = \sum_{\text{paths } i \times l \to j} \sum_s w_{j,i,s}\; \phi_s(|r|)\,
+               \big(C^{l_i, l, l_j} \cdot Y^l(r / |r|)\big) \;+\; \delta(r)\, W_{\text{self}}
+
+    with ``phi_s`` e3nn's ``smooth_finite`` radial functions cut off at the kernel radius (they vanish at
+    ``r = 0``), ``C`` Wigner 3j symbols and ``Y^l`` spherical harmonics (``l <= lmax``) sampled at the voxel
+    offsets in millimetres. The self-connection (a pointwise equivariant linear map between equal irreps)
+    is folded into the centre tap, so the forward pass is one ``F.conv3d``. The basis of each irrep pair is
+    computed once at construction and orthonormalised (see ``_pair_basis``); the weight is a flat vector
+    of the coefficients, initialised so the output has unit second moment for unit-variance white input.
+
+    Conditions on the arguments:
+
+    1. ``irreps_in`` / ``irreps_out`` are e3nn irreps strings; with ``parity=False`` (SO(3)) all must be
+       even (``e``) and spherical harmonics are treated as even; with ``parity=True`` (O(3)) a path needs
+       ``p_in * (-1)^l == p_out``.
+    2. ``kernel_size`` is an odd integer: the number of taps along the finest axis; the kernel is a ball
+       of radius ``kernel_size / 2 * min(spacing)`` mm, so coarser axes get fewer taps. ``kernel_size=1``
+       is the pointwise equivariant linear map (self-connection only; needs ``self_connection=True``).
+    3. Every output irrep must be reachable from some input irrep (selection rule ``|l_i - l_j| <= l <=
+       l_i + l_j``, ``l <= lmax``, or the self-connection).
+
+    Convention: input ``(batch, irreps_in.dim, x, y, z)``, spatial dims 2, 3, 4 are x, y, z with voxel
+    sizes ``spacing``; channels in e3nn's layout (copy-major); l = 1 components in (x, y, z) order, so a
+    grid symmetry ``R`` acts on ``1o`` channels by ``R`` itself. Equivariance is exact for the grid
+    symmetries that map the kernel lattice to itself (all 48 for isotropic spacing).
+
+    In eval mode with autograd off the kernel is built once and reused until a weight changes (detected
+    through the parameters' version counters: optimizer steps, ``load_state_dict``, ``train()``).
+
+    >>> conv = SteerableConv3d("1x0e", "8x0e + 4x1e + 2x2e", kernel_size=5)
+    >>> conv(torch.randn(2, 1, 16, 16, 16)).shape
+    torch.Size([2, 30, 16, 16, 16])
+    """
+
+    def __init__(
+        self,
+        irreps_in,
+        irreps_out,
+        kernel_size: int = 5,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        num_radial_basis: int = 5,
+        lmax: int = 2,
+        self_connection: bool = True,
+        parity: bool = False,
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.irreps_in = parse_irreps(irreps_in, "irreps_in")
+        self.irreps_out = parse_irreps(irreps_out, "irreps_out")
+        if not parity:
+            for name, irreps in (("irreps_in", self.irreps_in), ("irreps_out", self.irreps_out)):
+                odd = [str(ir) for _, ir in irreps if ir.p != 1]
+                if odd:
+                    raise ValueError(f"{name} {irreps} holds odd irreps {odd}: use parity=True (O(3)) for them, "
+                                     f"or even irreps only (SO(3))")
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
+                or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd positive integer (a centred kernel), got {kernel_size!r}")
+        if kernel_size == 1 and not self_connection:
+            raise ValueError("kernel_size=1 cannot hold the radial basis (it vanishes at the centre): use "
+                             "kernel_size >= 3, or self_connection=True for a pointwise equivariant linear map")
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
+            raise ValueError(f"spacing must be three positive voxel sizes (mm), got {spacing}")
+        if num_radial_basis < 1:
+            raise ValueError(f"num_radial_basis must be >= 1, got {num_radial_basis}")
+        if lmax < 0:
+            raise ValueError(f"lmax must be >= 0, got {lmax}")
+        self.kernel_size, self.spacing, self.parity = kernel_size, spacing, bool(parity)
+        self.num_radial_basis, self.lmax, self.self_connection = num_radial_basis, lmax, bool(self_connection)
+        self.kernel_shape, _, self.radius = kernel_lattice(kernel_size, spacing)
+        self.padding = tuple(t // 2 for t in self.kernel_shape)
+
+        self._in_blocks, self._out_blocks = blocks(self.irreps_in), blocks(self.irreps_out)
+        self._paths: list[_Path] = []
+        self._basis_names: list[str] = []
+        self._fan_in: list[int] = []
+        offset = 0
+        for bo in self._out_blocks:
+            fan_in = 0
+            for bi in self._in_blocks:
+                basis = _pair_basis(bi.ir, bo.ir, kernel_size, spacing, num_radial_basis, lmax, self.parity,
+                                    self.self_connection)
+                n = basis.shape[0]
+                if n == 0:
+                    continue
+                name = f"basis_{bi.ir}_{bo.ir}"
+                if name not in self._basis_names:
+                    # non-persistent: recomputed at construction, so the state dict holds only weights
+                    self.register_buffer(name, basis.reshape(n, -1).to(torch.get_default_dtype()), persistent=False)
+                    self._basis_names.append(name)
+                self._paths.append(_Path(bo, bi, offset, n, self._basis_names.index(name)))
+                offset += bo.mul * bi.mul * n
+                fan_in += bi.mul * n
+            if fan_in == 0:
+                raise ValueError(
+                    f"no equivariant path reaches output irrep {bo.ir} from irreps_in {self.irreps_in} "
+                    f"(lmax={lmax}, parity={self.parity}, kernel_size={kernel_size}, spacing={spacing})")
+            self._fan_in.append(fan_in)
+        self.weight = nn.Parameter(torch.empty(offset))
+        self._layout = _KernelLayout(tuple(self._paths), self.irreps_out.dim, self.irreps_in.dim,
+                                     math.prod(self.kernel_shape),
+                                     len(self._paths) == len(self._in_blocks) * len(self._out_blocks))
+
+        scalar_channels = [c for b in self._out_blocks if b.is_even_scalar for c in range(b.start, b.stop)]
+        if bias and scalar_channels:
+            self.bias = nn.Parameter(torch.zeros(len(scalar_channels)))
+            self.register_buffer("_bias_index", torch.tensor(scalar_channels), persistent=False)
+        else:
+            self.register_parameter("bias", None)
+        self._cache: tuple | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weights ~ N(0, d_out / fan_in) per output block: unit output second moment for white input."""
+        with torch.no_grad():
+            for path in self._paths:
+                fan_in = self._fan_in[self._out_blocks.index(path.out)]
+                self.weight[path.weights].normal_(0.0, math.sqrt(path.out.d / fan_in))
+            if self.bias is not None:
+                self.bias.zero_()
+        self._cache = None
+
+    def build_kernel(self) -> torch.Tensor:
+        """The ``(irreps_out.dim, irreps_in.dim, *kernel_shape)`` conv3d weight (differentiable)."""
+        bases = [getattr(self, name) for name in self._basis_names]
+        kernel = _KernelFromBasis.apply(self.weight, self._layout, *bases)
+        return kernel.view(self._layout.dim_out, self._layout.dim_in, *self.kernel_shape)
+
+    def _full_bias(self) -> torch.Tensor | None:
+        if self.bias is None:
+            return None
+        return self.bias.new_zeros(self._layout.dim_out).index_copy(0, self._bias_index, self.bias)
+
+    def _kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.build_kernel(), self._full_bias()
+        key = tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in self.parameters(recurse=False))
+        if self._cache is None or self._cache[0] != key:
+            # built outside autocast: the cached kernel keeps the weights' dtype whatever the caller's mode
+            with torch.autocast(self.weight.device.type, enabled=False):
+                self._cache = (key, self.build_kernel(), self._full_bias())
+        return self._cache[1], self._cache[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``, same spatial size."""
+        check_field(x, self._layout.dim_in, self.irreps_in)
+        kernel, bias = self._kernel_and_bias()
+        return F.conv3d(x, kernel, bias, padding=self.padding)
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"{self.irreps_in} -> {self.irreps_out}, kernel_shape={self.kernel_shape}, "
+                f"spacing={self.spacing}, lmax={self.lmax}, num_radial_basis={self.num_radial_basis}, "
+                f"parity={self.parity}, self_connection={self.self_connection}, bias={self.bias is not None}")

@@ -1,0 +1,265 @@
+"""E3nnUNet: an SO(3)/O(3)-steerable U-Net that follows nnU-Net's network protocol (like ``PlainConvUNet``)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from e3nn import o3
+from torch import nn
+
+from ..layers import (EquivariantGate, EquivariantInstanceNorm, NormMaxPool3d, SteerableConv3d,
+                      TrilinearUpsample)
+from ..layers._irreps import parse_irreps
+
+__all__ = ["E3nnUNet", "SteerableBlock", "irreps_for_width", "DEFAULT_IRREPS_RATIO"]
+
+# The paper's 8:4:2 ratio of scalars, vectors and rank-2 tensors. In O(3) the hidden irreps carry the
+# parities a scalar image produces through spherical harmonics: Y^1 is odd (1o), Y^2 even (2e).
+DEFAULT_IRREPS_RATIO = {"so3": "8x0e+4x1e+2x2e", "o3": "8x0e+4x1o+2x2e"}
+
+
+def irreps_for_width(width: int, ratio="8x0e+4x1e+2x2e") -> o3.Irreps:
+    """``ratio`` scaled by the whole number of units whose dimension is closest to ``width`` (at least 1).
+
+    Scalars come first (``0e`` then ``0o``), then the other irreps in the ratio's order: the layout the
+    gate produces. ``irreps_for_width(32) == 8x0e+4x1e+2x2e`` (dim 30), ``irreps_for_width(256)`` has
+    9 units (dim 270).
+    """
+    ratio = parse_irreps(ratio, "irreps_ratio")
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"feature width must be a positive integer, got {width!r}")
+    units = max(1, int(np.floor(width / ratio.dim + 0.5)))
+    return _scalars_first(o3.Irreps([(mul * units, ir) for mul, ir in ratio]))
+
+
+def _scalars_first(irreps: o3.Irreps) -> o3.Irreps:
+    """``0e``, then ``0o``, then the other irreps in their given order: the layout the gate outputs."""
+    rank = lambda ir: 0 if ir == o3.Irrep("0e") else 1 if ir.l == 0 else 2  # noqa: E731
+    return o3.Irreps(sorted(irreps, key=lambda mul_ir: rank(mul_ir.ir)))
+
+
+def _per_stage(value, n: int, name: str) -> list:
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(values) != n:
+        raise ValueError(f"{name} must have {n} entries, got {value!r}")
+    return values
+
+
+class SteerableBlock(nn.Module):
+    """``-- SteerableConv3d -- EquivariantInstanceNorm -- EquivariantGate --``
+
+    The convolution outputs ``irreps_hidden``'s scalars, one gate scalar per copy of a non-scalar irrep,
+    and the non-scalar irreps; the block outputs ``irreps_hidden``. The convolution has no bias: the
+    instance norm right after it removes any constant per channel.
+    """
+
+    def __init__(self, irreps_in, irreps_hidden, kernel_size: int, spacing, parity: bool, num_radial_basis: int,
+                 lmax: int, scalar_activation: str):
+        super().__init__()
+        irreps_hidden = parse_irreps(irreps_hidden, "irreps_hidden")
+        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0])
+        gated = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l > 0])
+        self.gate = EquivariantGate(scalars, gated, scalar_activation)
+        self.conv = SteerableConv3d(irreps_in, self.gate.irreps_in, kernel_size, spacing, num_radial_basis, lmax,
+                                    parity=parity, bias=False)
+        self.norm = EquivariantInstanceNorm(self.gate.irreps_in)
+        self.irreps_in, self.irreps_out = self.conv.irreps_in, self.gate.irreps_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.norm(self.conv(x)))
+
+
+class E3nnEncoder(nn.Module):
+    """Stages of ``[NormMaxPool3d(stride)] -- SteerableBlock x n``; returns every stage's output (skips)."""
+
+    def __init__(self, input_irreps: o3.Irreps, stage_irreps: list[o3.Irreps], strides: list[tuple[int, int, int]],
+                 stage_spacing: list[tuple[float, float, float]], n_conv_per_stage: list[int], block_kwargs: dict):
+        super().__init__()
+        self.strides, self.stage_spacing, self.output_irreps = strides, stage_spacing, stage_irreps
+        stages = []
+        irreps = input_irreps
+        for irreps_stage, stride, spacing, n_conv in zip(stage_irreps, strides, stage_spacing, n_conv_per_stage):
+            ops: list[nn.Module] = [NormMaxPool3d(irreps, stride)] if stride != (1, 1, 1) else []
+            for _ in range(n_conv):
+                ops.append(SteerableBlock(irreps, irreps_stage, spacing=spacing, **block_kwargs))
+                irreps = irreps_stage
+            stages.append(nn.Sequential(*ops))
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        skips = []
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        return skips
+
+
+class E3nnDecoder(nn.Module):
+    """Per stage: ``pointwise equivariant linear (to the skip's irreps) -- TrilinearUpsample(stride) --
+    concatenate skip -- SteerableBlock x n``, and a ``num_classes x 0e`` head (pointwise) at every stage.
+
+    The pointwise linear at the coarse resolution plays the role of nnU-Net's transposed convolution: it
+    halves the features before upsampling, so the first convolution sees ``2 x`` the skip's irreps, as in
+    ``PlainConvUNet``. Heads are always built, so parameter names do not depend on deep supervision.
+    """
+
+    def __init__(self, encoder: E3nnEncoder, num_classes: int, n_conv_per_stage: list[int], deep_supervision: bool,
+                 block_kwargs: dict):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.num_classes = num_classes
+        parity = block_kwargs["parity"]
+        reduce, upsample, stages, seg_layers = [], [], [], []
+        irreps_below = encoder.output_irreps[-1]
+        for s in range(1, len(encoder.output_irreps)):
+            irreps_skip = encoder.output_irreps[-(s + 1)]
+            reduce.append(SteerableConv3d(irreps_below, irreps_skip, kernel_size=1, parity=parity, bias=False))
+            upsample.append(TrilinearUpsample(encoder.strides[-s]))
+            irreps = irreps_skip + irreps_skip
+            blocks = []
+            for _ in range(n_conv_per_stage[s - 1]):
+                blocks.append(SteerableBlock(irreps, irreps_skip, spacing=encoder.stage_spacing[-(s + 1)],
+                                             **block_kwargs))
+                irreps = irreps_skip
+            stages.append(nn.Sequential(*blocks))
+            seg_layers.append(SteerableConv3d(irreps_skip, f"{num_classes}x0e", kernel_size=1, parity=parity))
+            irreps_below = irreps_skip
+        self.reduce = nn.ModuleList(reduce)
+        self.upsample = nn.ModuleList(upsample)
+        self.stages = nn.ModuleList(stages)
+        self.seg_layers = nn.ModuleList(seg_layers)
+
+    def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        x = skips[-1]
+        seg_outputs = []
+        for s in range(len(self.stages)):
+            x = self.upsample[s](self.reduce[s](x))
+            x = self.stages[s](torch.cat((x, skips[-(s + 2)]), dim=1))
+            if self.deep_supervision or s == len(self.stages) - 1:
+                seg_outputs.append(self.seg_layers[s](x))
+        seg_outputs = seg_outputs[::-1]  # highest resolution first, like nnU-Net
+        return seg_outputs if self.deep_supervision else seg_outputs[0]
+
+
+class E3nnUNet(nn.Module):
+    """SO(3)- or O(3)-equivariant U-Net (Diaz et al.) with nnU-Net's network protocol.
+
+    Topology as ``PlainConvUNet``: ``n_stages`` stages, ``strides`` per stage (pooling before the stage's
+    convolutions; anisotropic strides such as ``[1, 2, 2]`` allowed), ``n_conv_per_stage`` and
+    ``n_conv_per_stage_decoder`` blocks. Every operation is equivariant:
+
+    - encoder stage: ``NormMaxPool3d(stride)`` (never a strided convolution) then ``SteerableBlock``\\ s
+      (``-- SteerableConv3d -- EquivariantInstanceNorm -- EquivariantGate --``);
+    - decoder stage: pointwise equivariant linear, ``TrilinearUpsample(stride)``, concatenation with the skip,
+      ``SteerableBlock``\\ s, and a pointwise head to ``num_classes x 0e``.
+
+    ``features_per_stage``: per stage either a width (int; mapped to ``irreps_ratio`` scaled to the closest
+    dimension, see ``irreps_for_width``) or an irreps string. ``spacing`` is the voxel size of the input in
+    mm; stage ``s`` works at ``spacing * prod(strides[:s + 1])`` and its kernels are balls of diameter
+    ``kernel_size`` voxels along the finest axis of that stage. ``symmetry``: ``"so3"`` (rotations; all
+    irreps even) or ``"o3"`` (rotations and reflections; true parities). Input: ``input_channels x 0e``.
+    Output: ``(batch, num_classes, x, y, z)`` logits, or with ``deep_supervision`` a list of them at every
+    decoder resolution, highest first. All arguments are JSON-able, so the class can stand in a plans file.
+
+    Equivariance is exact for the grid symmetries that preserve the stage spacings and strides when every
+    spatial size is divisible by the product of the strides (checked in ``forward``).
+    """
+
+    def __init__(
+        self,
+        input_channels: int,
+        num_classes: int,
+        n_stages: int,
+        features_per_stage: int | str | Sequence[int | str],
+        strides: int | Sequence[int | Sequence[int]],
+        n_conv_per_stage: int | Sequence[int],
+        n_conv_per_stage_decoder: int | Sequence[int],
+        deep_supervision: bool = False,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
+        kernel_size: int = 5,
+        symmetry: str = "so3",
+        irreps_ratio: str | None = None,
+        num_radial_basis: int = 5,
+        lmax: int = 2,
+        scalar_activation: str = "leaky_relu",
+        patch_size: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        if symmetry not in DEFAULT_IRREPS_RATIO:
+            raise ValueError(f"symmetry must be one of {sorted(DEFAULT_IRREPS_RATIO)}, got {symmetry!r}")
+        if n_stages < 2:
+            raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
+        strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
+                   for s in _per_stage(strides, n_stages, "strides")]
+        spacing = tuple(float(s) for s in spacing)
+        if any(len(s) != 3 for s in strides) or len(spacing) != 3:
+            raise ValueError(f"E3nnUNet is 3D only: strides {strides} and spacing {spacing} must have 3 entries "
+                             f"per stage (a 2D configuration cannot be used)")
+        if any(min(s) < 1 for s in strides):
+            raise ValueError(f"strides must be positive, got {strides}")
+        self.total_stride = tuple(int(v) for v in np.prod(np.array(strides), axis=0))
+        if patch_size is not None:
+            self.check_input_size(patch_size, "patch size")
+        ratio = irreps_ratio if irreps_ratio is not None else DEFAULT_IRREPS_RATIO[symmetry]
+        stage_irreps = [_scalars_first(parse_irreps(f, "features_per_stage")) if isinstance(f, str)
+                        else irreps_for_width(f, ratio)
+                        for f in _per_stage(features_per_stage, n_stages, "features_per_stage")]
+        n_conv_per_stage = _per_stage(n_conv_per_stage, n_stages, "n_conv_per_stage")
+        n_conv_per_stage_decoder = _per_stage(n_conv_per_stage_decoder, n_stages - 1, "n_conv_per_stage_decoder")
+        if min(n_conv_per_stage + n_conv_per_stage_decoder) < 1:
+            raise ValueError(f"every stage needs at least one convolution, got n_conv_per_stage={n_conv_per_stage}, "
+                             f"n_conv_per_stage_decoder={n_conv_per_stage_decoder}")
+        cumulative = np.cumprod(np.array(strides), axis=0)
+        stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in cumulative]
+
+        block_kwargs = dict(kernel_size=kernel_size, parity=symmetry == "o3", num_radial_basis=num_radial_basis,
+                            lmax=lmax, scalar_activation=scalar_activation)
+        self.symmetry, self.num_classes, self.input_channels = symmetry, num_classes, input_channels
+        self.encoder = E3nnEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, stage_spacing,
+                                   n_conv_per_stage, block_kwargs)
+        self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
+                                   block_kwargs)
+
+    def check_input_size(self, size: Sequence[int], what: str = "input size") -> None:
+        """``ValueError`` unless ``size`` (x, y, z) is divisible by the product of the strides."""
+        size = tuple(int(s) for s in size)
+        if len(size) != 3 or any(n % s for n, s in zip(size, self.total_stride)):
+            raise ValueError(f"{what} {list(size)} is not divisible by the product of the strides "
+                             f"{list(self.total_stride)}: pooling would drop voxels and break equivariance")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """``(batch, input_channels, x, y, z)`` -> logits ``(batch, num_classes, x, y, z)`` (or a list)."""
+        self.check_input_size(x.shape[2:])
+        return self.decoder(self.encoder(x))
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
+        """Number of activation values stored for backward per sample: every block's convolution, norm and
+        gate outputs, every pooling, reduction, upsampling and head output (a memory estimate's input)."""
+        size = np.array(input_size, dtype=np.int64)
+        total = 0
+        sizes = []
+        for stage, stride in zip(self.encoder.stages, self.encoder.strides):
+            size = size // np.array(stride)
+            sizes.append(size)
+            for op in stage:
+                if isinstance(op, NormMaxPool3d):
+                    total += op.irreps.dim * int(np.prod(size))
+                else:
+                    total += (2 * op.conv.irreps_out.dim + op.irreps_out.dim) * int(np.prod(size))
+        dec = self.decoder
+        for s in range(len(dec.stages)):
+            size = sizes[-(s + 2)]
+            total += dec.reduce[s].irreps_out.dim * (int(np.prod(sizes[-(s + 1)])) + int(np.prod(size)))
+            for block in dec.stages[s]:
+                total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * int(np.prod(size))
+            if dec.deep_supervision or s == len(dec.stages) - 1:
+                total += self.num_classes * int(np.prod(size))
+        return int(total)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """nnU-Net applies this to every submodule: steerable convolutions keep their own initialisation
+        (unit output second moment, any random weights keep equivariance)."""
+        if isinstance(module, SteerableConv3d):
+            module.reset_parameters()

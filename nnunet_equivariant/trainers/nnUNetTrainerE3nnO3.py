@@ -1,0 +1,1 @@
+from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nnO3  # noqa: F401

@@ -1,0 +1,133 @@
+"""Steerable nnU-Net trainers: ``E3nnUNet`` built from the plans of any 3D configuration.
+
+One parameterised base (``nnUNetTrainerE3nn``) and thin public variants that only set class attributes.
+Everything else (data loading, augmentation, loss, optimiser, schedule, validation) is nnU-Net's own.
+"""
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from ..inference.mirroring import NonRedundantMirroringMixin
+from ..networks.e3nn_unet import E3nnUNet
+from .rotation import RotationAugmentationMixin
+
+__all__ = [
+    "e3nn_unet_kwargs",
+    "nnUNetTrainerE3nn",
+    "nnUNetTrainerE3nnO3",
+    "nnUNetTrainerE3nnRotDA",
+    "nnUNetTrainerE3nn_30x0e",
+    "nnUNetTrainerE3nn_8x8x0",
+    "nnUNetTrainerE3nn_4x4x4",
+    "nnUNetTrainerE3nn_k3",
+]
+
+# Generators of the flips each network commutes with, in data axes (see inference/mirroring.py):
+# SO(3) contains the 180 deg rotations (two flips), O(3) every flip.
+_EQUIVARIANT_FLIPS = {"so3": ((0, 1), (1, 2)), "o3": ((0,), (1,), (2,))}
+
+
+def e3nn_unet_kwargs(configuration_manager: ConfigurationManager, trainer_name: str = "E3nnUNet") -> dict:
+    """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans).
+
+    Uses the stages, strides, convolutions per stage, feature widths, voxel spacing and patch size;
+    the plans' kernel sizes are not used (steerable kernels are sized in mm by the trainer's
+    ``kernel_size``). Raises ``ValueError`` for 2D configurations and plans without these entries.
+    """
+    patch_size = list(configuration_manager.patch_size)
+    if len(patch_size) != 3:
+        raise ValueError(f"{trainer_name} is a 3D trainer: this configuration is {len(patch_size)}D "
+                         f"(patch size {patch_size}); use a 3D configuration such as 3d_fullres")
+    arch = configuration_manager.network_arch_init_kwargs
+    missing = [k for k in ("n_stages", "features_per_stage", "strides", "n_conv_per_stage",
+                           "n_conv_per_stage_decoder") if k not in arch]
+    if missing:
+        raise ValueError(f"{trainer_name} needs PlainConvUNet-style plans (as nnU-Net's default nnUNetPlans); "
+                         f"the configuration's architecture {configuration_manager.network_arch_class_name} "
+                         f"lacks {missing}")
+    return dict(
+        n_stages=arch["n_stages"],
+        features_per_stage=list(arch["features_per_stage"]),
+        strides=[list(s) for s in arch["strides"]],
+        n_conv_per_stage=list(arch["n_conv_per_stage"]),
+        n_conv_per_stage_decoder=list(arch["n_conv_per_stage_decoder"]),
+        spacing=list(configuration_manager.spacing),
+        patch_size=patch_size,
+    )
+
+
+class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, nnUNetTrainer):
+    """SO(3)-steerable ``E3nnUNet`` (8:4:2 irreps, 5-voxel kernels), no rotation augmentation.
+
+    Class attributes (set by the variants): ``symmetry`` (``"so3"`` / ``"o3"``), ``irreps_ratio``
+    (``None``: the paper's 8:4:2), ``kernel_size`` (taps along the finest axis; kernels are balls in mm),
+    ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation).
+    Test-time mirroring keeps only the axes the network is not already equivariant to: SO(3) one axis
+    (2 passes), O(3) none (1 pass).
+    """
+
+    symmetry: str = "so3"
+    irreps_ratio: str | None = None
+    kernel_size: int = 5
+    rotation_range_deg: float | None = 0
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        e3nn_unet_kwargs(self.configuration_manager, type(self).__name__)  # fail now on 2D or unusable plans
+
+    @property
+    def equivariant_flips(self) -> tuple[tuple[int, ...], ...]:
+        return _EQUIVARIANT_FLIPS[self.symmetry]
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> E3nnUNet:
+        return E3nnUNet(
+            input_channels=num_input_channels,
+            num_classes=num_output_channels,
+            deep_supervision=enable_deep_supervision,
+            kernel_size=cls.kernel_size,
+            symmetry=cls.symmetry,
+            irreps_ratio=cls.irreps_ratio,
+            **e3nn_unet_kwargs(configuration_manager, cls.__name__),
+        )
+
+
+class nnUNetTrainerE3nnO3(nnUNetTrainerE3nn):
+    """O(3): equivariant to rotations and reflections (irreps 8x0e + 4x1o + 2x2e); 1 mirroring pass."""
+
+    symmetry = "o3"
+
+
+class nnUNetTrainerE3nnRotDA(nnUNetTrainerE3nn):
+    """SO(3) with nnU-Net's stock rotation augmentation (ablation)."""
+
+    rotation_range_deg = None
+
+
+class nnUNetTrainerE3nn_30x0e(nnUNetTrainerE3nn):
+    """Irreps-ratio ablation: scalars only (30x0e per unit)."""
+
+    irreps_ratio = "30x0e"
+
+
+class nnUNetTrainerE3nn_8x8x0(nnUNetTrainerE3nn):
+    """Irreps-ratio ablation: 8x0e + 8x1e per unit."""
+
+    irreps_ratio = "8x0e+8x1e"
+
+
+class nnUNetTrainerE3nn_4x4x4(nnUNetTrainerE3nn):
+    """Irreps-ratio ablation: 4x0e + 4x1e + 4x2e per unit."""
+
+    irreps_ratio = "4x0e+4x1e+4x2e"
+
+
+class nnUNetTrainerE3nn_k3(nnUNetTrainerE3nn):
+    """3x3x3 kernels (the paper's small-kernel ablation)."""
+
+    kernel_size = 3

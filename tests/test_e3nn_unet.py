@@ -1,0 +1,204 @@
+"""E3nnUNet: whole-network equivariance at planner-like strides and sizes, nnU-Net's network protocol,
+non-redundant test-time mirroring, and the trainers' network construction from plans."""
+import json
+
+import pytest
+import torch
+from e3nn import o3
+
+from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
+from nnunet_equivariant.networks import E3nnUNet
+from nnunet_equivariant.networks.e3nn_unet import irreps_for_width
+from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries
+from nnunet_equivariant.training import e3nn as trainers
+
+ISO_STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
+SMALL = ["1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e", "2x0e + 2x1e + 1x2e"]  # tiny widths keep float64 fast
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _net(symmetry="so3", strides=ISO_STRIDES, spacing=(1.0, 1.0, 1.0), features=None, deep_supervision=True, **kw):
+    if features is None:
+        features = SMALL if symmetry == "so3" else [f.replace("1e", "1o") for f in SMALL]
+    net = E3nnUNet(input_channels=2, num_classes=3, n_stages=len(strides), features_per_stage=features,
+                   strides=strides, n_conv_per_stage=2, n_conv_per_stage_decoder=1, deep_supervision=deep_supervision,
+                   spacing=spacing, symmetry=symmetry, **kw)
+    net.apply(net.initialize)  # as nnU-Net does
+    with torch.no_grad():  # random affine norm parameters, so equivariance is not helped by the identity init
+        for name, p in net.named_parameters():
+            if ".norm." in name:
+                p.normal_()
+    return net.eval()
+
+
+def test_so3_unet_is_equivariant_on_all_24_rotations(float64):
+    net = _net()
+    x = torch.randn(1, 2, 16, 16, 16)
+    assert_equivariant(net, x, grid_rotations(), rep_in=None, rep_out=None, tol=1e-5)
+
+
+def test_o3_unet_is_equivariant_on_all_48_symmetries(float64):
+    net = _net("o3")
+    assert "1x1o" in str(net.encoder.output_irreps[0])
+    x = torch.randn(1, 2, 8, 8, 8)
+    assert_equivariant(net, x, grid_symmetries(), tol=1e-5)
+
+
+def test_anisotropic_unet_is_equivariant_to_the_symmetries_of_its_grid(float64):
+    """Spacing (3, 1, 1) mm and strides [1,2,2] then [2,2,2]: the grid keeps x; y and z may be swapped."""
+    net = _net(strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]], spacing=(3.0, 1.0, 1.0))
+    convs = [m for m in net.modules() if type(m).__name__ == "SteerableConv3d" and m.kernel_size == 5]
+    assert convs[0].kernel_shape == (1, 5, 5) and net.encoder.stage_spacing[1] == (3.0, 2.0, 2.0)
+    assert {m.kernel_shape for m in convs} == {(1, 5, 5), (3, 5, 5)}, "kernels are balls in mm at each stage"
+    grid = [R for R in grid_symmetries() if abs(R[0, 0]) == 1]
+    assert len(grid) == 16
+    x = torch.randn(1, 2, 4, 8, 8)
+    assert_equivariant(net, x, [R for R in grid if torch.det(R) > 0], tol=1e-5)
+
+
+def test_unet_without_equivariant_pooling_sizes_is_rejected():
+    net = _net()
+    with pytest.raises(ValueError, match=r"input size \[16, 16, 14\] is not divisible .* \[4, 4, 4\]"):
+        net(torch.randn(1, 2, 16, 16, 14))
+
+
+def test_deep_supervision_outputs_and_state_dict_without_deep_supervision():
+    torch.manual_seed(0)
+    net = _net(strides=[[1, 1, 1], [2, 2, 2], [1, 2, 2], [2, 2, 2]], features=SMALL + [SMALL[-1]])
+    x = torch.randn(2, 2, 16, 16, 16)
+    with torch.no_grad():
+        outputs = net(x)
+    assert [tuple(o.shape) for o in outputs] == [(2, 3, 16, 16, 16), (2, 3, 8, 8, 8), (2, 3, 8, 4, 4)], \
+        "one output per decoder stage at the plans' scales, highest resolution first"
+    plain = _net(strides=[[1, 1, 1], [2, 2, 2], [1, 2, 2], [2, 2, 2]], features=SMALL + [SMALL[-1]],
+                 deep_supervision=False)
+    plain.load_state_dict(net.state_dict(), strict=True)
+    with torch.no_grad():
+        assert plain(x).equal(outputs[0]), "the same weights give the same full-resolution output"
+    net.decoder.deep_supervision = False  # what nnU-Net's set_deep_supervision_enabled does
+    with torch.no_grad():
+        assert net(x).equal(outputs[0])
+
+
+@pytest.mark.parametrize("symmetry, expected", [("so3", (0,)), ("o3", None)])
+def test_non_redundant_mirroring_equals_full_mirroring(float64, symmetry, expected):
+    """nnU-Net's predictor logic with the reduced axes gives the 8-pass average up to float error."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    net = _net(symmetry, deep_supervision=False)
+    flips = trainers._EQUIVARIANT_FLIPS[symmetry]
+    axes = non_redundant_mirror_axes((0, 1, 2), flips)
+    assert axes == expected
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.network, predictor.use_mirroring = net, True
+    x = torch.randn(1, 2, 8, 8, 8)
+    predictor.allowed_mirroring_axes = (0, 1, 2)
+    full = predictor._internal_maybe_mirror_and_predict(x)
+    predictor.allowed_mirroring_axes = axes
+    reduced = predictor._internal_maybe_mirror_and_predict(x)
+    assert torch.allclose(reduced, full, rtol=0, atol=1e-12)
+
+
+def test_irreps_per_stage_follow_the_ratio_closest_to_the_width():
+    assert irreps_for_width(32) == o3.Irreps("8x0e+4x1e+2x2e")
+    assert irreps_for_width(64) == o3.Irreps("16x0e+8x1e+4x2e")
+    assert irreps_for_width(256) == o3.Irreps("72x0e+36x1e+18x2e"), "9 units (270) is closer to 256 than 8 (240)"
+    assert irreps_for_width(8) == o3.Irreps("8x0e+4x1e+2x2e"), "at least one unit"
+    assert irreps_for_width(256, "30x0e") == o3.Irreps("270x0e")
+    assert irreps_for_width(28, "4x1e + 2x0e") == o3.Irreps("4x0e+8x1e"), "scalars first (the gate's layout)"
+    with pytest.raises(ValueError, match="irreps_ratio: invalid irreps"):
+        irreps_for_width(32, "8x0e+4x1x")
+
+
+def test_compute_conv_feature_map_size_scales_with_the_patch():
+    net = _net()
+    small, large = net.compute_conv_feature_map_size((16, 16, 16)), net.compute_conv_feature_map_size((32, 32, 32))
+    assert small > 16 ** 3 * 9 * 2 and large == 8 * small
+
+
+def test_network_builds_from_json_kwargs_like_a_plans_file():
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    kwargs = json.loads(json.dumps(dict(n_stages=3, features_per_stage=[8, 16, 32], strides=ISO_STRIDES,
+                                        n_conv_per_stage=[1, 1, 1], n_conv_per_stage_decoder=[1, 1],
+                                        spacing=[1.0, 1.0, 1.0], kernel_size=3, symmetry="o3")))
+    net = get_network_from_plans("nnunet_equivariant.networks.e3nn_unet.E3nnUNet", kwargs, [], 1, 2,
+                                 deep_supervision=False)
+    assert isinstance(net, E3nnUNet) and net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 2, 8, 8, 8)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(strides=[[1, 1], [2, 2], [2, 2]]), "E3nnUNet is 3D only"),
+    (dict(patch_size=[18, 16, 16]), r"patch size \[18, 16, 16\] is not divisible by the product of the strides "
+                                    r"\[4, 4, 4\]"),
+    (dict(symmetry="se3"), "symmetry must be one of"),
+    (dict(features=["1x0e + 1x1e", "2x0e + 2x1q", "3x0e"]), "features_per_stage: invalid irreps"),
+    (dict(features=[8, 16]), "features_per_stage must have 3 entries"),
+])
+def test_unet_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _net(**kwargs)
+
+
+def _configuration(patch_size, spacing, strides, features, **extra):
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    n = len(strides)
+    arch = {"n_stages": n, "features_per_stage": features, "kernel_sizes": [[3] * len(patch_size)] * n,
+            "strides": strides, "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
+            "conv_op": "torch.nn.modules.conv.Conv3d"}
+    return ConfigurationManager({
+        "patch_size": patch_size, "spacing": spacing, "batch_size": 2, "data_identifier": "x",
+        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                         "arch_kwargs": arch, "_kw_requires_import": ["conv_op"]}, **extra})
+
+
+@pytest.mark.parametrize("trainer, ratio_dim, kernel", [
+    (trainers.nnUNetTrainerE3nn, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnO3, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nnRotDA, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_30x0e, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nn_8x8x0, 32, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_4x4x4, 36, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)),
+])
+def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
+    config = _configuration([32, 32, 32], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
+    net = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=True)
+    assert net.symmetry == trainer.symmetry and net.decoder.deep_supervision
+    assert [irreps.dim for irreps in net.encoder.output_irreps][0] == ratio_dim
+    assert net.encoder.stages[0][0].conv.kernel_shape == kernel
+    no_ds = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=False)
+    assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
+
+
+def test_trainer_attributes():
+    assert trainers.nnUNetTrainerE3nn.rotation_range_deg == 0 and trainers.nnUNetTrainerE3nnRotDA.rotation_range_deg \
+        is None
+    assert trainers.nnUNetTrainerE3nn_30x0e.irreps_ratio == "30x0e"
+    for name in trainers.__all__[1:]:
+        assert "__" not in name and getattr(trainers, name).__module__ == "nnunet_equivariant.training.e3nn"
+
+
+def test_trainer_network_on_anisotropic_default_plans():
+    """nnU-Net's default plans for anisotropic data: in-plane pooling first, 3D kernels thin along z."""
+    config = _configuration([16, 64, 64], [3.0, 0.8, 0.8], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2]],
+                            [32, 64, 128, 256])
+    net = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 2, enable_deep_supervision=False)
+    assert net.encoder.stages[0][0].conv.kernel_shape == (1, 5, 5)
+    assert net.encoder.stage_spacing[2] == (3.0, 3.2, 3.2)
+    assert net.encoder.stages[2][1].conv.kernel_shape == (5, 5, 5), "isotropic again after two in-plane poolings"
+
+
+def test_trainer_rejects_2d_and_non_divisible_plans():
+    with pytest.raises(ValueError, match=r"nnUNetTrainerE3nn is a 3D trainer: this configuration is 2D"):
+        trainers.e3nn_unet_kwargs(_configuration([64, 64], [1.0, 1.0], [[1, 1], [2, 2]], [32, 64]),
+                                  "nnUNetTrainerE3nn")
+    config = _configuration([24, 24, 20], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
+    with pytest.raises(ValueError, match=r"patch size \[24, 24, 20\] is not divisible .* \[8, 8, 8\]"):
+        trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 2)

@@ -1,0 +1,328 @@
+"""Steerable layers: exact equivariance on the grid symmetries (float64), normalisation, the eval kernel
+cache, the custom backward, AMP/compile, and clear errors for bad arguments."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from e3nn import o3
+
+from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, NormMaxPool3d, SteerableConv3d,
+                                       TrilinearUpsample)
+from nnunet_equivariant.layers._irreps import blocks
+from nnunet_equivariant.layers.steerable_conv import _KernelFromBasis
+from nnunet_equivariant.testing import assert_equivariant, axis_flips, grid_rotations, grid_symmetries
+
+SO3_HIDDEN = "2x0e + 2x1e + 1x2e"
+O3_MIXED = "2x0e + 1x0o + 1x1o + 1x1e + 1x2e + 1x2o"
+
+
+@pytest.fixture
+def float64():
+    """Build modules in float64 (their kernel bases too), so equivariance is tested to float64 precision."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _randomise(module):
+    """Random affine parameters (not the identity init), so an equivariance test can fail."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if not name.endswith("weight") or not isinstance(module, SteerableConv3d):
+                p.normal_()
+    return module
+
+
+@pytest.mark.parametrize("irreps_in, irreps_out", [("1x0e", SO3_HIDDEN), (SO3_HIDDEN, "3x0e + 1x1e + 2x2e")])
+def test_conv_is_so3_equivariant_on_all_24_rotations(float64, irreps_in, irreps_out):
+    conv = _randomise(SteerableConv3d(irreps_in, irreps_out, kernel_size=5))
+    x = torch.randn(2, conv.irreps_in.dim, 7, 8, 9)
+    err = assert_equivariant(conv, x, grid_rotations(), conv.irreps_in, conv.irreps_out, tol=1e-5)
+    assert err < 1e-12, "float64 exact"
+
+
+def test_conv_is_o3_equivariant_on_all_48_symmetries(float64):
+    conv = _randomise(SteerableConv3d(O3_MIXED, O3_MIXED, kernel_size=3, parity=True))
+    x = torch.randn(1, conv.irreps_in.dim, 6, 7, 5)
+    assert_equivariant(conv, x, grid_symmetries(), conv.irreps_in, conv.irreps_out, tol=1e-5)
+
+
+def test_so3_conv_is_not_reflection_equivariant(float64):
+    """SO(3) mode treats spherical harmonics as even: it must not pass for reflections by accident."""
+    conv = SteerableConv3d("1x0e + 1x1e", "1x0e + 1x1e", kernel_size=3)
+    x = torch.randn(1, 4, 6, 6, 6)
+    with pytest.raises(AssertionError, match="does not transform"):
+        assert_equivariant(conv, x, [axis_flips([0])], conv.irreps_in, conv.irreps_out, tol=1e-5)
+
+
+def test_anisotropic_spacing_kernel_is_sized_in_mm_and_equivariant_to_its_grid_symmetries(float64):
+    conv = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5, spacing=(3.0, 1.0, 1.0))
+    assert conv.kernel_shape == (1, 5, 5), "radius 2.5 mm: one tap along the 3 mm axis"
+    assert SteerableConv3d("1x0e", "1x0e", kernel_size=5, spacing=(2.0, 1.0, 1.0)).kernel_shape == (3, 5, 5)
+    # symmetries of the (3, 1, 1) mm grid: those that map axis x to itself
+    grid = [R for R in grid_rotations() if abs(R[0, 0]) == 1]
+    assert len(grid) == 8
+    x = torch.randn(1, conv.irreps_in.dim, 4, 6, 6)
+    assert_equivariant(conv, x, grid, conv.irreps_in, conv.irreps_out, tol=1e-5)
+
+
+def test_conv_output_has_unit_second_moment_at_init():
+    torch.manual_seed(0)
+    conv = SteerableConv3d("16x0e + 8x1e + 4x2e", "16x0e + 8x1e + 4x2e", kernel_size=5)
+    y = conv(torch.randn(2, conv.irreps_in.dim, 14, 14, 14))[..., 2:-2, 2:-2, 2:-2]  # away from zero padding
+    for b in blocks(conv.irreps_out):
+        moment = y[:, b.start:b.stop].pow(2).mean().item()
+        assert 0.75 < moment < 1.33, f"{b.ir}: second moment {moment:.3f} should be ~1 (component normalisation)"
+
+
+def test_self_connection_is_the_centre_tap_and_radial_basis_vanishes_there(float64):
+    conv = SteerableConv3d("2x1e", "3x1e", kernel_size=5)
+    kernel = conv.build_kernel()
+    centre = kernel[:, :, 2, 2, 2].reshape(3, 3, 2, 3).permute(0, 2, 1, 3)  # (u_out, u_in, m_out, m_in)
+    eye = torch.eye(3)
+    assert torch.allclose(centre, centre[..., :1, :1] * eye, atol=1e-14), "centre tap is W (x) identity"
+    no_self = SteerableConv3d("2x1e", "3x1e", kernel_size=5, self_connection=False).build_kernel()
+    assert no_self[:, :, 2, 2, 2].abs().max() == 0
+    corner = kernel[:, :, 0, 0, 0]
+    assert corner.abs().max() == 0, "the kernel is a ball: corners beyond the radius are zero"
+
+
+def test_parameters_and_state_dict_hold_only_weights():
+    conv = SteerableConv3d("1x0e", SO3_HIDDEN, bias=True)
+    assert set(conv.state_dict()) == {"weight", "bias"}, "bases are non-persistent buffers"
+    # the first radial function (centre r/6) has no voxel in its support at 1 mm: 4 radial elements per path
+    scalar = SteerableConv3d("1x0e", "1x0e", kernel_size=5)
+    assert scalar.weight.numel() == 4 + 1, "4 effective radial functions + the self-connection"
+
+
+def test_kernel_gradient_matches_autograd_reference(float64):
+    conv = SteerableConv3d("1x0e + 1x1e", "1x0e + 2x1e + 1x2e", kernel_size=3)
+    weight = conv.weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda w: _KernelFromBasis.apply(w, conv._layout, *_bases(conv)), (weight,),
+                                    fast_mode=True), "the custom backward matches finite differences"
+    w = conv.weight.detach().clone().requires_grad_()
+    g = torch.randn_like(conv.build_kernel())
+    (conv.build_kernel() * g).sum().backward()
+    (_reference_kernel(conv, w) * g).sum().backward()
+    assert torch.allclose(conv.weight.grad, w.grad, atol=1e-12), "custom backward equals autograd's"
+
+
+def _bases(conv):
+    return [getattr(conv, name) for name in conv._basis_names]
+
+
+def _reference_kernel(conv, weight):
+    """Plain-autograd kernel from the same bases, for checking the custom Function."""
+    rows = []
+    for bo in blocks(conv.irreps_out):
+        cols = []
+        for bi in blocks(conv.irreps_in):
+            path = [p for p in conv._paths if p.out == bo and p.inp == bi]
+            if not path:
+                cols.append(weight.new_zeros(bo.dim, bi.dim, *conv.kernel_shape))
+                continue
+            p = path[0]
+            basis = _bases(conv)[p.basis]
+            blk = weight[p.weights].view(bo.mul, bi.mul, p.n) @ basis
+            blk = blk.view(bo.mul, bi.mul, bo.d, bi.d, -1).transpose(1, 2)
+            cols.append(blk.reshape(bo.dim, bi.dim, *conv.kernel_shape))
+        rows.append(torch.cat(cols, 1))
+    return torch.cat(rows, 0)
+
+
+def test_eval_kernel_cache_is_bit_identical_and_invalidated_by_weight_changes():
+    torch.manual_seed(0)
+    conv = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5)
+    x = torch.randn(1, 4, 8, 8, 8)
+    conv.eval()
+    with torch.no_grad():
+        first = conv(x)
+        cached = conv._cache[1]
+        assert conv(x).equal(first) and conv._cache[1] is cached, "second eval forward reuses the kernel"
+        assert first.equal(F.conv3d(x, conv.build_kernel(), conv._full_bias(), padding=2)), "cache == uncached"
+
+    optimizer = torch.optim.SGD(conv.parameters(), lr=0.1)
+    conv.train()
+    conv(x).square().mean().backward()
+    optimizer.step()
+    conv.eval()
+    with torch.no_grad():
+        after_step = conv(x)
+    assert not after_step.equal(first), "an optimizer step invalidates the cached kernel"
+    assert after_step.equal(F.conv3d(x, conv.build_kernel(), conv._full_bias(), padding=2))
+
+    with torch.no_grad():
+        conv(x)  # cache the stepped weights, then load different ones while staying in eval mode
+        conv.weight.add_(0)  # an in-place update also bumps the version counter
+    other = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5)
+    conv.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert conv(x).equal(other.eval()(x)), "load_state_dict invalidates the cached kernel"
+
+
+def test_eval_with_autograd_builds_a_differentiable_kernel():
+    conv = SteerableConv3d("1x0e", SO3_HIDDEN).eval()
+    conv(torch.randn(1, 1, 6, 6, 6)).sum().backward()
+    assert conv.weight.grad is not None and conv._cache is None, "no cache (and gradients) when grad is enabled"
+
+
+def test_conv_runs_under_cpu_autocast_and_caches_a_float32_kernel():
+    conv = SteerableConv3d("1x0e", SO3_HIDDEN)
+    x = torch.randn(1, 1, 8, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+        loss = y.float().square().mean()
+    loss.backward()
+    assert y.dtype == torch.bfloat16 and torch.isfinite(conv.weight.grad).all()
+    conv.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        conv(x)
+    assert conv._cache[1].dtype == torch.float32
+    with torch.no_grad():
+        assert conv(x).dtype == torch.float32, "the same cached kernel serves a float32 forward"
+
+
+def test_block_compiles_without_graph_breaks_and_matches_eager():
+    from nnunet_equivariant.networks.e3nn_unet import SteerableBlock
+
+    torch.manual_seed(0)
+    block = SteerableBlock("1x0e + 1x1e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
+    twin = copy.deepcopy(block)
+    compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break fails
+    x = torch.randn(2, 4, 8, 8, 8)
+    eager_out, compiled_out = block(x), compiled(x)
+    eager_out.square().mean().backward()
+    compiled_out.square().mean().backward()
+    assert torch.allclose(eager_out, compiled_out, atol=1e-5)
+    grads = dict(twin.named_parameters())
+    for name, p in block.named_parameters():
+        assert torch.allclose(p.grad, grads[name].grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("symmetries, irreps, kwargs", [
+    ("rot", "2x0e + 1x1e + 1x2e", {}),
+    ("all", "2x0e + 1x0o + 1x1o + 1x2e", {}),
+    ("all", "1x0e + 1x1o", {"scalar_activation": "silu"}),
+])
+def test_gate_is_equivariant(float64, symmetries, irreps, kwargs):
+    irreps = o3.Irreps(irreps)
+    gate = EquivariantGate([(m, ir) for m, ir in irreps if ir.l == 0], [(m, ir) for m, ir in irreps if ir.l > 0],
+                           **kwargs)
+    assert gate.irreps_out == irreps and gate.irreps_in.dim == irreps.dim + irreps.count((1, 1)) \
+        + irreps.count((1, -1)) + irreps.count((2, 1))
+    x = torch.randn(2, gate.irreps_in.dim, 5, 6, 7)
+    syms = grid_rotations() if symmetries == "rot" else grid_symmetries()
+    assert_equivariant(gate, x, syms, gate.irreps_in, gate.irreps_out, tol=1e-5)
+
+
+def test_norm_is_equivariant_and_normalises(float64):
+    irreps = o3.Irreps(O3_MIXED)
+    norm = _randomise(EquivariantInstanceNorm(irreps))
+    x = 3 * torch.randn(2, irreps.dim, 5, 6, 7) + 1
+    assert_equivariant(norm, x, grid_symmetries(), irreps, irreps, tol=1e-5)
+
+    y = EquivariantInstanceNorm(irreps)(x)  # identity affine
+    scalars = y[:, :2]
+    assert torch.allclose(scalars.mean((2, 3, 4)), torch.zeros(2, 2), atol=1e-10)
+    assert torch.allclose(scalars.var((2, 3, 4), unbiased=False), torch.ones(2, 2), atol=1e-4)
+    for b in blocks(irreps)[1:]:
+        v = y[:, b.start:b.stop].unflatten(1, (b.mul, b.d))
+        mean_norm = v.norm(dim=2).mean((2, 3, 4))
+        assert torch.allclose(mean_norm, torch.ones_like(mean_norm), atol=1e-4), f"{b.ir}: mean norm 1"
+    assert len(list(EquivariantInstanceNorm(irreps).parameters())) == 2
+    assert EquivariantInstanceNorm(irreps).weight.numel() == irreps.num_irreps
+    assert EquivariantInstanceNorm(irreps).bias.numel() == 2, "bias only on 0e"
+
+
+def test_norm_has_finite_gradients_for_zero_vectors():
+    norm = EquivariantInstanceNorm("1x0e + 1x1e")
+    x = torch.zeros(1, 4, 4, 4, 4, requires_grad=True)
+    norm(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("stride", [(2, 2, 2), (1, 2, 2)])
+def test_pool_is_equivariant_and_pools_vectors_by_norm(float64, stride):
+    irreps = o3.Irreps(O3_MIXED)
+    pool = NormMaxPool3d(irreps, stride)
+    x = torch.randn(2, irreps.dim, 4, 6, 6)
+    syms = grid_symmetries() if stride == (2, 2, 2) else [R for R in grid_symmetries() if abs(R[0, 0]) == 1]
+    assert_equivariant(pool, x, syms, irreps, irreps, tol=1e-5)
+    y = pool(x)
+    vec = blocks(irreps)[2]  # 1x1o
+    v = x[:, vec.start:vec.stop].unflatten(2, (x.shape[2] // stride[0], stride[0]))
+    v = v.unflatten(4, (3, 2)).unflatten(6, (3, 2))  # (b, 3, X, sx, Y, 2, Z, 2)
+    norms = v.norm(dim=1)
+    expected_norm = norms.amax(dim=(2, 4, 6))
+    assert torch.allclose(y[:, vec.start:vec.stop].norm(dim=1), expected_norm), "keeps the vector of largest norm"
+
+
+def test_pool_gathers_each_samples_own_vectors():
+    """The reference implementation's bug: batch > 1 took every sample's vectors from the first one."""
+    pool = NormMaxPool3d("2x0e + 3x1e + 1x2e + 1x0o", 2)
+    x = torch.randn(2, 2 + 9 + 5 + 1, 8, 8, 8)
+    together = pool(x)
+    one_by_one = torch.cat([pool(x[i:i + 1]) for i in range(2)])
+    assert together.equal(one_by_one), "a batch of 2 equals pooling each sample alone"
+
+
+def test_upsample_is_equivariant(float64):
+    irreps = o3.Irreps(SO3_HIDDEN)
+    up = TrilinearUpsample(2)
+    assert_equivariant(up, torch.randn(1, irreps.dim, 3, 4, 5), grid_rotations(), irreps, irreps, tol=1e-5)
+    assert up(torch.randn(1, 2, 3, 4, 5)).shape == (1, 2, 6, 8, 10)
+    assert TrilinearUpsample((1, 2, 2))(torch.randn(1, 1, 3, 4, 5)).shape == (1, 1, 3, 8, 10)
+
+
+def test_deliberately_broken_ops_are_caught(float64):
+    """The tests above can fail: non-equivariant versions of the same ops do not pass."""
+    irreps = o3.Irreps(SO3_HIDDEN)
+    x = torch.randn(2, irreps.dim, 4, 4, 4)
+
+    def componentwise_pool(v):  # pools vector components independently (by value)
+        return F.max_pool3d(v, 2)
+
+    def componentwise_gate(v):  # an activation applied to vector components
+        return F.leaky_relu(v, 0.01)
+
+    pool = NormMaxPool3d(irreps, 2)
+
+    def padded_pool(v):  # one-sided padding to a divisible size, as the reference implementation does
+        return pool(F.pad(v, (1, 0, 1, 0, 1, 0)))
+
+    for f, inp in [(componentwise_pool, x), (componentwise_gate, x), (padded_pool, x[..., 1:, 1:, 1:])]:
+        with pytest.raises(AssertionError, match="does not transform"):
+            assert_equivariant(f, inp, grid_rotations()[:6], irreps, irreps, tol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(irreps_in="8x0e + 4x1q", irreps_out="1x0e"), "irreps_in: invalid irreps '8x0e \\+ 4x1q'"),
+    (dict(irreps_in="1x0e", irreps_out="garbage"), "irreps_out: invalid irreps 'garbage'"),
+    (dict(irreps_in="", irreps_out="1x0e"), "irreps_in: irreps '' have no channels"),
+    (dict(irreps_in="1x0e", irreps_out="1x1o"), "holds odd irreps"),
+    (dict(irreps_in="1x0e", irreps_out="1x0e", kernel_size=4), "kernel_size must be an odd positive integer, "),
+    (dict(irreps_in="1x0e", irreps_out="1x0e", kernel_size=1, self_connection=False), "kernel_size=1 cannot hold"),
+    (dict(irreps_in="1x0e", irreps_out="1x1e", kernel_size=1), "no equivariant path reaches output irrep 1e"),
+    (dict(irreps_in="1x0e", irreps_out="1x2e", lmax=1), "no equivariant path reaches output irrep 2e"),
+    (dict(irreps_in="1x0e", irreps_out="1x0o", parity=True), "no equivariant path reaches output irrep 0o"),
+    (dict(irreps_in="1x0e", irreps_out="1x0e", spacing=(1.0, 0.0, 1.0)), "spacing must be three positive"),
+])
+def test_conv_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SteerableConv3d(**kwargs)
+
+
+def test_layers_reject_bad_arguments_and_inputs():
+    with pytest.raises(ValueError, match="irreps_gated must hold only l > 0"):
+        EquivariantGate("1x0e", "1x0e")
+    with pytest.raises(ValueError, match="scalar_activation must be one of"):
+        EquivariantGate("1x0e", "1x1e", scalar_activation="gelu")
+    with pytest.raises(ValueError, match="not divisible by the pooling stride"):
+        NormMaxPool3d("1x1e", 2)(torch.randn(1, 3, 4, 5, 4))
+    with pytest.raises(ValueError, match="expected input \\(batch, 4, x, y, z\\) for irreps 1x0e\\+1x1e"):
+        SteerableConv3d("1x0e + 1x1e", "1x0e")(torch.randn(1, 3, 4, 4, 4))
+    with pytest.raises(ValueError, match="stride must be"):
+        NormMaxPool3d("1x0e", (2, 2))
