@@ -81,6 +81,30 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
+@command("plan_and_preprocess", "plan isotropic nnUNetPlansEquivariant (5^3 kernels, sized for the steerable "
+                                "network) and preprocess 3d_fullres")
+def _plan_and_preprocess(args: argparse.Namespace) -> int:
+    from nnunet_equivariant.planning.plan_and_preprocess import plan_and_preprocess
+
+    for dataset_id in args.d:
+        plans = plan_and_preprocess(dataset_id, args.gpu_memory_target, args.np, args.verify_dataset_integrity,
+                                    args.clean, preprocess=not args.no_pp)
+        print(f"dataset {dataset_id}: plans {plans}; train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD "
+              f"-p {plans} -tr TRAINER")
+    return 0
+
+
+@_plan_and_preprocess.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", nargs="+", type=int, required=True, help="dataset id(s)")
+    p.add_argument("-gpu_memory_target", type=float, default=8.0,
+                   help="memory (GB) one training step may use, for the largest network on the plans (default 8)")
+    p.add_argument("-np", type=int, default=4, help="processes for fingerprinting and preprocessing (default 4)")
+    p.add_argument("--verify_dataset_integrity", action="store_true", help="run nnU-Net's dataset checks first")
+    p.add_argument("--clean", action="store_true", help="re-extract an existing dataset fingerprint")
+    p.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
+
+
 @command("rotation_eval", "Dice against rotation angle: rotate test cases, predict with trained models, compare")
 def _rotation_eval(args: argparse.Namespace) -> int:
     from nnunet_equivariant.evaluation.rotation_eval import rotation_eval
@@ -116,6 +140,23 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable_gaussian", action="store_true",
                    help="weight sliding windows uniformly (exact equivariance checks; see docs/rotation_eval.md)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+@command("demo", "train a steerable and a stock nnU-Net on a built-in synthetic dataset and plot their Dice "
+                 "against rotation angle (no download)")
+def _demo(args: argparse.Namespace) -> int:
+    from nnunet_equivariant.demo import run_demo
+
+    run_demo(args.output, quick=args.quick, device=args.device, overwrite=args.overwrite)
+    return 0
+
+
+@_demo.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", default="nnunet_equivariant_demo", help="folder for everything the demo writes")
+    p.add_argument("--quick", action="store_true", help="a smoke run of a few minutes (untrained models)")
+    p.add_argument("-device", choices=("cuda", "cpu", "mps"), default=None, help="default: cuda if available")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo output folder")
 
 
 if __name__ == "__main__":  # pragma: no cover
