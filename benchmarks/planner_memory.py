@@ -1,8 +1,9 @@
 """Peak memory of a training forward + backward pass against the planner's estimate, on the CPU.
 
-Each measurement runs in a fresh process (memory freed earlier may stay resident): the network is built
-from the equivariant plans' topology (``isotropic_architecture``), a tiny warm-up pass initialises the
-kernels, then the peak resident memory the pass adds is read from /proc. Prints one row per network and
+Each network is measured in a fresh process whose allocator returns every freed block above 64 KiB to the
+system, so the resident size follows the live tensors: the network is built from the equivariant plans'
+topology (``isotropic_architecture``), a tiny warm-up pass initialises the kernels, then for each patch
+size (smallest first) the peak resident memory a pass adds is read from /proc. Prints one row per network and
 patch size with the estimate / measured ratio (the planner's goal: within 30 %). The constants of
 ``planning/memory.py`` were fit to these rows (``docs/planner.md``).
 
@@ -18,7 +19,7 @@ import subprocess
 import sys
 
 
-def measure(network_name: str, size: int, batch: int, stages: int, threads: int) -> dict:
+def measure(network_name: str, sizes: list[int], batch: int, stages: int, threads: int) -> list[dict]:
     import torch
 
     from nnunet_equivariant.planning.memory import (conv_kernel_values, estimate_forward_backward_bytes,
@@ -27,16 +28,19 @@ def measure(network_name: str, size: int, batch: int, stages: int, threads: int)
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    configuration = {"architecture": isotropic_architecture(stages), "patch_size": [size] * 3,
+    configuration = {"architecture": isotropic_architecture(stages), "patch_size": [sizes[0]] * 3,
                      "spacing": [1.0, 1.0, 1.0]}
     network = networks_on_plans(configuration, 1, 3)[network_name]
-    patch = (size,) * 3
-    return {"network": network_name, "patch": size, "batch": batch, "stages": stages,
-            "parameters": sum(p.numel() for p in network.parameters()),
-            "values": int(network.compute_conv_feature_map_size(list(patch))),
-            "kernel_values": conv_kernel_values(network),
-            "measured": measure_forward_backward_peak(network, patch, batch),
-            "estimate": estimate_forward_backward_bytes(network, patch, batch)}
+    rows = []
+    for size in sorted(sizes):
+        patch = (size,) * 3
+        rows.append({"network": network_name, "patch": size, "batch": batch, "stages": stages,
+                     "parameters": sum(p.numel() for p in network.parameters()),
+                     "values": int(network.compute_conv_feature_map_size(list(patch))),
+                     "kernel_values": conv_kernel_values(network),
+                     "measured": measure_forward_backward_peak(network, patch, batch),
+                     "estimate": estimate_forward_backward_bytes(network, patch, batch)})
+    return rows
 
 
 # glibc: serve every block above 64 KiB by mmap and give it back on free (no dynamic threshold), so the
@@ -47,11 +51,12 @@ MEASURING_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_T
 def run(networks, sizes, batch, stages, threads) -> list[dict]:
     rows = []
     for name in networks:
-        for size in sizes:
-            cmd = [sys.executable, __file__, "--worker", name, str(size), str(batch), str(stages), str(threads)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=MEASURING_ENV).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
-            print_row(rows[-1])
+        cmd = [sys.executable, __file__, "--worker", name, ",".join(map(str, sizes)), str(batch), str(stages),
+               str(threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=MEASURING_ENV).stdout
+        for row in json.loads(out.strip().splitlines()[-1]):
+            print_row(row)
+            rows.append(row)
     return rows
 
 
@@ -73,8 +78,8 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        name, size, batch, stages, threads = args.worker
-        print(json.dumps(measure(name, int(size), int(batch), int(stages), int(threads))))
+        name, sizes, batch, stages, threads = args.worker
+        print(json.dumps(measure(name, [int(s) for s in sizes.split(",")], int(batch), int(stages), int(threads))))
         return 0
     print(f"{'network':>14} {'stages':>6} {'patch':>6} {'batch':>5} {'params':>9} {'fmap vals':>10} "
           f"{'kernels':>9} {'peak MiB':>10} {'est. MiB':>10} {'ratio':>7}")

@@ -88,7 +88,8 @@ def _plan_and_preprocess(args: argparse.Namespace) -> int:
 
     for dataset_id in args.d:
         plans = plan_and_preprocess(dataset_id, args.gpu_memory_target, args.np, args.verify_dataset_integrity,
-                                    args.clean, preprocess=not args.no_pp)
+                                    args.clean, preprocess=not args.no_pp,
+                                    target_spacing=args.overwrite_target_spacing)
         print(f"dataset {dataset_id}: plans {plans}; train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD "
               f"-p {plans} -tr TRAINER")
     return 0
@@ -102,6 +103,8 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("-np", type=int, default=4, help="processes for fingerprinting and preprocessing (default 4)")
     p.add_argument("--verify_dataset_integrity", action="store_true", help="run nnU-Net's dataset checks first")
     p.add_argument("--clean", action="store_true", help="re-extract an existing dataset fingerprint")
+    p.add_argument("-overwrite_target_spacing", type=float, default=None, metavar="MM",
+                   help="isotropic voxel size in mm (default: geometric mean of the median spacing)")
     p.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
 
 

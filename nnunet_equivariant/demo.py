@@ -33,27 +33,32 @@ class DemoSchedule:
 
     num_train: int
     num_test: int
+    shape: tuple[int, int, int]
     epochs: int
     iterations_per_epoch: int
     angles: tuple[float, ...]
 
 
 SCHEDULES = {
-    "quick": DemoSchedule(num_train=5, num_test=2, epochs=1, iterations_per_epoch=2, angles=(0, 45, 90)),
-    "cpu": DemoSchedule(num_train=12, num_test=4, epochs=6, iterations_per_epoch=25,
+    "quick": DemoSchedule(num_train=5, num_test=2, shape=(24, 24, 24), epochs=1, iterations_per_epoch=2,
+                          angles=(0, 45, 90)),
+    "cpu": DemoSchedule(num_train=12, num_test=4, shape=(24, 24, 24), epochs=10, iterations_per_epoch=25,
                         angles=(0, 15, 30, 45, 60, 75, 90)),
-    "gpu": DemoSchedule(num_train=24, num_test=6, epochs=50, iterations_per_epoch=50,
+    "gpu": DemoSchedule(num_train=24, num_test=6, shape=(32, 32, 32), epochs=50, iterations_per_epoch=50,
                         angles=(0, 15, 30, 45, 60, 75, 90, 120, 150, 180)),
 }
 
 
 def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool = False, device: str | None = None,
-             overwrite: bool = False):
-    """Run the demo into ``output`` and return the ``RotationEvalResult`` (plot, summary, CSV paths)."""
+             overwrite: bool = False, schedule: DemoSchedule | None = None):
+    """Run the demo into ``output`` and return the ``RotationEvalResult`` (plot, summary, CSV paths).
+
+    ``schedule``: default ``SCHEDULES["quick"]`` with ``quick``, else ``"gpu"`` or ``"cpu"`` by device."""
     import torch
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    schedule = SCHEDULES["quick" if quick else "gpu" if device.type == "cuda" else "cpu"]
+    if schedule is None:
+        schedule = SCHEDULES["quick" if quick else "gpu" if device.type == "cuda" else "cpu"]
     output = Path(output).resolve()
     if output.exists() and any(output.iterdir()):
         if not overwrite:
@@ -68,7 +73,7 @@ def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool 
     print(f"[demo] 1/4 writing the synthetic dataset ({schedule.num_train} training, {schedule.num_test} test cases)")
     dataset = write_rods_and_discs_dataset(output / "nnUNet_raw", DEMO_DATASET_ID, name="RodsDiscsDemo",
                                            num_train=schedule.num_train, num_test=schedule.num_test,
-                                           train_orientation="fixed", test_orientation="fixed", seed=1)
+                                           shape=schedule.shape, train_orientation="fixed", test_orientation="fixed", seed=1)
     print("[demo] 2/4 planning and preprocessing with nnUNetPlannerEquivariant")
     plans = plan_and_preprocess(DEMO_DATASET_ID, num_processes=min(4, os.cpu_count() or 1))
     models = []

@@ -100,7 +100,9 @@ def measure_forward_backward_peak(network: nn.Module, patch_size: Sequence[int],
 
     Linux only (resets and reads the process's resident high-water mark). A tiny warm-up pass first
     initialises the kernels' one-time state; gradients are then freed so the measured pass allocates
-    them again. Run it in a fresh process per measurement: memory freed earlier may stay resident.
+    them again. Memory the allocator keeps after a free stays resident and hides later growth: run one
+    measurement per fresh process, or set ``MALLOC_MMAP_THRESHOLD_=65536`` (glibc) for the process so every
+    large block goes back to the system when freed, and measure patch sizes smallest first.
     """
     if not sys.platform.startswith("linux"):
         raise RuntimeError("measure_forward_backward_peak reads /proc and runs on Linux only")
