@@ -10,6 +10,7 @@ from e3nn import o3
 from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, NormMaxPool3d, SteerableConv3d,
                                        TrilinearUpsample)
 from nnunet_equivariant.layers._irreps import blocks
+from nnunet_equivariant.layers._norm_gate import norm_gate, norm_gate_layout
 from nnunet_equivariant.layers.steerable_conv import _KernelFromBasis
 from nnunet_equivariant.testing import assert_equivariant, axis_flips, grid_rotations, grid_symmetries
 
@@ -110,6 +111,24 @@ def test_kernel_gradient_matches_autograd_reference(float64):
     assert torch.allclose(conv.weight.grad, w.grad, atol=1e-12), "custom backward equals autograd's"
 
 
+def test_training_convolution_matches_autograd_and_does_not_keep_the_kernel(float64):
+    conv = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5, bias=True)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(2, 4, 6, 7, 5, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        out = conv(x)
+    kernel = conv.build_kernel()
+    assert tuple(kernel.shape) not in saved, "the kernel is re-assembled in backward, not kept"
+    reference = F.conv3d(x, kernel, conv._full_bias(), padding=2)
+    assert torch.allclose(out, reference, rtol=0, atol=1e-13)
+    g = torch.randn_like(out)
+    params = (x, conv.weight, conv.bias)
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(reference, params, g)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
 def _bases(conv):
     return [getattr(conv, name) for name in conv._basis_names]
 
@@ -200,6 +219,39 @@ def test_block_compiles_without_graph_breaks_and_matches_eager():
     grads = dict(twin.named_parameters())
     for name, p in block.named_parameters():
         assert torch.allclose(p.grad, grads[name].grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "relu"])
+def test_fused_norm_gate_equals_the_composition(float64, activation):
+    gate = EquivariantGate("3x0e", "2x1e + 1x2e + 1x1e", activation)
+    norm = _randomise(EquivariantInstanceNorm(gate.irreps_in))
+    layout = norm_gate_layout(norm, gate)
+    x = torch.randn(2, gate.irreps_in.dim, 4, 5, 3, requires_grad=True)
+    x.data[0, -3:, 0, 0, 0] = 0  # a zero vector: finite gradients
+    params = (x, norm.weight, norm.bias)
+    reference, fused = gate(norm(x)), norm_gate(*params, layout)
+    assert torch.allclose(fused, reference, rtol=0, atol=1e-13)
+    g = torch.randn_like(reference)
+    for a, b in zip(torch.autograd.grad(fused, params, g), torch.autograd.grad(reference, params, g)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12), "closed-form backward equals autograd's"
+    assert torch.autograd.gradcheck(lambda *p: norm_gate(*p, layout), params, fast_mode=True)
+    assert norm_gate_layout(EquivariantInstanceNorm("1x0e + 1x0o + 1x0e + 1x1e"),
+                            EquivariantGate("1x0e + 1x0o", "1x1e")) is None, "odd scalars use the composition"
+
+
+def test_block_under_cpu_autocast():
+    from nnunet_equivariant.networks.e3nn_unet import SteerableBlock
+
+    torch.manual_seed(0)
+    block = SteerableBlock("1x0e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
+    x = torch.randn(2, 1, 8, 8, 8)
+    reference = block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = block(x)
+    y.float().square().mean().backward()
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), reference, atol=0.1, rtol=0.05), "bfloat16 result close to float32"
+    assert all(torch.isfinite(p.grad).all() for p in block.parameters())
 
 
 @pytest.mark.parametrize("symmetries, irreps, kwargs", [
@@ -303,7 +355,7 @@ def test_deliberately_broken_ops_are_caught(float64):
     (dict(irreps_in="1x0e", irreps_out="garbage"), "irreps_out: invalid irreps 'garbage'"),
     (dict(irreps_in="", irreps_out="1x0e"), "irreps_in: irreps '' have no channels"),
     (dict(irreps_in="1x0e", irreps_out="1x1o"), "holds odd irreps"),
-    (dict(irreps_in="1x0e", irreps_out="1x0e", kernel_size=4), "kernel_size must be an odd positive integer, "),
+    (dict(irreps_in="1x0e", irreps_out="1x0e", kernel_size=4), r"kernel_size must be an odd positive integer \(a centred kernel\), got 4"),
     (dict(irreps_in="1x0e", irreps_out="1x0e", kernel_size=1, self_connection=False), "kernel_size=1 cannot hold"),
     (dict(irreps_in="1x0e", irreps_out="1x1e", kernel_size=1), "no equivariant path reaches output irrep 1e"),
     (dict(irreps_in="1x0e", irreps_out="1x2e", lmax=1), "no equivariant path reaches output irrep 2e"),

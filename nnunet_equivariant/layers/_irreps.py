@@ -74,16 +74,29 @@ def blocks(irreps: o3.Irreps) -> list[Block]:
 
 
 def squared_norms(v: torch.Tensor, ir_dim: int) -> torch.Tensor:
-    """``(batch, mul, x, y, z)`` squared l2 norms of a block ``(batch, mul * ir_dim, x, y, z)``.
+    """``(batch, mul, x, y, z)`` squared l2 norms of a block ``(batch, mul * ir_dim, x, y, z)``."""
+    return _SquaredNorms.apply(v, ir_dim)
 
-    A chain of ``addcmul`` over the ``2l + 1`` components: PyTorch's ``vector_norm`` over the small
-    component dim of a strided view is ~50x slower.
-    """
-    v = v.unflatten(1, (-1, ir_dim))
-    out = v[:, :, 0] * v[:, :, 0]
-    for m in range(1, ir_dim):
-        out = torch.addcmul(out, v[:, :, m], v[:, :, m])
-    return out
+
+class _SquaredNorms(torch.autograd.Function):
+    """Forward: a chain of ``addcmul`` over the ``2l + 1`` components (PyTorch's ``vector_norm`` over the
+    small component dim of a strided view is ~50x slower). Backward: one ``2 v g`` (autograd through the
+    component slices would zero-fill a full-size gradient per component)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, ir_dim: int) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        ctx.ir_dim = ir_dim
+        c = v.unflatten(1, (-1, ir_dim))
+        out = c[:, :, 0] * c[:, :, 0]
+        for m in range(1, ir_dim):
+            out = torch.addcmul(out, c[:, :, m], c[:, :, m])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (v,) = ctx.saved_tensors
+        return (2 * v.unflatten(1, (-1, ctx.ir_dim)) * grad.unsqueeze(2)).flatten(1, 2), None
 
 
 def check_field(x: torch.Tensor, dim: int, irreps) -> None:

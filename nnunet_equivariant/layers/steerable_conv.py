@@ -106,39 +106,91 @@ class _KernelLayout(NamedTuple):
     paths: tuple[_Path, ...]
     dim_out: int
     dim_in: int
-    taps: int
+    taps: tuple[int, int, int]
     dense: bool  # every (output block, input block) pair has a path: no entry stays zero
+
+    @property
+    def padding(self) -> tuple[int, int, int]:
+        return tuple(t // 2 for t in self.taps)
+
+
+def _assemble(weight: torch.Tensor, layout: _KernelLayout, bases: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The ``(C_out, C_in, *taps)`` kernel: ``kernel[(u, i), (v, j), t] = sum_k w[u, v, k] B[k, i, j, t]``
+    for every path (e3nn's copy-major layout), in the weights' dtype. No autograd inside."""
+    n_taps = math.prod(layout.taps)
+    shape = (layout.dim_out, layout.dim_in, n_taps)
+    kernel = weight.new_empty(shape) if layout.dense else weight.new_zeros(shape)
+    for p in layout.paths:
+        w = weight[p.weights].view(p.out.mul * p.inp.mul, p.n)
+        block = (w @ bases[p.basis]).view(p.out.mul, p.inp.mul, p.out.d, p.inp.d, n_taps)
+        _block_view(kernel, p).copy_(block.transpose(1, 2))
+    return kernel.view(layout.dim_out, layout.dim_in, *layout.taps)
+
+
+def _weight_gradient(grad_kernel: torch.Tensor, layout: _KernelLayout, bases: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The flat weight gradient from a kernel gradient: each path's block, read through a view."""
+    grad_kernel = grad_kernel.reshape(layout.dim_out, layout.dim_in, -1)
+    grads = []
+    for p in layout.paths:
+        g = _block_view(grad_kernel, p).transpose(1, 2).reshape(p.out.mul * p.inp.mul, -1)
+        grads.append((g @ bases[p.basis].t()).flatten())
+    return torch.cat(grads)
 
 
 class _KernelFromBasis(torch.autograd.Function):
-    """``kernel[(u, i), (v, j), t] = sum_k w[u, v, k] B[k, i, j, t]`` for every path (e3nn's copy-major
-    layout), as one autograd node: the backward writes each path's weight gradient from a view of the
-    kernel gradient, where autograd through slice assignments would copy the whole kernel per path.
-    Runs in the weights' dtype (outside autocast); ``F.conv3d`` casts the kernel under autocast."""
+    """The assembled kernel as one autograd node (autograd through the slice assignments would copy the
+    whole kernel once per path in the backward pass). Runs outside autocast, in the weights' dtype."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, layout: _KernelLayout, *bases: torch.Tensor) -> torch.Tensor:
         ctx.layout = layout
         ctx.save_for_backward(*bases)
         with torch.autocast(weight.device.type, enabled=False):
-            shape = (layout.dim_out, layout.dim_in, layout.taps)
-            kernel = weight.new_empty(shape) if layout.dense else weight.new_zeros(shape)
-            for p in layout.paths:
-                w = weight[p.weights].view(p.out.mul * p.inp.mul, p.n)
-                block = (w @ bases[p.basis]).view(p.out.mul, p.inp.mul, p.out.d, p.inp.d, layout.taps)
-                _block_view(kernel, p).copy_(block.transpose(1, 2))
-        return kernel
+            return _assemble(weight, layout, bases)
 
     @staticmethod
     def backward(ctx, grad_kernel: torch.Tensor):
-        layout = ctx.layout
         bases = ctx.saved_tensors
-        grads = []
         with torch.autocast(grad_kernel.device.type, enabled=False):
-            for p in layout.paths:
-                g = _block_view(grad_kernel, p).transpose(1, 2).reshape(p.out.mul * p.inp.mul, -1)
-                grads.append((g @ bases[p.basis].t()).flatten())
-        return (torch.cat(grads), None, *([None] * len(bases)))
+            return (_weight_gradient(grad_kernel, ctx.layout, bases), None, *([None] * len(bases)))
+
+
+class _ConvFromBasis(torch.autograd.Function):
+    """``F.conv3d(x, kernel)`` with the kernel assembled from the weights, for training. The backward pass
+    assembles the kernel again instead of keeping it: a kernel is as large as a plain convolution's weight,
+    and keeping every layer's kernel from forward to backward would add a plain network's worth of weights
+    to the activation memory; assembling costs a few matrix products with ~10 rows.
+
+    Under autocast the convolution runs in autocast's dtype (as ``F.conv3d`` would); the kernel is assembled
+    in the weights' dtype and cast."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, layout: _KernelLayout, *bases: torch.Tensor):
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        ctx.input_dtype = x.dtype
+        with torch.autocast(device, enabled=False):
+            x = x.to(dtype)
+            out = F.conv3d(x, _assemble(weight, layout, bases).to(dtype), padding=layout.padding)
+        ctx.layout = layout
+        ctx.save_for_backward(x, weight, *bases)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight, *bases = ctx.saved_tensors
+        layout = ctx.layout
+        with torch.autocast(x.device.type, enabled=False):
+            kernel = _assemble(weight, layout, bases).to(x.dtype)
+            grad_x, grad_kernel, _ = torch.ops.aten.convolution_backward(
+                grad_out.to(x.dtype), x, kernel, None, [1, 1, 1], list(layout.padding), [1, 1, 1], False,
+                [0, 0, 0], 1, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        grad_weight = None
+        if grad_kernel is not None:
+            grad_weight = _weight_gradient(grad_kernel.to(weight.dtype), layout, bases)
+        if grad_x is not None:
+            grad_x = grad_x.to(ctx.input_dtype)
+        return (grad_x, grad_weight, None, *([None] * len(bases)))
 
 
 def _block_view(kernel: torch.Tensor, p: _Path) -> torch.Tensor:
@@ -179,8 +231,10 @@ class SteerableConv3d(nn.Module):
     grid symmetry ``R`` acts on ``1o`` channels by ``R`` itself. Equivariance is exact for the grid
     symmetries that map the kernel lattice to itself (all 48 for isotropic spacing).
 
-    In eval mode with autograd off the kernel is built once and reused until a weight changes (detected
-    through the parameters' version counters: optimizer steps, ``load_state_dict``, ``train()``).
+    In training the kernel is assembled in the forward pass and again in the backward pass rather than
+    kept (see ``_ConvFromBasis``). In eval mode with autograd off it is built once and reused until a
+    weight changes (detected through the parameters' version counters: optimizer steps,
+    ``load_state_dict``, ``train()``).
 
     >>> conv = SteerableConv3d("1x0e", "8x0e + 4x1e + 2x2e", kernel_size=5)
     >>> conv(torch.randn(2, 1, 16, 16, 16)).shape
@@ -254,7 +308,7 @@ class SteerableConv3d(nn.Module):
             self._fan_in.append(fan_in)
         self.weight = nn.Parameter(torch.empty(offset))
         self._layout = _KernelLayout(tuple(self._paths), self.irreps_out.dim, self.irreps_in.dim,
-                                     math.prod(self.kernel_shape),
+                                     self.kernel_shape,
                                      len(self._paths) == len(self._in_blocks) * len(self._out_blocks))
 
         scalar_channels = [c for b in self._out_blocks if b.is_even_scalar for c in range(b.start, b.stop)]
@@ -278,18 +332,17 @@ class SteerableConv3d(nn.Module):
 
     def build_kernel(self) -> torch.Tensor:
         """The ``(irreps_out.dim, irreps_in.dim, *kernel_shape)`` conv3d weight (differentiable)."""
-        bases = [getattr(self, name) for name in self._basis_names]
-        kernel = _KernelFromBasis.apply(self.weight, self._layout, *bases)
-        return kernel.view(self._layout.dim_out, self._layout.dim_in, *self.kernel_shape)
+        return _KernelFromBasis.apply(self.weight, self._layout, *self._bases())
+
+    def _bases(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self._basis_names]
 
     def _full_bias(self) -> torch.Tensor | None:
         if self.bias is None:
             return None
         return self.bias.new_zeros(self._layout.dim_out).index_copy(0, self._bias_index, self.bias)
 
-    def _kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.build_kernel(), self._full_bias()
+    def _cached_kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         key = tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in self.parameters(recurse=False))
         if self._cache is None or self._cache[0] != key:
             # built outside autocast: the cached kernel keeps the weights' dtype whatever the caller's mode
@@ -300,7 +353,11 @@ class SteerableConv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``, same spatial size."""
         check_field(x, self._layout.dim_in, self.irreps_in)
-        kernel, bias = self._kernel_and_bias()
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            out = _ConvFromBasis.apply(x, self.weight, self._layout, *self._bases())
+            bias = self._full_bias()
+            return out if bias is None else out + bias.to(out.dtype)[:, None, None, None]
+        kernel, bias = self._cached_kernel_and_bias()
         return F.conv3d(x, kernel, bias, padding=self.padding)
 
     def train(self, mode: bool = True):
