@@ -22,7 +22,7 @@ import sys
 def measure(network_name: str, sizes: list[int], batch: int, stages: int, threads: int) -> list[dict]:
     import torch
 
-    from nnunet_equivariant.planning.memory import (conv_kernel_values, estimate_forward_backward_bytes,
+    from nnunet_equivariant.planning.memory import (largest_kernel_values, estimate_forward_backward_bytes,
                                                     measure_forward_backward_peak)
     from nnunet_equivariant.planning.planner import isotropic_architecture, networks_on_plans
 
@@ -37,7 +37,7 @@ def measure(network_name: str, sizes: list[int], batch: int, stages: int, thread
         rows.append({"network": network_name, "patch": size, "batch": batch, "stages": stages,
                      "parameters": sum(p.numel() for p in network.parameters()),
                      "values": int(network.compute_conv_feature_map_size(list(patch))),
-                     "kernel_values": conv_kernel_values(network),
+                     "largest_kernel": largest_kernel_values(network),
                      "measured": measure_forward_backward_peak(network, patch, batch),
                      "estimate": estimate_forward_backward_bytes(network, patch, batch)})
     return rows
@@ -63,7 +63,7 @@ def run(networks, sizes, batch, stages, threads) -> list[dict]:
 def print_row(r: dict) -> None:
     mib = 2 ** 20
     print(f"{r['network']:>14} {r['stages']:>6} {r['patch']:>4}^3 {r['batch']:>5} {r['parameters'] / 1e6:>8.2f}M "
-          f"{r['values'] / 1e6:>9.1f}M {r['kernel_values'] / 1e6:>8.1f}M {r['measured'] / mib:>10.0f} {r['estimate'] / mib:>10.0f} "
+          f"{r['values'] / 1e6:>9.1f}M {r['largest_kernel'] / 1e6:>9.1f}M {r['measured'] / mib:>10.0f} {r['estimate'] / mib:>10.0f} "
           f"{r['estimate'] / r['measured']:>7.2f}", flush=True)
 
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         print(json.dumps(measure(name, [int(s) for s in sizes.split(",")], int(batch), int(stages), int(threads))))
         return 0
     print(f"{'network':>14} {'stages':>6} {'patch':>6} {'batch':>5} {'params':>9} {'fmap vals':>10} "
-          f"{'kernels':>9} {'peak MiB':>10} {'est. MiB':>10} {'ratio':>7}")
+          f"{'max kernel':>10} {'peak MiB':>10} {'est. MiB':>10} {'ratio':>7}")
     rows = run(args.networks, args.sizes, args.batch, args.stages, args.threads)
     if args.json:
         with open(args.json, "w") as f:

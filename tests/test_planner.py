@@ -82,8 +82,8 @@ def test_bad_planner_settings(ct_like_dataset):
         nnUNetPlannerEquivariant(ct_like_dataset, overwrite_target_spacing=[1.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="gpu_memory_target_in_gb"):
         nnUNetPlannerEquivariant(ct_like_dataset, gpu_memory_target_in_gb=0)
-    with pytest.raises(ValueError, match="memory target of 0.05 GB"):
-        _plan(ct_like_dataset, 0.05)
+    with pytest.raises(ValueError, match="memory target of 0.001 GB"):
+        _plan(ct_like_dataset, 0.001)
 
 
 @pytest.mark.e2e

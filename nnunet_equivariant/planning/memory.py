@@ -3,20 +3,21 @@
 A forward + backward pass peaks at one of two moments (float32, measured on the CPU with
 ``benchmarks/planner_memory.py``; data and fit in ``docs/planner.md``):
 
-- **start of backward**: every activation saved for backward is alive, and the steerable convolutions'
-  kernels, assembled from their bases in every training forward, are held for their own backward:
-  ``per_value_start * batch * values + per_kernel_value * kernel_values``;
-- **end of backward**: every weight gradient is allocated (4 bytes per parameter) while the first
-  stage's activations are still waiting: ``4 * parameters + per_value_end * batch * values``.
+- **start of backward**: every activation saved for backward is alive:
+  ``per_value_start * batch * values``;
+- **late in backward**, at the deepest, widest layers: the weight gradients exist (4 bytes per
+  parameter), the encoder's activations still wait for their turn, and a steerable convolution
+  re-assembles its dense kernel and its gradient for its own backward:
+  ``4 * parameters + per_value_late * batch * values + per_kernel_value * largest_kernel_values``.
 
 ``values`` is what every network of nnU-Net's protocol reports as ``compute_conv_feature_map_size(patch)``
-per sample (the feature-map values it stores), ``kernel_values`` counts the dense kernels it applies
-(:func:`conv_kernel_values`). ``PlainConvUNet`` with 5^3 kernels holds 138 M parameters at 6 stages, so
-its peak moves to the end of backward for small patches; ``E3nnUNet`` has 1-2 M parameters but assembles
-kernels as large as the plain network's weights. A training step adds the weights and SGD's momentum
-(``8 * parameters``). On a GPU with nnU-Net's AMP the convolutions keep float16 activations, so the
-same plans need less there; nnU-Net's own planner budgets about 7.7 bytes per feature-map value of
-``PlainConvUNet`` for its 8 GB reference, against 10.4 measured here (``docs/planner.md``).
+per sample (the feature-map values it stores), ``largest_kernel_values`` the size of the largest kernel
+one convolution applies (:func:`largest_kernel_values`). ``PlainConvUNet`` with 5^3 kernels holds 138 M
+parameters at 6 stages, so its peak moves late for small patches; ``E3nnUNet`` has 1-2 M parameters but
+a dense kernel of up to 33 M values in its widest layer. A training step adds the weights and SGD's
+momentum (``8 * parameters``). On a GPU with nnU-Net's AMP the convolutions keep float16 activations, so
+the same plans need less there; nnU-Net's own planner budgets about 7.7 bytes per feature-map value of
+``PlainConvUNet`` for its 8 GB reference, against 10.35 measured here (``docs/planner.md``).
 """
 from __future__ import annotations
 
@@ -28,41 +29,42 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MemoryModel", "MEMORY_MODELS", "conv_kernel_values", "estimate_forward_backward_bytes",
+__all__ = ["MemoryModel", "MEMORY_MODELS", "largest_kernel_values", "estimate_forward_backward_bytes",
            "estimate_training_bytes", "measure_forward_backward_peak"]
 
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """Bytes per stored feature-map value at the start and at the end of backward, and per kernel value."""
+    """Bytes per stored feature-map value at the start of and late in backward, and per value of the
+    largest convolution kernel."""
 
     per_value_start: float
+    per_value_late: float
     per_kernel_value: float
-    per_value_end: float
 
-    def forward_backward_bytes(self, parameters: int, kernel_values: int, batch_values: int) -> float:
-        start = self.per_value_start * batch_values + self.per_kernel_value * kernel_values
-        end = 4.0 * parameters + self.per_value_end * batch_values
-        return max(start, end)
+    def forward_backward_bytes(self, parameters: int, largest_kernel: int, batch_values: int) -> float:
+        start = self.per_value_start * batch_values
+        late = 4.0 * parameters + self.per_value_late * batch_values + self.per_kernel_value * largest_kernel
+        return max(start, late)
 
 
-# Fit to CPU float32 measurements of 4- and 5-stage networks at 24^3 to 88^3 (docs/planner.md).
+# Fit to CPU float32 measurements of 4- to 6-stage networks at 24^3 to 88^3 (docs/planner.md).
 MEMORY_MODELS = {
-    "PlainConvUNet": MemoryModel(per_value_start=10.35, per_kernel_value=0.0, per_value_end=5.6),
-    "E3nnUNet": MemoryModel(per_value_start=5.46, per_kernel_value=4.0, per_value_end=0.0),
+    "PlainConvUNet": MemoryModel(per_value_start=10.35, per_value_late=5.6, per_kernel_value=0.0),
+    "E3nnUNet": MemoryModel(per_value_start=3.54, per_value_late=1.8, per_kernel_value=12.2),
 }
 
 
-def conv_kernel_values(network: nn.Module) -> int:
-    """Values of every convolution kernel the network applies: ``nn.Conv3d`` weights, and the dense
-    kernels a steerable convolution assembles from its basis in every training forward."""
-    total = 0
+def largest_kernel_values(network: nn.Module) -> int:
+    """Values of the largest kernel one convolution applies: an ``nn.Conv3d`` weight, or the dense kernel
+    a steerable convolution assembles from its basis (``irreps_out.dim x irreps_in.dim x kernel_shape``)."""
+    largest = 0
     for module in network.modules():
         if isinstance(module, nn.modules.conv._ConvNd):
-            total += module.weight.numel()
+            largest = max(largest, module.weight.numel())
         elif hasattr(module, "kernel_shape") and hasattr(module, "irreps_in"):
-            total += module.irreps_in.dim * module.irreps_out.dim * math.prod(module.kernel_shape)
-    return total
+            largest = max(largest, module.irreps_in.dim * module.irreps_out.dim * math.prod(module.kernel_shape))
+    return largest
 
 
 def _memory_model(network: nn.Module) -> MemoryModel:
@@ -77,7 +79,8 @@ def estimate_forward_backward_bytes(network: nn.Module, patch_size: Sequence[int
     saved activations, assembled kernels and temporaries (bytes, float32)."""
     parameters = sum(p.numel() for p in network.parameters())
     values = int(network.compute_conv_feature_map_size(list(patch_size)))
-    return _memory_model(network).forward_backward_bytes(parameters, conv_kernel_values(network), batch_size * values)
+    return _memory_model(network).forward_backward_bytes(parameters, largest_kernel_values(network),
+                                                         batch_size * values)
 
 
 def estimate_training_bytes(network: nn.Module, patch_size: Sequence[int], batch_size: int) -> float:
