@@ -48,7 +48,11 @@ def _ordered(rows, key):
 
 
 def write_plot(rows: Sequence[dict], path: Path) -> None:
-    """Mean Dice against angle: one panel per plane (rows) and label (columns), one line per model."""
+    """Mean Dice against angle: one panel per plane (rows) and label (columns), one line per model.
+
+    Drawn in matplotlib's default style whatever the process set before (nnU-Net's training logger
+    calls ``seaborn.set(font_scale=2.5)``), on an Agg canvas without touching pyplot's state."""
+    import matplotlib.style
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -57,24 +61,25 @@ def write_plot(rows: Sequence[dict], path: Path) -> None:
     labels = _ordered(rows, "label")
     names = {r["label"]: r["label_name"] for r in rows}
     angles = sorted(set(r["angle_deg"] for r in rows))
-    fig = Figure(figsize=(3.6 * len(labels), 3.0 * len(planes)), constrained_layout=True)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(planes), len(labels), squeeze=False, sharex=True, sharey=True)
-    for i, plane in enumerate(planes):
-        for j, label in enumerate(labels):
-            ax = axes[i][j]
-            for model in models:
-                ax.plot(angles, [means.get((model, plane, a, label), np.nan) for a in angles], marker="o",
-                        markersize=3, label=model)
-            ax.set_title(f"{plane}: {names[label]} ({label})", fontsize=10)
-            ax.set_ylim(0, 1.02)
-            ax.grid(alpha=0.3)
-            if i == len(planes) - 1:
-                ax.set_xlabel("rotation angle (deg)")
-            if j == 0:
-                ax.set_ylabel("Dice (mean over cases)")
-    axes[0][0].legend(fontsize=8, loc="lower left")
-    fig.savefig(path, dpi=120)
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(3.6 * len(labels), 3.0 * len(planes)), constrained_layout=True)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(len(planes), len(labels), squeeze=False, sharex=True, sharey=True)
+        for i, plane in enumerate(planes):
+            for j, label in enumerate(labels):
+                ax = axes[i][j]
+                for model in models:
+                    ax.plot(angles, [means.get((model, plane, a, label), np.nan) for a in angles], marker="o",
+                            markersize=3, label=model)
+                ax.set_title(f"{plane}: {names[label]} ({label})", fontsize=10)
+                ax.set_ylim(0, 1.02)
+                ax.grid(alpha=0.3)
+                if i == len(planes) - 1:
+                    ax.set_xlabel("rotation angle (deg)")
+                if j == 0:
+                    ax.set_ylabel("Dice (mean over cases)")
+        axes[0][0].legend(fontsize=8, loc="lower left")
+        fig.savefig(path, dpi=120)
 
 
 def write_summary(rows: Sequence[dict], path: Path, models: Sequence[tuple[str, str]], folds: Sequence,

@@ -128,10 +128,11 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
                     f"{self.UNet_min_batch_size}, above the memory target of {self.UNet_vram_target_GB} GB")
             patch[axis] -= divisor
 
-        fixed = per_batch(0)
-        batch_size = int((target - fixed) // (per_batch(1) - fixed))
+        # the largest batch that fits, capped as nnU-Net caps it (at most 5 % of the dataset's voxels per batch)
         five_percent = round(approximate_n_voxels_dataset * self.max_dataset_covered / np.prod(patch, dtype=np.float64))
-        batch_size = max(min(batch_size, five_percent), self.UNet_min_batch_size)
+        batch_size = self.UNet_min_batch_size
+        while batch_size < five_percent and per_batch(batch_size + 1) <= target:
+            batch_size += 1
 
         resampling_data, resampling_data_kwargs, resampling_seg, resampling_seg_kwargs = self.determine_resampling()
         resampling_softmax, resampling_softmax_kwargs = self.determine_segmentation_softmax_export_fn()
