@@ -62,9 +62,10 @@ def test_zero_degrees_reproduces_predict_and_evaluate(trainer_env, trained_model
 
 
 def test_equivariant_network_keeps_dice_under_90_degree_rotations(trainer_env, trained_model, tmp_path):
-    """Image size == patch size, so a 90-degree rotation permutes voxels. Uniform window weights: nnU-Net's
-    float16 Gaussian, centred half a voxel off for even patches, is itself not rotation-symmetric."""
-    equivariant = ["nnUNetTrainer_pointwise_tiny"]
+    """The steerable network is exactly equivariant on the grid's rotations; image size == patch size, so a
+    90-degree rotation permutes voxels. Uniform window weights: nnU-Net's float16 Gaussian, centred half a
+    voxel off for even patches, is itself not rotation-symmetric."""
+    equivariant = ["nnUNetTrainerE3nn_tiny"]
     models = [trained_model(name) for name in [*equivariant, "nnUNetTrainer_tiny"]]
     result = rotation_eval(trainer_env.dataset_raw, None, models, tmp_path / "eval", folds=[0],
                            planes=["axial", "coronal", "sagittal"], angles=[0, 90], device="cpu",
