@@ -215,5 +215,86 @@ def _mesh_train_patches(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("plan_and_preprocess", "plan isotropic nnUNetPlansEquivariant (5^3 kernels, sized for the steerable "
+                                "network) and preprocess 3d_fullres")
+def _plan_and_preprocess(args: argparse.Namespace) -> int:
+    from nnunet_equivariant.planning.plan_and_preprocess import plan_and_preprocess
+
+    for dataset_id in args.d:
+        plans = plan_and_preprocess(dataset_id, args.gpu_memory_target, args.np, args.verify_dataset_integrity,
+                                    args.clean, preprocess=not args.no_pp,
+                                    target_spacing=args.overwrite_target_spacing)
+        print(f"dataset {dataset_id}: plans {plans}; train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD "
+              f"-p {plans} -tr TRAINER")
+    return 0
+
+
+@_plan_and_preprocess.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", nargs="+", type=int, required=True, help="dataset id(s)")
+    p.add_argument("-gpu_memory_target", type=float, default=8.0,
+                   help="memory (GB) one training step may use, for the largest network on the plans (default 8)")
+    p.add_argument("-np", type=int, default=4, help="processes for fingerprinting and preprocessing (default 4)")
+    p.add_argument("--verify_dataset_integrity", action="store_true", help="run nnU-Net's dataset checks first")
+    p.add_argument("--clean", action="store_true", help="re-extract an existing dataset fingerprint")
+    p.add_argument("-overwrite_target_spacing", type=float, default=None, metavar="MM",
+                   help="isotropic voxel size in mm (default: geometric mean of the median spacing)")
+    p.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
+
+
+@command("rotation_eval", "Dice against rotation angle: rotate test cases, predict with trained models, compare")
+def _rotation_eval(args: argparse.Namespace) -> int:
+    from nnunet_equivariant.evaluation.rotation_eval import rotation_eval
+
+    result = rotation_eval(
+        args.i, args.l, args.m, args.o, folds=args.f, planes=args.planes, angles=args.angles,
+        checkpoint=args.chk, device=args.device, step_size=args.step_size, use_mirroring=not args.disable_tta,
+        use_gaussian=not args.disable_gaussian, overwrite=args.overwrite,
+    )
+    print(f"plot:    {result.plot}\nsummary: {result.summary}\ntable:   {result.csv}")
+    return 0
+
+
+@_rotation_eval.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    from nnunet_equivariant.evaluation.rotation_eval import DEFAULT_ANGLES
+
+    p.add_argument("-i", required=True, help="test images in nnU-Net raw layout (CASE_0000.nii.gz ...), or a raw "
+                                             "dataset folder holding imagesTs and labelsTs")
+    p.add_argument("-l", help="reference labels (CASE.nii.gz); default: labelsTs beside imagesTs")
+    p.add_argument("-m", nargs="+", required=True, metavar="MODEL_FOLDER",
+                   help="trained model folders (nnUNet_results/DatasetX/Trainer__Plans__configuration)")
+    p.add_argument("-o", required=True, help="output folder (CSV, PNG, summary.md)")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds to ensemble (default 0-4)")
+    p.add_argument("--planes", nargs="+", default=["axial"], choices=("axial", "coronal", "sagittal"),
+                   help="anatomical planes to rotate in (default axial)")
+    p.add_argument("--angles", nargs="+", type=float, default=list(DEFAULT_ANGLES),
+                   help="rotation angles in degrees within [-180, 180]")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
+    p.add_argument("-device", choices=("cuda", "cpu", "mps"), default=None, help="default: cuda if available")
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as nnUNetv2_predict's")
+    p.add_argument("--disable_tta", action="store_true", help="no test-time mirroring")
+    p.add_argument("--disable_gaussian", action="store_true",
+                   help="weight sliding windows uniformly (exact equivariance checks; see docs/rotation_eval.md)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+@command("demo", "train a steerable and a stock nnU-Net on a built-in synthetic dataset and plot their Dice "
+                 "against rotation angle (no download)")
+def _demo(args: argparse.Namespace) -> int:
+    from nnunet_equivariant.demo import run_demo
+
+    run_demo(args.output, quick=args.quick, device=args.device, overwrite=args.overwrite)
+    return 0
+
+
+@_demo.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", default="nnunet_equivariant_demo", help="folder for everything the demo writes")
+    p.add_argument("--quick", action="store_true", help="a smoke run of a few minutes (untrained models)")
+    p.add_argument("-device", choices=("cuda", "cpu", "mps"), default=None, help="default: cuda if available")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo output folder")
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

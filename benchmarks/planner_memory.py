@@ -1,0 +1,94 @@
+"""Peak memory of a training forward + backward pass against the planner's estimate, on the CPU.
+
+Each network is measured in a fresh process whose allocator returns every freed block above 64 KiB to the
+system, so the resident size follows the live tensors: the network is built from the equivariant plans'
+topology (``isotropic_architecture``), a tiny warm-up pass initialises the kernels, then for each patch
+size (smallest first) the peak resident memory a pass adds is read from /proc. Prints one row per network and
+patch size with the estimate / measured ratio (the planner's goal: within 30 %). The constants of
+``planning/memory.py`` were fit to these rows (``docs/planner.md``).
+
+    python benchmarks/planner_memory.py                       # 4 stages, patches 32 48 64, batch 2
+    python benchmarks/planner_memory.py --stages 5 --sizes 48 64 80 --batch 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def measure(network_name: str, sizes: list[int], batch: int, stages: int, threads: int) -> list[dict]:
+    import torch
+
+    from nnunet_equivariant.planning.memory import (largest_kernel_values, estimate_forward_backward_bytes,
+                                                    measure_forward_backward_peak)
+    from nnunet_equivariant.planning.planner import isotropic_architecture, networks_on_plans
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    configuration = {"architecture": isotropic_architecture(stages), "patch_size": [sizes[0]] * 3,
+                     "spacing": [1.0, 1.0, 1.0]}
+    network = networks_on_plans(configuration, 1, 3)[network_name]
+    rows = []
+    for size in sorted(sizes):
+        patch = (size,) * 3
+        rows.append({"network": network_name, "patch": size, "batch": batch, "stages": stages,
+                     "parameters": sum(p.numel() for p in network.parameters()),
+                     "values": int(network.compute_conv_feature_map_size(list(patch))),
+                     "largest_kernel": largest_kernel_values(network),
+                     "measured": measure_forward_backward_peak(network, patch, batch),
+                     "estimate": estimate_forward_backward_bytes(network, patch, batch)})
+    return rows
+
+
+# glibc: serve every block above 64 KiB by mmap and give it back on free (no dynamic threshold), so the
+# resident size follows the live tensors instead of what the allocator keeps for reuse
+MEASURING_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def run(networks, sizes, batch, stages, threads) -> list[dict]:
+    rows = []
+    for name in networks:
+        cmd = [sys.executable, __file__, "--worker", name, ",".join(map(str, sizes)), str(batch), str(stages),
+               str(threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=MEASURING_ENV).stdout
+        for row in json.loads(out.strip().splitlines()[-1]):
+            print_row(row)
+            rows.append(row)
+    return rows
+
+
+def print_row(r: dict) -> None:
+    mib = 2 ** 20
+    print(f"{r['network']:>14} {r['stages']:>6} {r['patch']:>4}^3 {r['batch']:>5} {r['parameters'] / 1e6:>8.2f}M "
+          f"{r['values'] / 1e6:>9.1f}M {r['largest_kernel'] / 1e6:>9.1f}M {r['measured'] / mib:>10.0f} {r['estimate'] / mib:>10.0f} "
+          f"{r['estimate'] / r['measured']:>7.2f}", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", nargs="+", default=["E3nnUNet", "PlainConvUNet"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[32, 48, 64])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--stages", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        name, sizes, batch, stages, threads = args.worker
+        print(json.dumps(measure(name, [int(s) for s in sizes.split(",")], int(batch), int(stages), int(threads))))
+        return 0
+    print(f"{'network':>14} {'stages':>6} {'patch':>6} {'batch':>5} {'params':>9} {'fmap vals':>10} "
+          f"{'max kernel':>10} {'peak MiB':>10} {'est. MiB':>10} {'ratio':>7}")
+    rows = run(args.networks, args.sizes, args.batch, args.stages, args.threads)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

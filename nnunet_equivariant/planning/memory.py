@@ -1,0 +1,131 @@
+"""Training-memory estimate of the networks that train on the equivariant plans, and its measurement.
+
+A forward + backward pass peaks at one of two moments (float32, measured on the CPU with
+``benchmarks/planner_memory.py``; data and fit in ``docs/planner.md``):
+
+- **start of backward**: every activation saved for backward is alive:
+  ``per_value_start * batch * values``;
+- **late in backward**, at the deepest, widest layers: the weight gradients exist (4 bytes per
+  parameter), the encoder's activations still wait for their turn, and a steerable convolution
+  re-assembles its dense kernel and its gradient for its own backward:
+  ``4 * parameters + per_value_late * batch * values + per_kernel_value * largest_kernel_values``.
+
+``values`` is what every network of nnU-Net's protocol reports as ``compute_conv_feature_map_size(patch)``
+per sample (the feature-map values it stores), ``largest_kernel_values`` the size of the largest kernel
+one convolution applies (:func:`largest_kernel_values`). ``PlainConvUNet`` with 5^3 kernels holds 138 M
+parameters at 6 stages, so its peak moves late for small patches; ``E3nnUNet`` has 1-2 M parameters but
+a dense kernel of up to 33 M values in its widest layer. A training step adds the weights and SGD's
+momentum (``8 * parameters``). On a GPU with nnU-Net's AMP the convolutions keep float16 activations, so
+the same plans need less there; nnU-Net's own planner budgets about 7.7 bytes per feature-map value of
+``PlainConvUNet`` for its 8 GB reference, against 10.35 measured here (``docs/planner.md``).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["MemoryModel", "MEMORY_MODELS", "largest_kernel_values", "estimate_forward_backward_bytes",
+           "estimate_training_bytes", "measure_forward_backward_peak"]
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Bytes per stored feature-map value at the start of and late in backward, and per value of the
+    largest convolution kernel."""
+
+    per_value_start: float
+    per_value_late: float
+    per_kernel_value: float
+
+    def forward_backward_bytes(self, parameters: int, largest_kernel: int, batch_values: int) -> float:
+        start = self.per_value_start * batch_values
+        late = 4.0 * parameters + self.per_value_late * batch_values + self.per_kernel_value * largest_kernel
+        return max(start, late)
+
+
+# Fit to CPU float32 measurements of 4- to 6-stage networks at 24^3 to 88^3 (docs/planner.md).
+MEMORY_MODELS = {
+    "PlainConvUNet": MemoryModel(per_value_start=10.35, per_value_late=5.6, per_kernel_value=0.0),
+    "E3nnUNet": MemoryModel(per_value_start=3.54, per_value_late=1.8, per_kernel_value=12.2),
+}
+
+
+def largest_kernel_values(network: nn.Module) -> int:
+    """Values of the largest kernel one convolution applies: an ``nn.Conv3d`` weight, or the dense kernel
+    a steerable convolution assembles from its basis (``irreps_out.dim x irreps_in.dim x kernel_shape``)."""
+    largest = 0
+    for module in network.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            largest = max(largest, module.weight.numel())
+        elif hasattr(module, "kernel_shape") and hasattr(module, "irreps_in"):
+            largest = max(largest, module.irreps_in.dim * module.irreps_out.dim * math.prod(module.kernel_shape))
+    return largest
+
+
+def _memory_model(network: nn.Module) -> MemoryModel:
+    name = type(network).__name__
+    if name not in MEMORY_MODELS:
+        raise ValueError(f"no memory model for {name}; known: {sorted(MEMORY_MODELS)}")
+    return MEMORY_MODELS[name]
+
+
+def estimate_forward_backward_bytes(network: nn.Module, patch_size: Sequence[int], batch_size: int) -> float:
+    """Memory a forward + backward pass adds on top of the network's weights and its input: gradients,
+    saved activations, assembled kernels and temporaries (bytes, float32)."""
+    parameters = sum(p.numel() for p in network.parameters())
+    values = int(network.compute_conv_feature_map_size(list(patch_size)))
+    return _memory_model(network).forward_backward_bytes(parameters, largest_kernel_values(network),
+                                                         batch_size * values)
+
+
+def estimate_training_bytes(network: nn.Module, patch_size: Sequence[int], batch_size: int) -> float:
+    """Peak memory of one SGD training step: weights, momentum, and the forward + backward pass."""
+    parameters = sum(p.numel() for p in network.parameters())
+    return 8.0 * parameters + estimate_forward_backward_bytes(network, patch_size, batch_size)
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def measure_forward_backward_peak(network: nn.Module, patch_size: Sequence[int], batch_size: int,
+                                  input_channels: int = 1) -> int:
+    """Peak resident memory (bytes) a forward + backward pass adds to this process, on the CPU.
+
+    Linux only (resets and reads the process's resident high-water mark). A tiny warm-up pass first
+    initialises the kernels' one-time state; gradients are then freed so the measured pass allocates
+    them again. Memory the allocator keeps after a free stays resident and hides later growth: run one
+    measurement per fresh process, or set ``MALLOC_MMAP_THRESHOLD_=65536`` (glibc) for the process so every
+    large block goes back to the system when freed, and measure patch sizes smallest first.
+    """
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError("measure_forward_backward_peak reads /proc and runs on Linux only")
+    network.train()
+    for size, batch in ((_warmup_size(network), 1), (tuple(patch_size), batch_size)):
+        network.zero_grad(set_to_none=True)
+        x = torch.randn(batch, input_channels, *size)
+        baseline = _status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark (VmHWM) to the current resident size
+        out = network(x)
+        loss = sum(o.float().square().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
+        loss.backward()
+        peak = _status_bytes("VmHWM") - baseline
+        del out, loss, x
+    network.zero_grad(set_to_none=True)
+    return peak
+
+
+def _warmup_size(network: nn.Module) -> tuple[int, ...]:
+    """A small input every pooling divides, with a 2-voxel bottleneck (instance norm needs more than one)."""
+    strides = torch.tensor([[s] * 3 if isinstance(s, int) else list(s) for s in network.encoder.strides])
+    return tuple(2 * int(v) for v in strides.prod(0))

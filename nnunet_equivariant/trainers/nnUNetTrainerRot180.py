@@ -1,0 +1,1 @@
+from nnunet_equivariant.training.rotation_baselines import nnUNetTrainerRot180  # noqa: F401
