@@ -7,6 +7,7 @@ to ``nnUNet_extTrainer`` the way a user would add their own folder.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -71,6 +72,19 @@ class NnUNetWorkspace:
                 f"\n--- stderr ---\n{proc.stderr[-6000:]}"
             )
         return proc
+
+    def predict(self, trainer: str, output: Path, *extra: str) -> subprocess.CompletedProcess:
+        """``nnUNetv2_predict`` of fold 0 of ``trainer`` (default plans, 3d_fullres) on the test images,
+        in this process's way: CPU, no worker processes. ``extra``: more arguments (``--save_probabilities``)."""
+        return self.run("nnUNetv2_predict", "-i", self.dataset_raw / "imagesTs", "-o", output, "-d", DATASET_ID,
+                        "-c", "3d_fullres", "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+                        *extra)
+
+    def evaluate(self, predictions: Path, model: Path) -> dict:
+        """``nnUNetv2_evaluate_folder`` of ``predictions`` against labelsTs; returns its summary.json."""
+        self.run("nnUNetv2_evaluate_folder", self.dataset_raw / "labelsTs", predictions,
+                 "-djfile", model / "dataset.json", "-pfile", model / "plans.json")
+        return json.loads((predictions / "summary.json").read_text())
 
     @property
     def dataset_raw(self) -> Path:

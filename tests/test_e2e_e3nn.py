@@ -41,8 +41,7 @@ def test_e3nn_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_mo
     assert set(summary["mean"]) == {"1", "2"}, "validation Dice is reported for both labels"
 
     out = tmp_path / "pred"
-    ws.run("nnUNetv2_predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
-           "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--save_probabilities")
+    ws.predict(TRAINER, out, "--save_probabilities")
     segmentations = {p.name: _read(p) for p in sorted(out.glob("*.nii.gz"))}
     assert list(segmentations) == ["RodsDiscs_100.nii.gz", "RodsDiscs_101.nii.gz"], "one segmentation per case"
     for name, seg in segmentations.items():
@@ -50,9 +49,7 @@ def test_e3nn_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_mo
         assert probabilities.shape == (3, *seg.shape) and np.allclose(probabilities.sum(0), 1, atol=1e-3)
         assert np.array_equal(probabilities.argmax(0), seg), "the segmentation is the argmax of the probabilities"
 
-    ws.run("nnUNetv2_evaluate_folder", ws.dataset_raw / "labelsTs", out,
-           "-djfile", model / "dataset.json", "-pfile", model / "plans.json")
-    metrics = json.loads((out / "summary.json").read_text())
+    metrics = ws.evaluate(out, model)
     assert len(metrics["metric_per_case"]) == 2
     for case in metrics["metric_per_case"]:  # nnU-Net's numbers are those of the files it was given
         seg, ref = _read(case["prediction_file"]), _read(case["reference_file"])

@@ -9,7 +9,6 @@ import torch
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from conftest import DATASET_ID
 
 pytestmark = pytest.mark.e2e
 
@@ -29,17 +28,13 @@ def test_mirror_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_
     assert set(summary["mean"]) == {"1", "2"}, "validation Dice is reported for both labels"
 
     out = tmp_path / "pred"
-    proc = ws.run("nnUNetv2_predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-d", DATASET_ID,
-                  "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
-                  "--save_probabilities")
+    proc = ws.predict(TRAINER, out, "--save_probabilities")
     cases = sorted(p.name for p in out.glob("*.nii.gz"))
     assert cases == ["RodsDiscs_100.nii.gz", "RodsDiscs_101.nii.gz"], proc.stdout[-2000:]
     probabilities = [p for p in out.glob("*.npz")]
     assert len(probabilities) == 2 and all(p.stat().st_size > 0 for p in probabilities)
 
-    ws.run("nnUNetv2_evaluate_folder", ws.dataset_raw / "labelsTs", out,
-           "-djfile", model / "dataset.json", "-pfile", model / "plans.json")
-    metrics = json.loads((out / "summary.json").read_text())
+    metrics = ws.evaluate(out, model)
     assert len(metrics["metric_per_case"]) == 2
     for label in ("1", "2"):
         dice = metrics["mean"][label]["Dice"]

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from conftest import DATASET_ID
 
 pytestmark = pytest.mark.e2e
 
@@ -17,14 +16,11 @@ def test_stock_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_m
     assert set(summary["mean"]) == {"1", "2"}, "validation Dice is reported for both labels"
 
     out = tmp_path / "pred"
-    ws.run("nnUNetv2_predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-d", DATASET_ID,
-           "-c", "3d_fullres", "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0")
+    ws.predict("nnUNetTrainer_tiny", out)
     cases = sorted(p.name for p in out.glob("*.nii.gz"))
     assert cases == ["RodsDiscs_100.nii.gz", "RodsDiscs_101.nii.gz"], "one segmentation per test case"
 
-    ws.run("nnUNetv2_evaluate_folder", ws.dataset_raw / "labelsTs", out,
-           "-djfile", model / "dataset.json", "-pfile", model / "plans.json")
-    metrics = json.loads((out / "summary.json").read_text())
+    metrics = ws.evaluate(out, model)
     assert len(metrics["metric_per_case"]) == 2
     for label in ("1", "2"):
         dice = metrics["mean"][label]["Dice"]

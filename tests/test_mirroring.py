@@ -1,5 +1,4 @@
 """Non-redundant test-time mirroring gives the same average as nnU-Net's full 8-pass mirroring."""
-import itertools
 
 import pytest
 import torch

@@ -1,12 +1,10 @@
 """rotation_eval on tiny trained models: 0 deg is nnUNetv2_predict + nnUNetv2_evaluate_folder exactly, an
 exactly equivariant network keeps its Dice under 90-degree rotations, and the reports are written."""
 import csv
-import json
 import math
 
 import pytest
 
-from conftest import DATASET_ID
 from nnunet_equivariant.evaluation.rotation_eval import rotation_eval
 
 pytestmark = pytest.mark.e2e
@@ -31,11 +29,8 @@ def test_zero_degrees_reproduces_predict_and_evaluate(trainer_env, trained_model
     ws = trainer_env
     model = trained_model("nnUNetTrainer_tiny")
     predicted = tmp_path / "pred"
-    ws.run("nnUNetv2_predict", "-i", ws.dataset_raw / "imagesTs", "-o", predicted, "-d", DATASET_ID,
-           "-c", "3d_fullres", "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0")
-    ws.run("nnUNetv2_evaluate_folder", ws.dataset_raw / "labelsTs", predicted,
-           "-djfile", model / "dataset.json", "-pfile", model / "plans.json")
-    stock = json.loads((predicted / "summary.json").read_text())
+    ws.predict("nnUNetTrainer_tiny", predicted)
+    stock = ws.evaluate(predicted, model)
 
     result = rotation_eval(ws.dataset_raw, None, [model], tmp_path / "eval", folds=[0],
                            planes=["axial", "sagittal"], angles=[0, 30, 90], device="cpu")
