@@ -95,6 +95,11 @@ class _MirrorSymmetricWeight:
         self._cache_key: tuple | None = None
         self.reset_parameters()
 
+    @property
+    def constant_buffers(self) -> tuple[str, ...]:
+        """Buffers fixed at construction (the expansion matrix): DDP need not broadcast them."""
+        return () if self._expansion is None else ("_expansion",)
+
     # -- the full kernel ---------------------------------------------------------------------------------
 
     def _assemble(self) -> Tensor:

@@ -321,6 +321,11 @@ class SteerableConv3d(nn.Module):
         self._cache: tuple | None = None
         self.reset_parameters()
 
+    @property
+    def constant_buffers(self) -> tuple[str, ...]:
+        """Buffers fixed at construction (kernel bases, bias index): DDP need not broadcast them."""
+        return (*self._basis_names, *(["_bias_index"] if self.bias is not None else []))
+
     def reset_parameters(self) -> None:
         """Weights ~ N(0, d_out / fan_in) per output block: unit output second moment for white input."""
         with torch.no_grad():

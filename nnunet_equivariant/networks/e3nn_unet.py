@@ -12,6 +12,7 @@ from ..layers import (EquivariantGate, EquivariantInstanceNorm, NormMaxPool3d, S
                       TrilinearUpsample)
 from ..layers._irreps import parse_irreps
 from ..layers._norm_gate import norm_gate, norm_gate_layout
+from .ddp import skip_constant_buffers_in_ddp
 
 __all__ = ["E3nnUNet", "SteerableBlock", "irreps_for_width", "DEFAULT_IRREPS_RATIO"]
 
@@ -230,6 +231,7 @@ class E3nnUNet(nn.Module):
                                    n_conv_per_stage, block_kwargs)
         self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
                                    block_kwargs)
+        skip_constant_buffers_in_ddp(self)
 
     def check_input_size(self, size: Sequence[int], what: str = "input size") -> None:
         """``ValueError`` unless ``size`` (x, y, z) is divisible by the product of the strides."""

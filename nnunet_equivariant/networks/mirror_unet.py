@@ -42,6 +42,7 @@ from nnunet_equivariant.layers.mirror_conv import (
     mirror_conv_op,
     symmetry_axes,
 )
+from nnunet_equivariant.networks.ddp import skip_constant_buffers_in_ddp
 from nnunet_equivariant.networks.parameter_matching import count_parameters, match_widths
 
 __all__ = ["MirrorUNet", "mirror_unet_from_plans", "plans_arch_kwargs"]
@@ -110,6 +111,7 @@ class MirrorUNet(AbstractDynamicNetworkArchitectures):
                 symmetry=symmetry, device=up.weight.device, dtype=up.weight.dtype,
             )
         self.input_divisor = tuple(int(np.prod(s)) for s in zip(*self.encoder.strides))
+        skip_constant_buffers_in_ddp(self)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         if any(n % d for n, d in zip(x.shape[2:], self.input_divisor)):
