@@ -64,12 +64,14 @@ def _read(path) -> np.ndarray:
 
 
 def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspace, trained_model, monkeypatch):
-    """nnU-Net's predictor with the checkpoint's axes (2 passes) gives the 8-pass logits.
+    """nnU-Net's predictor with the checkpoint's axes (2 passes) gives the 8-pass result.
 
-    The predictor accumulates logits in float16. Without Gaussian tile weighting (whose tiny border
-    weights are float16 subnormals, ~1 % precision) each logit is rounded once, so the two agree to
-    float16 rounding; the network itself agrees to float32 rounding (tests/test_e3nn_unet.py checks
-    float64 to 1e-12)."""
+    Exactly in float64: nnU-Net's own mirroring step (``_internal_maybe_mirror_and_predict``) on the trained
+    network agrees to 1e-10. In float32 they agree only up to float32 rounding, which a trained network can
+    amplify (max-type selections such as pooling switch between near-equal candidates): measured 6e-4
+    relative on one trained tiny model, 1e-6 on another, with float64 exact on both, so it is rounding, not a
+    broken symmetry. nnU-Net also accumulates tiles in float16, so the float32 sliding-window run is compared as
+    segmentations."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     model = trained_model(TRAINER)
@@ -78,17 +80,32 @@ def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspac
     predictor = nnUNetPredictor(use_gaussian=False, device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
     assert tuple(predictor.allowed_mirroring_axes) == (0,)
+
+    def mirrored(x, axes):
+        predictor.allowed_mirroring_axes = axes
+        with torch.no_grad():
+            return predictor._internal_maybe_mirror_and_predict(x)
+
+    predictor.network.double().eval()
+    x = torch.randn(1, 1, *predictor.configuration_manager.patch_size, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    reduced, full = mirrored(x, (0,)), mirrored(x, (0, 1, 2))
+    assert torch.allclose(reduced, full, rtol=1e-10, atol=1e-10 * full.abs().max().item()), \
+        f"float64: 2 mirror passes give the 8-pass logits (max difference {(reduced - full).abs().max():.2g})"
+
+    predictor.network.float()
     image = str(nnunet_workspace.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz")
     data, properties = predictor.plans_manager.image_reader_writer_class().read_images([image])
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     data = preprocessor.run_case_npy(data, None, properties, predictor.plans_manager,
                                      predictor.configuration_manager, predictor.dataset_json)[0]
     data = torch.from_numpy(data).float()
+    predictor.allowed_mirroring_axes = (0,)
     reduced = predictor.predict_sliding_window_return_logits(data).float()
     predictor.allowed_mirroring_axes = (0, 1, 2)
     full = predictor.predict_sliding_window_return_logits(data).float()
-    assert torch.allclose(reduced, full, rtol=2 * 2.0 ** -10, atol=1e-5), \
-        f"2 mirror passes give the 8-pass logits (max difference {(reduced - full).abs().max():.2g})"
+    assert (reduced.argmax(0) != full.argmax(0)).float().mean() < 1e-3, "same segmentation from 2 and 8 passes"
+    assert (reduced - full).abs().max() < 0.02 * full.abs().max(), "logits equal up to float32/float16 rounding"
 
 
 def test_e3nn_training_resumes_with_c(nnunet_workspace, trained_model):
