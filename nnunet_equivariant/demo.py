@@ -85,7 +85,8 @@ def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool 
     print(f"[demo] 1/4 writing the synthetic dataset ({schedule.num_train} training, {schedule.num_test} test cases)")
     dataset = write_rods_and_discs_dataset(output / "nnUNet_raw", DEMO_DATASET_ID, name="RodsDiscsDemo",
                                            num_train=schedule.num_train, num_test=schedule.num_test,
-                                           shape=schedule.shape, train_orientation="fixed", test_orientation="fixed", seed=1)
+                                           shape=schedule.shape, train_orientation="fixed", test_orientation="fixed", seed=1,
+                                           geometry=DEMO_GEOMETRY)
     print("[demo] 2/4 planning and preprocessing with nnUNetPlannerEquivariant")
     plans = plan_and_preprocess(DEMO_DATASET_ID, num_processes=min(4, os.cpu_count() or 1))
     models = []
