@@ -30,7 +30,8 @@ DEMO_DATASET_ID = 990
 DEMO_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerNoRot")
 # Shapes thick enough (rods 5 mm across, discs 4 mm thick at 1 mm voxels) that resampling a rotated test
 # case does not by itself change what they look like.
-DEMO_GEOMETRY = RodsAndDiscs(rod_length=16.0, rod_radius=2.5, disc_radius=6.0, disc_thickness=4.0)
+DEMO_GEOMETRY = RodsAndDiscs(rod_length=16.0, rod_radius=2.5, disc_radius=6.0, disc_thickness=4.0,
+                             tight_placement=True)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ class RodsAndDiscs:
     to the shape's surface, so the image is close to band-limited and looks the same on the grid in every
     pose. ``noise`` is the standard deviation of Gaussian noise, white for ``noise_smoothing`` 0, else
     smoothed by a Gaussian of that sigma (mm) and rescaled to ``noise``. Labels are always ``d <= 0``.
+    ``tight_placement``: keep a shape's bounding box (plus 1.5 voxels) inside the volume, so larger shapes
+    still fit beside each other; ``False`` keeps every shape's half length (or disc radius) from the border
+    along every axis, as datasets written before this option.
     """
 
     rod_length: float = 14.0
@@ -50,6 +53,7 @@ class RodsAndDiscs:
     noise: float = 0.15
     edge_width: float = 0.0
     noise_smoothing: float = 0.0
+    tight_placement: bool = False
 
 
 def _random_direction(rng: np.random.Generator) -> np.ndarray:
@@ -83,9 +87,13 @@ def render_case(
     kinds = [1] * n_rods + [2] * n_discs
     rng.shuffle(kinds)
     for kind in kinds:
-        half = g.rod_length / 2 if kind == 1 else g.disc_radius
+        half_length, radius = (g.rod_length / 2, g.rod_radius) if kind == 1 else (g.disc_thickness / 2, g.disc_radius)
         for _ in range(50):
             u = np.array([1.0, 0.0, 0.0]) if orientation == "fixed" else _random_direction(rng)
+            if g.tight_placement:  # the cylinder's bounding box
+                half = half_length * np.abs(u) + radius * np.sqrt(np.clip(1 - u ** 2, 0, None))
+            else:
+                half = g.rod_length / 2 if kind == 1 else g.disc_radius
             margin = half + 1.5 * spacing.max()
             if np.any(extent < 2 * margin):
                 break
@@ -93,10 +101,7 @@ def render_case(
             d = coords - centre
             along = d @ u
             across = np.linalg.norm(d - along[..., None] * u, axis=-1)
-            if kind == 1:
-                sd = _cylinder_distance(along, across, g.rod_length / 2, g.rod_radius)
-            else:
-                sd = _cylinder_distance(along, across, g.disc_thickness / 2, g.disc_radius)
+            sd = _cylinder_distance(along, across, half_length, radius)
             mask = sd <= 0
             grown = _dilate(mask)
             if mask.any() and not (label[grown] > 0).any():
