@@ -1,7 +1,8 @@
 """``nnunet-equivariant demo``: the whole pose-robustness comparison on a built-in dataset, no download.
 
 1. Writes a synthetic dataset where pose matters: rods (label 1) and discs (label 2) of equal intensity,
-   all aligned with the x axis in training (``nnunet_equivariant.synthetic``).
+   all aligned with the x axis in training, rendered band-limited (``DEMO_GEOMETRY``,
+   ``nnunet_equivariant.synthetic``).
 2. Plans and preprocesses it with ``nnUNetPlannerEquivariant`` (``nnUNetPlansEquivariant``).
 3. Trains fold 0 of ``nnUNetTrainerE3nn`` (steerable, no rotation augmentation) and of
    ``nnUNetTrainerNoRot`` (stock nnU-Net without rotation augmentation) with a short schedule (see
