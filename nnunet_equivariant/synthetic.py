@@ -87,7 +87,10 @@ def render_case(
     kinds = [1] * n_rods + [2] * n_discs
     rng.shuffle(kinds)
     for kind in kinds:
-        half_length, radius = (g.rod_length / 2, g.rod_radius) if kind == 1 else (g.disc_thickness / 2, g.disc_radius)
+        if kind == 1:
+            half_length, radius = g.rod_length / 2, g.rod_radius
+        else:
+            half_length, radius = g.disc_thickness / 2, g.disc_radius
         for _ in range(50):
             u = np.array([1.0, 0.0, 0.0]) if orientation == "fixed" else _random_direction(rng)
             if g.tight_placement:  # the cylinder's bounding box
@@ -106,7 +109,8 @@ def render_case(
             grown = _dilate(mask)
             if mask.any() and not (label[grown] > 0).any():
                 label[mask] = kind
-                occupancy = np.maximum(occupancy, 0.5 * (1 - np.tanh(sd / g.edge_width)) if g.edge_width > 0 else mask)
+                shape_image = 0.5 * (1 - np.tanh(sd / g.edge_width)) if g.edge_width > 0 else mask
+                occupancy = np.maximum(occupancy, shape_image)
                 break
     noise = rng.normal(size=shape)
     if g.noise_smoothing > 0:
