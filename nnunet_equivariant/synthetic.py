@@ -33,7 +33,17 @@ LABELS = {"background": 0, "rod": 1, "disc": 2}
 
 @dataclass(frozen=True)
 class RodsAndDiscs:
-    """Geometry of the shapes, in mm. Rods: length x radius; discs: radius x thickness."""
+    """Geometry and rendering of the shapes, in mm. Rods: length x radius; discs: radius x thickness.
+
+    ``edge_width`` 0 renders hard binary shapes (intensity ``intensity`` inside, 0 outside); ``> 0`` renders
+    a smooth partial-volume edge ``intensity * (1 - tanh(d / edge_width)) / 2`` of the signed distance ``d``
+    to the shape's surface, so the image is close to band-limited and looks the same on the grid in every
+    pose. ``noise`` is the standard deviation of Gaussian noise, white for ``noise_smoothing`` 0, else
+    smoothed by a Gaussian of that sigma (mm) and rescaled to ``noise``. Labels are always ``d <= 0``.
+    ``tight_placement``: keep a shape's bounding box (plus 1.5 voxels) inside the volume, so larger shapes
+    still fit beside each other; ``False`` keeps every shape's half length (or disc radius) from the border
+    along every axis, as datasets written before this option.
+    """
 
     rod_length: float = 14.0
     rod_radius: float = 1.6
@@ -41,6 +51,9 @@ class RodsAndDiscs:
     disc_thickness: float = 2.4
     intensity: float = 1.0
     noise: float = 0.15
+    edge_width: float = 0.0
+    noise_smoothing: float = 0.0
+    tight_placement: bool = False
 
 
 def _random_direction(rng: np.random.Generator) -> np.ndarray:
@@ -69,13 +82,21 @@ def render_case(
     coords = np.stack(np.meshgrid(*[np.arange(s) * sp for s, sp in zip(shape, spacing)], indexing="ij"), -1)
     extent = (np.asarray(shape) - 1) * spacing
     label = np.zeros(shape, dtype=np.uint8)
+    occupancy = np.zeros(shape)  # the rendered shapes before noise, in [0, 1]
     g = geometry
     kinds = [1] * n_rods + [2] * n_discs
     rng.shuffle(kinds)
     for kind in kinds:
-        half = g.rod_length / 2 if kind == 1 else g.disc_radius
+        if kind == 1:
+            half_length, radius = g.rod_length / 2, g.rod_radius
+        else:
+            half_length, radius = g.disc_thickness / 2, g.disc_radius
         for _ in range(50):
             u = np.array([1.0, 0.0, 0.0]) if orientation == "fixed" else _random_direction(rng)
+            if g.tight_placement:  # the cylinder's bounding box
+                half = half_length * np.abs(u) + radius * np.sqrt(np.clip(1 - u ** 2, 0, None))
+            else:
+                half = g.rod_length / 2 if kind == 1 else g.disc_radius
             margin = half + 1.5 * spacing.max()
             if np.any(extent < 2 * margin):
                 break
@@ -83,16 +104,29 @@ def render_case(
             d = coords - centre
             along = d @ u
             across = np.linalg.norm(d - along[..., None] * u, axis=-1)
-            if kind == 1:
-                mask = (np.abs(along) <= g.rod_length / 2) & (across <= g.rod_radius)
-            else:
-                mask = (np.abs(along) <= g.disc_thickness / 2) & (across <= g.disc_radius)
+            sd = _cylinder_distance(along, across, half_length, radius)
+            mask = sd <= 0
             grown = _dilate(mask)
             if mask.any() and not (label[grown] > 0).any():
                 label[mask] = kind
+                shape_image = 0.5 * (1 - np.tanh(sd / g.edge_width)) if g.edge_width > 0 else mask
+                occupancy = np.maximum(occupancy, shape_image)
                 break
-    image = g.intensity * (label > 0) + g.noise * rng.normal(size=shape)
+    noise = rng.normal(size=shape)
+    if g.noise_smoothing > 0:
+        from scipy.ndimage import gaussian_filter
+
+        noise = gaussian_filter(noise, g.noise_smoothing / spacing, mode="wrap")
+        noise /= noise.std()
+    image = g.intensity * occupancy + g.noise * noise
     return image.astype(np.float32), label
+
+
+def _cylinder_distance(along: np.ndarray, across: np.ndarray, half_length: float, radius: float) -> np.ndarray:
+    """Signed distance (mm, negative inside) to a solid cylinder, from the axial and radial coordinates."""
+    d_along, d_across = np.abs(along) - half_length, across - radius
+    outside = np.hypot(np.maximum(d_along, 0), np.maximum(d_across, 0))
+    return np.minimum(np.maximum(d_along, d_across), 0) + outside
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:
