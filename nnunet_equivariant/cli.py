@@ -154,7 +154,7 @@ def _(p: argparse.ArgumentParser) -> None:
 def _mesh_standins(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nnunet_equivariant.meshes.conversion import atomic_folder
+    from nnunet_equivariant.atomic import atomic_folder
     from nnunet_equivariant.meshes.standins import write_acdc_standin, write_intra_standin
 
     write = write_intra_standin if args.kind == "intra" else write_acdc_standin

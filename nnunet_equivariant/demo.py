@@ -102,7 +102,7 @@ def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool 
         models.append(_train(trainer, plans, schedule, device))
     print("[demo] 4/4 rotation_eval: Dice against rotation angle in the axial plane")
     result = rotation_eval(dataset, None, models, output / "rotation_eval", folds=[0], planes=["axial"],
-                           angles=schedule.angles, device=device.type)
+                           angles=schedule.angles, device=str(device))
     print(f"[demo] done.\n  plot:    {result.plot}\n  summary: {result.summary}\n  table:   {result.csv}")
     return result
 

@@ -168,6 +168,20 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 
 
+def test_parameters_16x_fewer_than_stock_on_default_plans():
+    """README's claim: on nnU-Net's default 5-stage plans (32..320 features, 3^3 kernels) the steerable
+    network has ~16x fewer parameters than the stock PlainConvUNet built from the same plans."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    config = _configuration([64, 64, 64], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]] * 2, [32, 64, 128, 256, 320])
+    steerable = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 3, True)
+    stock = get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
+                                   config.network_arch_init_kwargs_req_import, 1, 3, allow_init=False,
+                                   deep_supervision=True)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert 15 < count(stock) / count(steerable) < 18
+
+
 def test_trainer_attributes():
     assert trainers.nnUNetTrainerE3nn.rotation_range_deg == 0 and trainers.nnUNetTrainerE3nnRotDA.rotation_range_deg \
         is None

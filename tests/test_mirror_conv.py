@@ -13,6 +13,7 @@ from nnunet_equivariant.layers import (
     MirrorSymmetricConvTranspose3d,
     symmetry_axes,
 )
+from nnunet_equivariant.layers.mirror_conv import mirror_conv_op
 from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error
 
 
@@ -230,3 +231,14 @@ def test_compiles_without_graph_breaks_and_runs_under_autocast():
         y = conv(x)
     assert y.dtype == torch.bfloat16
     assert conv.symmetric_weight.dtype == torch.float32, "the kernel is assembled in the weight's dtype"
+
+
+@pytest.mark.parametrize("symmetry", ["f12", None])
+def test_symmetry_fixed_conv_classes_pickle(symmetry):
+    """The module-level ``__getattr__`` resolves the generated classes by name, so pickle finds them."""
+    import pickle
+
+    conv = mirror_conv_op(symmetry)(2, 3, 3)
+    restored = pickle.loads(pickle.dumps(conv))
+    assert type(restored) is mirror_conv_op(symmetry) and restored.symmetry == symmetry
+    torch.testing.assert_close(restored.weight, conv.weight)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 __all__ = ["PLANES", "plane_rotation", "Geometry", "rotate_case"]
 
@@ -35,13 +36,8 @@ def plane_rotation(plane: str, angle_deg: float) -> np.ndarray:
     """3x3 rotation in physical (x, y, z) by ``angle_deg`` within ``plane`` (see the module Convention)."""
     if plane not in PLANES:
         raise ValueError(f"plane must be one of {sorted(PLANES)}, got {plane!r}")
-    axis = PLANES[plane]
-    i, j = (axis + 1) % 3, (axis + 2) % 3  # right-hand rule: x -> y about z, y -> z about x, z -> x about y
-    a = np.deg2rad(angle_deg)
-    rot = np.eye(3)
-    rot[i, i] = rot[j, j] = np.cos(a)
-    rot[j, i], rot[i, j] = np.sin(a), -np.sin(a)
-    return rot
+    # right-hand rule about the plane's axis: x -> y about z, y -> z about x, z -> x about y
+    return Rotation.from_euler("xyz"[PLANES[plane]], angle_deg, degrees=True).as_matrix()
 
 
 @dataclass(frozen=True)

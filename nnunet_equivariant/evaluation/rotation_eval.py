@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from nnunet_equivariant.atomic import atomic_folder
 from nnunet_equivariant.evaluation.rotate import PLANES, Geometry, plane_rotation, rotate_case
 
 __all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases"]
@@ -118,7 +117,9 @@ def rotation_eval(
     defaults are ``nnUNetv2_predict``'s. ``use_gaussian=False`` weights overlapping windows uniformly: nnU-Net's
     Gaussian is centred on voxel ``patch // 2`` (half a voxel off-centre for even patch sizes) and kept in
     float16, so with it even an exactly equivariant network is not predicted exactly equivariantly.
-    Every input is checked before the first prediction; ``output`` is only replaced with ``overwrite``.
+    Arguments, models, folds, the test cases' files and the first case's geometry are checked before the
+    first prediction; a later case whose label does not match its image stops the run with both file
+    names. ``output`` (unless empty) is only replaced with ``overwrite``, atomically.
     """
     images, labels, output = Path(images), Path(labels) if labels is not None else None, Path(output)
     if labels is None and (images / "imagesTs").is_dir():
@@ -233,6 +234,9 @@ def _evaluate(cases, models, predictors, reader, label_reader, planes, angles, r
         for case, image_files, label_file in cases:
             image, properties = reader.read_images(image_files)
             label, _ = label_reader.read_seg(label_file)
+            if label.shape[1:] != image.shape[1:]:
+                raise ValueError(f"{label_file}: label shape {label.shape[1:]} differs from the shape "
+                                 f"{image.shape[1:]} of its image {image_files[0]}")
             geometry = Geometry.from_nnunet(image, properties, image_files[0])
             done: dict[bytes, list[dict]] = {}  # one prediction per distinct rotation (0 deg in every plane)
             for plane in planes:
@@ -255,20 +259,11 @@ def _evaluate(cases, models, predictors, reader, label_reader, planes, angles, r
 def _write_outputs(output: Path, rows, models, folds, num_cases, overwrite) -> RotationEvalResult:
     from nnunet_equivariant.evaluation.rotation_report import write_csv, write_plot, write_summary
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    empty = output.is_dir() and not any(output.iterdir())  # an empty folder may be replaced without --overwrite
+    with atomic_folder(output, overwrite or empty) as tmp:
         result = RotationEvalResult(tmp, rows)
         write_csv(rows, result.csv)
         write_plot(rows, result.plot)
         write_summary(rows, result.summary, models=[(m.name, str(m.folder)) for m in models], folds=list(folds),
                       num_cases=num_cases, files=(result.csv.name, result.plot.name))
-        if output.exists():
-            if not overwrite and any(output.iterdir()):
-                raise FileExistsError(f"output folder {output} appeared while evaluating; not replacing it")
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return RotationEvalResult(output, rows)

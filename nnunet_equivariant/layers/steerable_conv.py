@@ -233,8 +233,9 @@ class SteerableConv3d(nn.Module):
 
     In training the kernel is assembled in the forward pass and again in the backward pass rather than
     kept (see ``_ConvFromBasis``). In eval mode with autograd off it is built once and reused until a
-    weight changes (detected through the parameters' version counters: optimizer steps,
-    ``load_state_dict``, ``train()``).
+    weight changes: the cache key holds each parameter's version counter, storage, device and dtype, so
+    optimizer steps, ``load_state_dict``, re-initialisation and ``.to()`` all invalidate it; ``train()``
+    drops it explicitly to free the kernel while training.
 
     >>> conv = SteerableConv3d("1x0e", "8x0e + 4x1e + 2x2e", kernel_size=5)
     >>> conv(torch.randn(2, 1, 16, 16, 16)).shape
@@ -334,7 +335,6 @@ class SteerableConv3d(nn.Module):
                 self.weight[path.weights].normal_(0.0, math.sqrt(path.out.d / fan_in))
             if self.bias is not None:
                 self.bias.zero_()
-        self._cache = None
 
     def build_kernel(self) -> torch.Tensor:
         """The ``(irreps_out.dim, irreps_in.dim, *kernel_shape)`` conv3d weight (differentiable)."""
@@ -368,10 +368,6 @@ class SteerableConv3d(nn.Module):
     def train(self, mode: bool = True):
         self._cache = None
         return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cache = None
-        super()._load_from_state_dict(*args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"{self.irreps_in} -> {self.irreps_out}, kernel_shape={self.kernel_shape}, "

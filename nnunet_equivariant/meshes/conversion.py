@@ -9,18 +9,14 @@ with ``overwrite=True``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 from nnunet_equivariant.meshes.sources import MeshCase
 
-__all__ = ["ConversionReport", "read_cases", "atomic_folder", "atomic_write_text"]
+__all__ = ["ConversionReport", "read_cases"]
 
 
 @dataclass
@@ -57,45 +53,3 @@ def read_cases(cases: Sequence[MeshCase], report: ConversionReport, desc: str = 
         except (ValueError, FileNotFoundError) as e:
             report.skipped[case.name] = str(e)
     return meshes
-
-
-def check_target(target: Path, overwrite: bool) -> None:
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
-
-
-@contextmanager
-def atomic_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder that replaces ``target`` when the block succeeds."""
-    target = Path(target)
-    check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        check_target(target, overwrite)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def atomic_write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
-    """Write a text file through a temporary file and a rename."""
-    path = Path(path)
-    check_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

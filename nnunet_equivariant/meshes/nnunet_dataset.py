@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_equivariant.meshes.conversion import (ConversionReport, atomic_folder, atomic_write_text, check_target,
-                                                  read_cases)
+from nnunet_equivariant.atomic import atomic_folder, atomic_write_text, check_target
+from nnunet_equivariant.meshes.conversion import ConversionReport, read_cases
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 from nnunet_equivariant.meshes.sdf import SdfGrid, compute_sdf_grid, signed_distance
 from nnunet_equivariant.meshes.sources import MeshSource, grouped_folds

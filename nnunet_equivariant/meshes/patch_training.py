@@ -25,7 +25,7 @@ import torch
 
 from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
 from nnunet_equivariant.meshes.backprojection import classify_vertices, write_mesh_predictions
-from nnunet_equivariant.meshes.conversion import atomic_folder
+from nnunet_equivariant.atomic import atomic_folder
 from nnunet_equivariant.meshes.patch_dataset import PatchDataset, read_patch_meta, split_cases
 
 __all__ = ["ARCHS", "SYMMETRIES", "TASKS", "PatchTrainingConfig", "train_one", "train_patches"]
@@ -90,13 +90,14 @@ def train_one(folder: str | Path, arch: str, symmetry: str | None, task: str, ra
     train_seconds = time.perf_counter() - start
     test = PatchDataset(folder, test_cases, cache)
     per_mesh = []
+    if mesh_output is not None:
+        mesh_output.mkdir(parents=True, exist_ok=True)
     for mesh, grid in zip(test.meshes, test.grids):
         scores = classify_vertices(model, mesh, grid, test.side, test.n, batch_size=4 * config.batch_size,
                                    device=device)
         predicted = scores.argmax(axis=1)
         per_mesh.append(vertex_metrics(predicted, mesh.labels, num_classes))
         if mesh_output is not None:
-            mesh_output.mkdir(parents=True, exist_ok=True)
             write_mesh_predictions(mesh_output, mesh, predicted, scores)
     summary = summarize(per_mesh, test.class_names)
     return {"arch": arch, "symmetry": _symmetry_name(symmetry), "task": task, "ratio": ratio, "seed": seed,

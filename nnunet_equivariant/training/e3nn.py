@@ -7,8 +7,7 @@ optimiser is Adam at the paper's learning rate.
 from __future__ import annotations
 
 import torch
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from ..inference.mirroring import NonRedundantMirroringMixin
@@ -60,7 +59,7 @@ def e3nn_unet_kwargs(configuration_manager: ConfigurationManager, trainer_name: 
     )
 
 
-class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, nnUNetTrainer):
+class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, nnUNetTrainerVanillaAdam):
     """SO(3)-steerable ``E3nnUNet`` (8:4:2 irreps, 5-voxel kernels), no rotation augmentation.
 
     Class attributes (set by the variants): ``symmetry`` (``"so3"`` / ``"o3"``), ``irreps_ratio``
@@ -68,6 +67,11 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
     ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation).
     Test-time mirroring keeps only the axes the network is not already equivariant to: SO(3) one axis
     (2 passes), O(3) none (1 pass).
+
+    Optimiser: nnU-Net's ``nnUNetTrainerVanillaAdam`` (Adam, its weight decay and poly decay) at the paper's
+    5e-3. With nnU-Net's SGD (1e-2, momentum 0.99) the steerable network learns far more slowly: SGD moves
+    the kernel only within the small equivariant subspace, by the projection of the gradient
+    (docs/steerable.md, "Optimiser").
     """
 
     symmetry: str = "so3"
@@ -79,15 +83,7 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         e3nn_unet_kwargs(self.configuration_manager, type(self).__name__)  # fail now on 2D or unusable plans
-        self.initial_lr = 5e-3  # the paper's Adam learning rate (see configure_optimizers)
-
-    def configure_optimizers(self):
-        """Adam at the paper's 5e-3 with nnU-Net's poly decay and weight decay (nnU-Net's
-        ``nnUNetTrainerVanillaAdam`` at another learning rate). With nnU-Net's SGD (1e-2, momentum 0.99) the
-        steerable network learns far more slowly: SGD moves the kernel only within the small equivariant
-        subspace, by the projection of the gradient (docs/steerable.md, "Optimiser")."""
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        self.initial_lr = 5e-3  # the paper's Adam learning rate
 
     @property
     def equivariant_flips(self) -> tuple[tuple[int, ...], ...]:

@@ -35,7 +35,7 @@ class nnUNetTrainerMirror(NonRedundantMirroringMixin, nnUNetTrainer):
 
     symmetry: str = "f123"
     keep_parameters: bool = False
-    equivariant_flips = ((0,), (1,), (2,))  # one generator per symmetric axis, set from ``symmetry``
+    equivariant_flips = tuple((axis,) for axis in symmetry_axes(symmetry))  # one generator per symmetric axis
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 __all__ = ["RotationAugmentationMixin", "loaded_crop_size", "NNUNET_MAX_ZOOM_OUT"]
 
@@ -106,19 +107,10 @@ def _max_rotated_extent(half: np.ndarray, max_angle: float) -> np.ndarray:
 
 
 def _rotations_2d(angle: np.ndarray) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    """In-plane rotations by ``angle`` (radians), shape ``(n, 2, 2)``."""
+    return Rotation.from_euler("z", np.ravel(angle)).as_matrix()[:, :2, :2]
 
 
 def _rotations_3d(ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
-    """``Rz @ Ry @ Rx`` as in batchgeneratorsv2's ``create_affine_matrix_3d``, shape ``(n, 3, 3)``."""
-    ax, ay, az = (np.ravel(t) for t in (ax, ay, az))
-    one, zero = np.ones_like(ax), np.zeros_like(ax)
-
-    def mat(rows):
-        return np.stack([np.stack(r, -1) for r in rows], -2)
-
-    rx = mat([[one, zero, zero], [zero, np.cos(ax), -np.sin(ax)], [zero, np.sin(ax), np.cos(ax)]])
-    ry = mat([[np.cos(ay), zero, np.sin(ay)], [zero, one, zero], [-np.sin(ay), zero, np.cos(ay)]])
-    rz = mat([[np.cos(az), -np.sin(az), zero], [np.sin(az), np.cos(az), zero], [zero, zero, one]])
-    return rz @ ry @ rx
+    """``Rz @ Ry @ Rx`` as in batchgeneratorsv2's ``create_affine_matrix_3d`` (extrinsic x, y, z), ``(n, 3, 3)``."""
+    return Rotation.from_euler("xyz", np.stack([np.ravel(t) for t in (ax, ay, az)], -1)).as_matrix()
