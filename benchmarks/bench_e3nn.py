@@ -137,6 +137,31 @@ def conv_layer_times(threads: int, size: int, repeats: int, clock: str) -> dict[
     return result
 
 
+def norm_gate_times(threads: int, size: int, repeats: int, clock: str) -> dict[str, float]:
+    """Forward + backward of one full-resolution block's instance norm + gate (36 channels in, 30 out), as
+    the autograd composition ``gate(norm(x))`` and as the fused node E3nnUNet uses in eager mode."""
+    import torch
+
+    from nnunet_equivariant.layers._norm_gate import norm_gate
+    from nnunet_equivariant.networks.e3nn_unet import SteerableBlock
+
+    torch.set_num_threads(threads)
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    block = SteerableBlock("1x0e", "8x0e + 4x1e + 2x2e", 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
+    x = torch.randn(1, block.gate.irreps_in.dim, size, size, size, requires_grad=True)
+    variants = {"composition": lambda: block.gate(block.norm(x)),
+                "fused": lambda: norm_gate(x, block.norm.weight, block.norm.bias, block._fused)}
+    result = {}
+    for name, fn in variants.items():
+        times = []
+        for _ in range(repeats + 1):
+            t = timer()
+            fn().sum().backward()
+            times.append(timer() - t)
+        result[name] = statistics.median(times[1:])
+    return result
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -185,6 +210,10 @@ def main(argv=None) -> None:
     layer = conv_layer_times(args.threads, args.size, args.repeats, args.clock)
     print(f"  one 5^3 conv at {args.size}^3, fwd + bwd: 30 -> 30 channels {layer[30]:.2f} s, 30 -> 36 channels "
           f"{layer[36]:.2f} s ({layer[36] / layer[30]:.2f}x)")
+    fused = norm_gate_times(args.threads, args.size, args.repeats, args.clock)
+    print(f"  norm + gate of one 36-channel block at {args.size}^3, fwd + bwd: composition "
+          f"{fused['composition']:.3f} s, fused node {fused['fused']:.3f} s "
+          f"({fused['fused'] / fused['composition']:.2f}x)")
     print()
     print("| network | params | train step (s) | x plain | train peak (MiB) | x plain | eval fwd (s) | x plain "
           "| eval peak (MiB) | x plain |")

@@ -1,6 +1,6 @@
-"""The planner's memory estimate of the steerable network is within 30 % of the measured peak of a training
-forward + backward pass, at three patch sizes (CPU, float32; each measured in a fresh process by the
-benchmark script)."""
+"""The planner's memory estimates of both networks it sizes plans for (the steerable network and the 5^3
+PlainConvUNet) are within 30 % of the measured peak of a training forward + backward pass, at three patch
+sizes (CPU, float32; each measured in a fresh process by the benchmark script)."""
 import json
 import subprocess
 import sys
@@ -11,11 +11,13 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "planner_memory
 
 def test_estimate_within_30_percent_of_measured_peak(tmp_path):
     out = tmp_path / "rows.json"
-    subprocess.run([sys.executable, str(BENCHMARK), "--networks", "E3nnUNet", "--stages", "4", "--sizes", "24", "32",
-                    "40", "--batch", "1", "--json", str(out)], check=True, capture_output=True, text=True, timeout=900)
+    subprocess.run([sys.executable, str(BENCHMARK), "--networks", "E3nnUNet", "PlainConvUNet", "--stages", "4",
+                    "--sizes", "24", "32", "40", "--batch", "1", "--json", str(out)],
+                   check=True, capture_output=True, text=True, timeout=900)
     rows = json.loads(out.read_text())
-    assert [r["patch"] for r in rows] == [24, 32, 40]
+    assert [(r["network"], r["patch"]) for r in rows] == [(n, p) for n in ("E3nnUNet", "PlainConvUNet")
+                                                          for p in (24, 32, 40)]
     for r in rows:
         assert r["measured"] > 50 * 2 ** 20, "the pass allocated real memory"
         ratio = r["estimate"] / r["measured"]
-        assert 0.7 <= ratio <= 1.3, f"estimate within 30 % at {r['patch']}^3: {ratio:.2f}"
+        assert 0.7 <= ratio <= 1.3, f"{r['network']}: estimate within 30 % at {r['patch']}^3: {ratio:.2f}"

@@ -85,20 +85,31 @@ def norms(v: torch.Tensor, ir_dim: int) -> torch.Tensor:
     return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself in float32 / float64, else upcast to float32 (statistics of half-precision fields)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def component_dot(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
+    """Per-copy dot product of two blocks ``(batch, mul * d, x, y, z)`` -> ``(batch, mul, x, y, z)``, as a
+    chain of ``addcmul`` over the ``d`` components."""
+    a, b = a.unflatten(1, (-1, d)), b.unflatten(1, (-1, d))
+    out = a[:, :, 0] * b[:, :, 0]
+    for m in range(1, d):
+        out = torch.addcmul(out, a[:, :, m], b[:, :, m])
+    return out
+
+
 class _SquaredNorms(torch.autograd.Function):
-    """Forward: a chain of ``addcmul`` over the ``2l + 1`` components (PyTorch's ``vector_norm`` over the
-    small component dim of a strided view is ~50x slower). Backward: one ``2 v g`` (autograd through the
-    component slices would zero-fill a full-size gradient per component)."""
+    """Forward: ``component_dot(v, v)`` (PyTorch's ``vector_norm`` over the small component dim of a
+    strided view measured ~50x slower in development, docs/benchmarks_e3nn.md). Backward: one ``2 v g``
+    (autograd through the component slices would zero-fill a full-size gradient per component)."""
 
     @staticmethod
     def forward(ctx, v: torch.Tensor, ir_dim: int) -> torch.Tensor:
         ctx.save_for_backward(v)
         ctx.ir_dim = ir_dim
-        c = v.unflatten(1, (-1, ir_dim))
-        out = c[:, :, 0] * c[:, :, 0]
-        for m in range(1, ir_dim):
-            out = torch.addcmul(out, c[:, :, m], c[:, :, m])
-        return out
+        return component_dot(v, v, ir_dim)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

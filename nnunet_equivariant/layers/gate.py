@@ -10,8 +10,10 @@ from ._irreps import blocks, check_field, parse_irreps
 
 __all__ = ["EquivariantGate"]
 
+LEAKY_RELU_SLOPE = 0.01  # nnU-Net's LeakyReLU default
+
 _EVEN_ACTIVATIONS = {
-    "leaky_relu": lambda x: F.leaky_relu(x, 0.01),  # nnU-Net's nonlinearity
+    "leaky_relu": lambda x: F.leaky_relu(x, LEAKY_RELU_SLOPE),  # nnU-Net's nonlinearity
     "relu": F.relu,
     "silu": F.silu,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._irreps import blocks, check_field, norms, parse_irreps
+from ._irreps import at_least_float32, blocks, check_field, norms, parse_irreps
 
 __all__ = ["EquivariantInstanceNorm"]
 
@@ -47,7 +47,7 @@ class EquivariantInstanceNorm(nn.Module):
         """``(batch, irreps.dim, x, y, z)`` -> same shape."""
         check_field(x, self._dim, self.irreps)
         # statistics in float32 at least: squares and variances of float16 activations overflow
-        stats = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        stats = at_least_float32(x)
         scales, shifts = [], []
         copy = scalar = 0
         # split (not slicing): its backward writes one gradient tensor instead of a zero-filled one per block

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._irreps import blocks, check_field, parse_irreps, squared_norms
+from ._irreps import at_least_float32, blocks, check_field, parse_irreps, squared_norms
 
 __all__ = ["NormMaxPool3d"]
 
@@ -50,7 +50,7 @@ class NormMaxPool3d(nn.Module):
                 continue
             v = xb.unflatten(1, (b.mul, b.d))  # (batch, mul, d, x, y, z)
             with torch.no_grad():  # the squared norm has the same argmax; float32 so squares cannot overflow
-                sq = squared_norms(xb if xb.dtype in (torch.float32, torch.float64) else xb.float(), b.d)
+                sq = squared_norms(at_least_float32(xb), b.d)
                 _, index = F.max_pool3d(sq, self.stride, return_indices=True)  # (batch, mul, x', y', z')
             out_shape = index.shape[2:]
             index = index.flatten(2).unsqueeze(2).expand(-1, -1, b.d, -1)

@@ -246,8 +246,11 @@ class E3nnUNet(nn.Module):
         return self.decoder(self.encoder(x))
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
-        """Number of activation values stored for backward per sample: every block's convolution, norm and
-        gate outputs, every pooling, reduction, upsampling and head output (a memory estimate's input)."""
+        """Activation values per sample that a training step handles, as nnU-Net's planners count them: every
+        block's convolution, norm and gate outputs, every pooling, reduction, upsampling and head output. An
+        index of size, not an exact count of what is kept: the fused norm + gate node (the eager default)
+        keeps only the convolution output; ``planning/memory.py`` fits bytes per value to measured peaks.
+        """
         size = np.array(input_size, dtype=np.int64)
         total = 0
         sizes = []
