@@ -19,10 +19,13 @@ from typing import Callable, Sequence
 
 import torch
 
+from .symmetry import flip_matrix, grid_rotations, grid_symmetries
+
 __all__ = [
     "grid_symmetries",
     "grid_rotations",
     "axis_flips",
+    "flips_of",
     "transform_volume",
     "irreps_D",
     "tolerance",
@@ -31,31 +34,14 @@ __all__ = [
 ]
 
 
-def grid_symmetries(dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
-    """All 48 signed permutation matrices (the symmetries of the cube), identity first."""
-    mats = []
-    for perm in itertools.permutations(range(3)):
-        for signs in itertools.product((1, -1), repeat=3):
-            m = torch.zeros(3, 3, dtype=dtype)
-            for i in range(3):
-                m[i, perm[i]] = signs[i]
-            mats.append(m)
-    return mats
-
-
-def grid_rotations(dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
-    """The 24 proper rotations of the cube (determinant +1), identity first."""
-    return [m for m in grid_symmetries(dtype) if torch.det(m) > 0]
-
-
 def axis_flips(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Matrix of the reflection that flips the given spatial axes (0 = x = tensor dim 2, ...)."""
-    m = torch.eye(3, dtype=dtype)
-    for a in axes:
-        if a not in (0, 1, 2):
-            raise ValueError(f"spatial axis must be 0, 1 or 2, got {a}")
-        m[a, a] = -1
-    return m
+    return flip_matrix(axes, dtype)
+
+
+def flips_of(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+    """Reflection matrices of every non-empty subset of ``axes`` (data axes 0..2)."""
+    return [flip_matrix(c, dtype) for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
 def _signed_permutation(R: torch.Tensor) -> tuple[list[int], list[int]]:

@@ -9,6 +9,7 @@ from e3nn import o3
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.networks import E3nnUNet
 from nnunet_equivariant.networks.e3nn_unet import irreps_for_width
+from nnunet_equivariant.symmetry import get_symmetry
 from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries
 from nnunet_equivariant.training import e3nn as trainers
 
@@ -85,7 +86,7 @@ def test_non_redundant_mirroring_equals_full_mirroring(float64_default, symmetry
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     net = _net(symmetry, deep_supervision=False)
-    flips = trainers._EQUIVARIANT_FLIPS[symmetry]
+    flips = get_symmetry(symmetry).flip_generators
     axes = non_redundant_mirror_axes((0, 1, 2), flips)
     assert axes == expected
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)

@@ -1,5 +1,4 @@
 """MirrorSymmetricConv3d / ConvTranspose3d: exact flip equivariance, free parameters, eval cache, init."""
-import itertools
 import math
 
 import pytest
@@ -14,12 +13,7 @@ from nnunet_equivariant.layers import (
     symmetry_axes,
 )
 from nnunet_equivariant.layers.mirror_conv import mirror_conv_op
-from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error
-
-
-def flips_of(axes):
-    """Reflection matrices of every non-empty subset of ``axes`` (data axes 0..2)."""
-    return [axis_flips(c) for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
+from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error, flips_of
 
 
 def flip_concatenate(free, kernel_size, axes):

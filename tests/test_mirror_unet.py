@@ -1,5 +1,4 @@
 """MirrorUNet at planner-like topologies, and the mirror trainers' network and test-time mirroring."""
-import itertools
 
 import pytest
 import torch
@@ -13,7 +12,8 @@ from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.layers import SYMMETRIES, mirror_conv_op, symmetry_axes
 from nnunet_equivariant.networks.mirror_unet import MirrorUNet, mirror_unet_from_plans, plans_arch_kwargs
 from nnunet_equivariant.networks.parameter_matching import count_parameters
-from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error
+from nnunet_equivariant.symmetry import get_symmetry
+from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error, flips_of
 from nnunet_equivariant.training import mirror as mirror_trainers
 
 PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -48,10 +48,6 @@ TOPOLOGIES = {
     "unpooled_axis": (plans_configuration([[1, 1, 1], [1, 2, 2], [1, 2, 2]], [[3, 3, 3]] * 3, [4, 8, 16]),
                       (7, 8, 12)),
 }
-
-
-def flips_of(axes):
-    return [axis_flips(c) for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
 @pytest.mark.parametrize("topology, symmetry", [
@@ -153,7 +149,7 @@ def test_trainer_network_and_reduced_test_time_mirroring(name):
     trainer = getattr(mirror_trainers, name)
     symmetry, reduced_axes = TRAINERS[name]
     assert trainer.symmetry == symmetry
-    assert non_redundant_mirror_axes((0, 1, 2), trainer.equivariant_flips) == reduced_axes
+    assert non_redundant_mirror_axes((0, 1, 2), get_symmetry(trainer.symmetry).flip_generators) == reduced_axes
     configuration, size = TOPOLOGIES["anisotropic"]
     net = trainer.build_network_architecture(None, configuration, 1, 3, enable_deep_supervision=False)
     assert isinstance(net, MirrorUNet) and net.symmetry == symmetry and not net.decoder.deep_supervision

@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 from typing import Iterable, Sequence
 
+from ..symmetry import get_symmetry
+
 __all__ = ["flip_group", "all_flip_sets", "non_redundant_mirror_axes", "NonRedundantMirroringMixin"]
 
 
@@ -62,12 +64,18 @@ def all_flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
 class NonRedundantMirroringMixin:
     """Trainer mixin: keep nnU-Net's mirroring augmentation, skip redundant test-time mirror passes.
 
-    Subclasses set ``equivariant_flips`` (generators of the flip group the network commutes with, in data
-    axes). The reduced axes are stored in the checkpoint as ``inference_allowed_mirroring_axes``, so
-    ``nnUNetv2_predict`` and the final validation use them without further changes.
+    Subclasses set ``symmetry``, the name of the network's group in ``nnunet_equivariant.symmetry``; its
+    flips decide the axes. The reduced axes are stored in the checkpoint as
+    ``inference_allowed_mirroring_axes``, so ``nnUNetv2_predict`` and the final validation use them without
+    further changes.
     """
 
-    equivariant_flips: tuple[tuple[int, ...], ...] = ()
+    symmetry: str = "none"
+
+    @property
+    def equivariant_flips(self) -> tuple[tuple[int, ...], ...]:
+        """The flips in the network's group, in data axes (e.g. SO(3): the two-axis flips)."""
+        return get_symmetry(self.symmetry).flip_generators
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch_size, mirror_axes = \

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..symmetry import MIRROR_SYMMETRIES, symmetry_axes
+
 __all__ = [
     "SYMMETRIES",
     "MirrorSymmetricConv3d",
@@ -39,14 +41,7 @@ __all__ = [
 ]
 
 #: Every accepted value of ``symmetry``: none, one axis (f*), two axes (f**), all three (f***).
-SYMMETRIES = (None, "f1", "f2", "f3", "f12", "f13", "f23", "f123")
-
-
-def symmetry_axes(symmetry: str | None) -> tuple[int, ...]:
-    """Data axes (0, 1, 2 = tensor dims 2, 3, 4) of a symmetry name: ``"f13" -> (0, 2)``, ``None -> ()``."""
-    if symmetry not in SYMMETRIES:
-        raise ValueError(f"symmetry must be one of {SYMMETRIES}, got {symmetry!r}")
-    return tuple(int(c) - 1 for c in symmetry[1:]) if symmetry else ()
+SYMMETRIES = MIRROR_SYMMETRIES
 
 
 @functools.cache

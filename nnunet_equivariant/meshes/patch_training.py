@@ -27,11 +27,12 @@ from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
 from nnunet_equivariant.meshes.backprojection import classify_vertices, write_mesh_predictions
 from nnunet_equivariant.atomic import atomic_folder
 from nnunet_equivariant.meshes.patch_dataset import PatchDataset, read_patch_meta, split_cases
+from nnunet_equivariant.symmetry import MIRROR_SYMMETRIES
 
 __all__ = ["ARCHS", "SYMMETRIES", "TASKS", "PatchTrainingConfig", "train_one", "train_patches"]
 
 ARCHS = ("K16S16", "K4S4-K4S4", "K8S1-K8S1-K2S1")
-SYMMETRIES = (None, "f1", "f2", "f3", "f12", "f13", "f23", "f123")
+SYMMETRIES = MIRROR_SYMMETRIES
 TASKS = ("keep_architecture", "keep_parameters")
 
 

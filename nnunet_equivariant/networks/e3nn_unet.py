@@ -12,13 +12,13 @@ from ..layers import (EquivariantGate, EquivariantInstanceNorm, NormMaxPool3d, S
                       TrilinearUpsample)
 from ..layers._irreps import parse_irreps
 from ..layers._norm_gate import norm_gate, norm_gate_layout
+from ..symmetry import GROUPS
 from .ddp import skip_constant_buffers_in_ddp
 
 __all__ = ["E3nnUNet", "SteerableBlock", "irreps_for_width", "DEFAULT_IRREPS_RATIO"]
 
-# The paper's 8:4:2 ratio of scalars, vectors and rank-2 tensors. In O(3) the hidden irreps carry the
-# parities a scalar image produces through spherical harmonics: Y^1 is odd (1o), Y^2 even (2e).
-DEFAULT_IRREPS_RATIO = {"so3": "8x0e+4x1e+2x2e", "o3": "8x0e+4x1o+2x2e"}
+# The paper's 8:4:2 ratio of scalars, vectors and rank-2 tensors per steerable group (see symmetry.py).
+DEFAULT_IRREPS_RATIO = {name: s.irreps_ratio for name, s in GROUPS.items() if s.family == "steerable"}
 
 
 def irreps_for_width(width: int, ratio="8x0e+4x1e+2x2e") -> o3.Irreps:

@@ -25,11 +25,6 @@ __all__ = [
     "nnUNetTrainerE3nn_k3",
 ]
 
-# Generators of the flips each network commutes with, in data axes (see inference/mirroring.py):
-# SO(3) contains the 180 deg rotations (two flips), O(3) every flip.
-_EQUIVARIANT_FLIPS = {"so3": ((0, 1), (1, 2)), "o3": ((0,), (1,), (2,))}
-
-
 def e3nn_unet_kwargs(configuration_manager: ConfigurationManager, trainer_name: str = "E3nnUNet") -> dict:
     """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans).
 
@@ -84,10 +79,6 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
         super().__init__(plans, configuration, fold, dataset_json, device)
         e3nn_unet_kwargs(self.configuration_manager, type(self).__name__)  # fail now on 2D or unusable plans
         self.initial_lr = 5e-3  # the paper's Adam learning rate
-
-    @property
-    def equivariant_flips(self) -> tuple[tuple[int, ...], ...]:
-        return _EQUIVARIANT_FLIPS[self.symmetry]
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,

@@ -14,7 +14,6 @@ from __future__ import annotations
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_equivariant.inference.mirroring import NonRedundantMirroringMixin
-from nnunet_equivariant.layers.mirror_conv import symmetry_axes
 from nnunet_equivariant.networks.mirror_unet import mirror_unet_from_plans
 
 __all__ = [
@@ -35,11 +34,6 @@ class nnUNetTrainerMirror(NonRedundantMirroringMixin, nnUNetTrainer):
 
     symmetry: str = "f123"
     keep_parameters: bool = False
-    equivariant_flips = tuple((axis,) for axis in symmetry_axes(symmetry))  # one generator per symmetric axis
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.equivariant_flips = tuple((axis,) for axis in symmetry_axes(cls.symmetry))
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
