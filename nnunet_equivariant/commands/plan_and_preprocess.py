@@ -1,6 +1,7 @@
 """``nnunet-equivariant plan_and_preprocess``: nnUNetv2_plan_and_preprocess with the isotropic planner.
 
-nnU-Net-facing: its flags are spelled as ``nnUNetv2_plan_and_preprocess`` spells them.
+nnU-Net-facing: the flags ``nnUNetv2_plan_and_preprocess`` also has are spelled as it spells them; the
+steerable network the plans are sized for (``--symmetry``, ``--irreps-ratio``, ``--kernel-size``) is ours.
 """
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-overwrite_target_spacing", type=float, default=None, metavar="MM",
                    help="isotropic voxel size in mm (default: geometric mean of the median spacing)")
     p.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
+    p.add_argument("--symmetry", default="so3",
+                   help="steerable network to size the plans for: its group, so3 or o3 (default so3)")
+    p.add_argument("--irreps-ratio", default=None,
+                   help="... its irreps per unit, as the trainer's irreps_ratio, e.g. 4x0e+4x1e+4x2e for "
+                        "nnUNetTrainerE3nn_4x4x4 (default: the group's 8:4:2)")
+    p.add_argument("--kernel-size", type=int, default=5, help="... its kernel taps (default 5)")
     p.set_defaults(run=run)
     return p
 
@@ -30,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     for dataset_id in args.d:
         plans = plan_and_preprocess(dataset_id, args.gpu_memory_target, args.np, args.verify_dataset_integrity,
                                     args.clean, preprocess=not args.no_pp,
-                                    target_spacing=args.overwrite_target_spacing)
+                                    target_spacing=args.overwrite_target_spacing, symmetry=args.symmetry,
+                                    irreps_ratio=args.irreps_ratio, kernel_size=args.kernel_size)
         print(f"dataset {dataset_id}: plans {plans}; train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD "
               f"-p {plans} -tr TRAINER")
     return 0
