@@ -26,6 +26,7 @@ __all__ = [
     "grid_rotations",
     "axis_flips",
     "flips_of",
+    "all_flip_sets",
     "transform_volume",
     "irreps_D",
     "tolerance",
@@ -39,9 +40,14 @@ def axis_flips(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> torch
     return flip_matrix(axes, dtype)
 
 
+def all_flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes`` (the flip sets nnU-Net's predictor averages over), empty set first."""
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
 def flips_of(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     """Reflection matrices of every non-empty subset of ``axes`` (data axes 0..2)."""
-    return [flip_matrix(c, dtype) for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
+    return [flip_matrix(c, dtype) for c in all_flip_sets(axes)[1:]]
 
 
 def _signed_permutation(R: torch.Tensor) -> tuple[list[int], list[int]]:

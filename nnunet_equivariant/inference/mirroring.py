@@ -14,12 +14,11 @@ Axes are nnU-Net's data axes 0, 1, 2 (tensor dims 2, 3, 4), the same as f1, f2, 
 """
 from __future__ import annotations
 
-import itertools
 from typing import Iterable, Sequence
 
 from ..symmetry import get_symmetry
 
-__all__ = ["flip_group", "all_flip_sets", "non_redundant_mirror_axes", "NonRedundantMirroringMixin"]
+__all__ = ["flip_group", "non_redundant_mirror_axes", "NonRedundantMirroringMixin"]
 
 
 def flip_group(generators: Iterable[Iterable[int]]) -> set[frozenset[int]]:
@@ -54,11 +53,6 @@ def non_redundant_mirror_axes(
             span |= {h ^ frozenset({axis}) for h in span}
     assert len(span) == 2 ** len(allowed)  # every flip set of the allowed axes is reached exactly once
     return tuple(chosen) or None
-
-
-def all_flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
-    """Every subset of ``axes`` (the flip sets nnU-Net's predictor averages over), empty set first."""
-    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
 class NonRedundantMirroringMixin:
