@@ -5,7 +5,6 @@ import torch
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
@@ -13,28 +12,11 @@ from nnunet_equivariant.layers import SYMMETRIES, mirror_conv_op, symmetry_axes
 from nnunet_equivariant.networks.mirror_unet import MirrorUNet, mirror_unet_from_plans
 from nnunet_equivariant.networks.parameter_matching import count_parameters
 from nnunet_equivariant.symmetry import get_symmetry
-from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error, flips_of
+from nnunet_equivariant.testing import (assert_equivariant, axis_flips, equivariance_error, flips_of,
+                                        plans_configuration)
 from nnunet_equivariant.training import mirror as mirror_trainers
 
 PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-
-
-def plans_configuration(strides, kernel_sizes, features, n_conv=2, conv_op="torch.nn.modules.conv.Conv3d",
-                        network=PLAIN_CONV_UNET) -> ConfigurationManager:
-    """A 3d_fullres configuration as nnU-Net's default planner writes it."""
-    n = len(strides)
-    return ConfigurationManager({"architecture": {
-        "network_class_name": network,
-        "arch_kwargs": {
-            "n_stages": n, "features_per_stage": features, "conv_op": conv_op, "kernel_sizes": kernel_sizes,
-            "strides": strides, "n_conv_per_stage": [n_conv] * n, "n_conv_per_stage_decoder": [n_conv] * (n - 1),
-            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }})
-
 
 # (configuration, input size): isotropic 2x pooling; anisotropic [1, 2, 2] first pooling with 1x3x3
 # kernels; an axis that is never pooled. Sizes are divisible by the total stride, with even and odd
