@@ -2,6 +2,8 @@
 and spellings of earlier releases keep working."""
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,11 @@ def test_each_command_runs_its_own_function():
         ["demo"], ["synthetic", "--raw", "r"], ["plan_and_preprocess", "-d", "1"],
     )}
     assert len(set(runs.values())) == len(runs)
+
+
+def test_building_the_parser_imports_no_heavy_module():
+    """Command modules import the library only inside ``run``, so ``--help`` and a typo answer at once."""
+    code = ("import sys; from nnunet_equivariant.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'numpy', 'nnunetv2', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

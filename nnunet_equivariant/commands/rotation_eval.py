@@ -9,8 +9,6 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from nnunet_equivariant.evaluation.rotation_eval import DEFAULT_ANGLES
-
     help_text = "Dice against rotation angle: rotate test cases, predict with trained models, compare"
     p = subparsers.add_parser("rotation_eval", help=help_text, description=help_text)
     p.add_argument("-i", required=True, help="test images in nnU-Net raw layout (CASE_0000.nii.gz ...), or a raw "
@@ -22,8 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds to ensemble (default 0-4)")
     p.add_argument("--planes", nargs="+", default=["axial"], choices=("axial", "coronal", "sagittal"),
                    help="anatomical planes to rotate in (default axial)")
-    p.add_argument("--angles", nargs="+", type=float, default=list(DEFAULT_ANGLES),
-                   help="rotation angles in degrees within [-180, 180]")
+    p.add_argument("--angles", nargs="+", type=float, default=None,
+                   help="rotation angles in degrees within [-180, 180] (default: rotation_eval's DEFAULT_ANGLES, "
+                        "0 to 180)")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
     p.add_argument("-device", choices=("cuda", "cpu", "mps"), default=None, help="default: cuda if available")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step as nnUNetv2_predict's")
@@ -36,10 +35,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunet_equivariant.evaluation.rotation_eval import rotation_eval
+    from nnunet_equivariant.evaluation.rotation_eval import DEFAULT_ANGLES, rotation_eval
 
     result = rotation_eval(
-        args.i, args.l, args.m, args.o, folds=args.f, planes=args.planes, angles=args.angles,
+        args.i, args.l, args.m, args.o, folds=args.f, planes=args.planes,
+        angles=DEFAULT_ANGLES if args.angles is None else args.angles,
         checkpoint=args.chk, device=args.device, step_size=args.step_size, use_mirroring=not args.disable_tta,
         use_gaussian=not args.disable_gaussian, overwrite=args.overwrite,
     )
