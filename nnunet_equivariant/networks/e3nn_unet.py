@@ -285,15 +285,16 @@ def e3nn_unet_kwargs(configuration_manager, trainer_name: str = "E3nnUNet") -> d
 
 def e3nn_unet_from_plans(configuration_manager, num_input_channels: int, num_output_channels: int,
                          deep_supervision: bool = True, symmetry: str = "so3", irreps_ratio: str | None = None,
-                         kernel_size: int = 5, trainer_name: str = "E3nnUNet") -> E3nnUNet:
+                         kernel_size: int = 5, trainer_name: str = "E3nnUNet", **network_kwargs) -> E3nnUNet:
     """The ``E3nnUNet`` of a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
 
-    The topology comes from the plans (:func:`e3nn_unet_kwargs`); ``symmetry``, ``irreps_ratio`` and
-    ``kernel_size`` are ``E3nnUNet``'s. Built by nnU-Net's ``get_network_from_plans``, as the stock
-    trainers build theirs. ``trainer_name`` only names the caller in error messages.
+    The topology comes from the plans (:func:`e3nn_unet_kwargs`); ``symmetry``, ``irreps_ratio``,
+    ``kernel_size`` and any further ``network_kwargs`` are ``E3nnUNet``'s. Built by nnU-Net's
+    ``get_network_from_plans``, as the stock trainers build theirs. ``trainer_name`` only names the caller
+    in error messages.
     """
     kwargs = dict(e3nn_unet_kwargs(configuration_manager, trainer_name), symmetry=symmetry,
-                  irreps_ratio=irreps_ratio, kernel_size=kernel_size)
+                  irreps_ratio=irreps_ratio, kernel_size=kernel_size, **network_kwargs)
     return get_network_from_plans(f"{E3nnUNet.__module__}.{E3nnUNet.__qualname__}", kwargs, (),
                                   num_input_channels, num_output_channels, allow_init=True,
                                   deep_supervision=deep_supervision)
