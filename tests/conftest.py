@@ -109,7 +109,9 @@ def nnunet_workspace(tmp_path_factory) -> NnUNetWorkspace:
 
 @pytest.fixture(scope="session")
 def trained_model(nnunet_workspace):
-    """Factory: ``trained_model("nnUNetTrainer_tiny")`` trains fold 0 once per session, returns its folder."""
+    """Factory: ``trained_model("nnUNetTrainer_tiny")`` trains fold 0 (or ``fold=``) once per session, returns
+    the model folder. ``--npz`` keeps the validation probabilities, which ``nnUNetv2_find_best_configuration``
+    ensembles (tests/test_e2e_folds.py)."""
     cache: dict[tuple[str, str, int], Path] = {}
 
     def train(trainer: str, plans: str = "nnUNetPlans", fold: int = 0) -> Path:
@@ -117,7 +119,7 @@ def trained_model(nnunet_workspace):
         if key not in cache:
             # nnUNet_n_proc_DA=0: augmentation in the main process (no worker start-up on 2 cores)
             nnunet_workspace.run("nnUNetv2_train", DATASET_ID, "3d_fullres", fold, "-tr", trainer,
-                                 "-p", plans, "-device", "cpu", env={"nnUNet_n_proc_DA": "0"})
+                                 "-p", plans, "-device", "cpu", "--npz", env={"nnUNet_n_proc_DA": "0"})
             cache[key] = nnunet_workspace.model_folder(trainer, plans)
         return cache[key]
 

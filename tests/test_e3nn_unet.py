@@ -199,3 +199,36 @@ def test_trainer_rejects_2d_and_non_divisible_plans():
     config = _configuration([24, 24, 20], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
     with pytest.raises(ValueError, match=r"patch size \[24, 24, 20\] is not divisible .* \[8, 8, 8\]"):
         trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 2)
+
+
+@pytest.mark.parametrize("trainer", [trainers.nnUNetTrainerE3nn, trainers.nnUNetTrainerE3nnO3])
+def test_trainer_network_converted_with_double_is_float64_exact(trainer):
+    """Built in float32 by the trainer (as nnU-Net does), used in eval (kernels cached), then ``.double()``:
+    the bases are re-derived in float64, not upcast from float32, so equivariance holds to float64
+    precision (a rounded basis gives ~2e-8), and ``.float()`` gives back the float32 network."""
+    config = _configuration([8, 8, 8], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 32, 32])
+    torch.manual_seed(0)
+    net = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=False).eval()
+    fresh32 = {k: v.clone() for k, v in net.named_buffers()}
+    x = torch.randn(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        net(x)  # fills the eval kernel caches with float32 kernels
+    net.double()
+    conv = net.encoder.stages[0][0].conv
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:  # the same layer built in float64
+        reference = type(conv)(conv.irreps_in, conv.irreps_out, conv.kernel_size, conv.spacing,
+                               conv.num_radial_basis, conv.lmax, conv.self_connection, conv.parity)
+    finally:
+        torch.set_default_dtype(previous)
+    for name in conv.constant_buffers:
+        assert getattr(conv, name).equal(getattr(reference, name)), f"{name} is the float64 basis after .double()"
+    assert "2x2e" in str(net.encoder.output_irreps[0]), "l = 2 features: not signed permutations, rounding shows"
+    elements = get_symmetry(trainer.symmetry).grid_elements()
+    generators = [next(R for R in elements if torch.trace(R) == 1 and R[a, a] == 1) for a in (0, 1)]  # 90 deg
+    generators += [R for R in elements if torch.det(R) < 0][:1]  # and a reflection for O(3)
+    assert_equivariant(net, x.double(), generators, tol=1e-12)
+    net.float()
+    for name, buffer in net.named_buffers():
+        assert buffer.equal(fresh32[name]), f"{name}: .float() after .double() gives the float32 network back"

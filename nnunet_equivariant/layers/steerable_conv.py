@@ -283,6 +283,7 @@ class SteerableConv3d(nn.Module):
         self._in_blocks, self._out_blocks = blocks(self.irreps_in), blocks(self.irreps_out)
         self._paths: list[_Path] = []
         self._basis_names: list[str] = []
+        self._basis_float64: dict[str, torch.Tensor] = {}  # the exact bases, for dtype conversions (_apply)
         self._fan_in: list[int] = []
         offset = 0
         for bo in self._out_blocks:
@@ -296,6 +297,7 @@ class SteerableConv3d(nn.Module):
                 name = f"basis_{bi.ir}_{bo.ir}"
                 if name not in self._basis_names:
                     # non-persistent: recomputed at construction, so the state dict holds only weights
+                    self._basis_float64[name] = basis.reshape(n, -1)  # a view of _pair_basis's cached tensor
                     basis = basis.reshape(n, -1).to(torch.get_default_dtype(), copy=True)  # not the cached one
                     self.register_buffer(name, basis, persistent=False)
                     self._basis_names.append(name)
@@ -368,6 +370,19 @@ class SteerableConv3d(nn.Module):
     def train(self, mode: bool = True):
         self._cache = None
         return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        """``.double()``, ``.half()``, ``.to(dtype)`` ...: a basis buffer whose dtype changes is re-derived from
+        the float64 basis in the new dtype (on its new device), instead of keeping a rounded basis upcast, so
+        a network built in float32 and converted with ``.double()`` is float64-exact. Device moves and other
+        conversions that keep the dtype are left to ``fn``. The eval kernel cache follows the parameters."""
+        dtypes = {name: getattr(self, name).dtype for name in self._basis_names}
+        super()._apply(fn, recurse)
+        for name in self._basis_names:
+            converted = getattr(self, name)
+            if converted.dtype != dtypes[name]:
+                self._buffers[name] = self._basis_float64[name].to(converted.device, converted.dtype, copy=True)
+        return self
 
     def extra_repr(self) -> str:
         return (f"{self.irreps_in} -> {self.irreps_out}, kernel_shape={self.kernel_shape}, "
