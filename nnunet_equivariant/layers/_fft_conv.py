@@ -60,9 +60,9 @@ def set_conv_algorithm(mode: str, fft_size: int | None = None) -> None:
     """``"auto"`` (measure per shape, default), ``"direct"`` (``F.conv3d``) or ``"fft"`` (with ``fft_size``
     voxels per tile axis, or the measured best size when ``None``)."""
     global _mode, _forced_size
-    _mode, _forced_size = _check_mode(mode), fft_size
-    if fft_size is not None and (not isinstance(fft_size, int) or fft_size < 2):
+    if fft_size is not None and (isinstance(fft_size, bool) or not isinstance(fft_size, int) or fft_size < 2):
         raise ValueError(f"fft_size must be an integer >= 2, got {fft_size!r}")
+    _mode, _forced_size = _check_mode(mode), fft_size
 
 
 def get_conv_algorithm() -> tuple[str, int | None]:
@@ -294,6 +294,11 @@ def conv3d(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = No
     if any(k % 2 == 0 for k in kernel.shape[2:]):
         raise ValueError(f"kernel taps must be odd (a centred kernel), got {tuple(kernel.shape[2:])}")
     padding = [k // 2 for k in kernel.shape[2:]]
+    device = x.device.type
+    if torch.is_autocast_enabled(device):  # as F.conv3d under autocast: computed and returned in its dtype
+        with torch.autocast(device, enabled=False):
+            dtype = torch.get_autocast_dtype(device)
+            return conv3d(x.to(dtype), kernel.to(dtype), None if bias is None else bias.to(dtype), spectra)
 
     def run_direct():
         return F.conv3d(x, kernel.to(x.dtype), padding=padding)
@@ -301,7 +306,8 @@ def conv3d(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = No
     def run_fft(n, spectrum=None):
         return fft_conv3d(x, kernel, n, spectrum)
 
-    choice = _choose("forward", x, kernel, run_direct, run_fft)
+    pointwise = all(k == 1 for k in kernel.shape[2:])  # nothing for a transform to save
+    choice = "direct" if pointwise else _choose("forward", x, kernel, run_direct, run_fft)
     if choice == "direct":
         out = run_direct()
     else:
@@ -319,6 +325,8 @@ def conv3d_backward(grad_out: torch.Tensor, x: torch.Tensor, kernel: torch.Tenso
                     need_kernel: bool = True):
     """``(grad_x, grad_kernel)`` of :func:`conv3d` without bias (``None`` where not needed), by the
     algorithm chosen for this shape's backward pass."""
+    if all(k == 1 for k in kernel.shape[2:]):
+        return _direct_backward(grad_out, x, kernel, need_input, need_kernel)
     choice = _choose(f"backward{int(need_input)}{int(need_kernel)}", x, kernel,
                      lambda: _direct_backward(grad_out, x, kernel, need_input, need_kernel),
                      lambda n: fft_conv3d_backward(grad_out, x, kernel, n, need_input, need_kernel))
