@@ -43,7 +43,9 @@ __all__ = ["conv3d", "conv3d_backward", "set_conv_algorithm", "conv_algorithm", 
 
 MODES = ("auto", "direct", "fft")
 # FFT sizes tried per axis by the measurement (clipped to what an axis needs); 5-smooth sizes only.
-FFT_SIZES = (12, 16, 24, 32)
+FFT_SIZES = (12, 16, 24)
+# Fewer tiles than this (batch x tiles) make the per-frequency products too small to be worth timing.
+MIN_TILES = 4
 
 _mode: str = os.environ.get("NNUNET_EQUIVARIANT_CONV", "auto")
 _forced_size: int | None = None
@@ -230,18 +232,21 @@ def _direct_backward(grad_out, x, kernel, need_input, need_kernel):
 # ----------------------------------------------------------------------------------------------------------
 # choice by measurement
 
-def _candidate_sizes(spatial, taps) -> list[int]:
-    """FFT sizes worth timing: distinct tilings with at least 2 output voxels per tile on every axis."""
+def _candidate_sizes(spatial, taps, batch: int = MIN_TILES) -> list[int]:
+    """FFT sizes worth timing: distinct tilings with at least 2 output voxels per tile on every axis and
+    at least ``MIN_TILES`` rows (batch x tiles) per frequency's matrix product."""
     sizes, seen = [], set()
     for n in FFT_SIZES:
         tiling = _tiling(spatial, taps, n)
-        if all(t >= min(2, s) for (_, t, _), s in zip(tiling, spatial)) and tiling not in seen:
+        rows = batch * math.prod(tiles for _, _, tiles in tiling)
+        if all(t >= min(2, s) for (_, t, _), s in zip(tiling, spatial)) and rows >= MIN_TILES \
+                and tiling not in seen:
             seen.add(tiling)
             sizes.append(n)
     return sizes
 
 
-def _time(fn, device: torch.device, repeats: int = 2) -> float:
+def _time(fn, device: torch.device, repeats: int = 1) -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn()  # warm-up (plans, allocations)
     best = math.inf
@@ -265,7 +270,7 @@ def _choose(direction: str, x: torch.Tensor, kernel: torch.Tensor, run_direct, r
     if key not in _choices:
         with torch.no_grad():
             timings = {"direct": _time(run_direct, x.device)}
-            for n in _candidate_sizes(spatial, taps):
+            for n in _candidate_sizes(spatial, taps, x.shape[0]):
                 timings[n] = _time(lambda: run_fft(n), x.device)
         _choices[key] = min(timings, key=timings.get)
         fft_only = {k: v for k, v in timings.items() if k != "direct"}
