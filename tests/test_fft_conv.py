@@ -179,6 +179,13 @@ def test_fft_path_under_bfloat16_autocast_matches_direct_within_amp_tolerance():
         results[mode] = out.float(), out_eval.float(), conv.weight.grad.clone()
     for fast, ref in zip(results["fft"], results["direct"]):
         assert _rel(fast, ref) < 3e-2
+    conv.eval()
+    with fc.conv_algorithm("fft", 8), torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(x)  # caches a spectrum of the bfloat16 kernel
+        full = conv(x)
+    with fc.conv_algorithm("direct"), torch.no_grad():
+        assert _rel(full, conv(x)) < 1e-5, "float32 eval after autocast eval uses a float32 kernel spectrum"
 
 
 def test_forced_fft_path_compiles_and_matches_eager():

@@ -318,7 +318,7 @@ def conv3d(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = No
     else:
         spectrum = None
         if spectra is not None:
-            key = (choice, tuple(x.shape[2:]), _compute_dtype(x.dtype), x.device)
+            key = (choice, tuple(x.shape[2:]), kernel.dtype, x.device)
             if key not in spectra:
                 spectra[key] = kernel_spectrum(kernel, x.shape[2:], choice)
             spectrum = spectra[key]
