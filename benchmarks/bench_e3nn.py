@@ -67,7 +67,13 @@ def worker(name: str, mode: str, measure: str, device: str, threads: int, size: 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     if name == "e3nn_rebuild":  # the reference design: no kernel cache, the kernel is rebuilt every forward
-        SteerableConv3d._cached_kernel_and_bias = lambda self: (self.build_kernel(), self._full_bias())
+        cached = SteerableConv3d._cached_kernel_and_bias
+
+        def rebuild(self):
+            self._cache = None
+            return cached(self)
+
+        SteerableConv3d._cached_kernel_and_bias = rebuild
     net = build(name).to(device)
     x = torch.randn(1, 1, size, size, size, device=device)
     result = {"name": name, "mode": mode, "params": sum(p.numel() for p in net.parameters())}

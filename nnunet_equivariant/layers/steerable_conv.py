@@ -6,11 +6,11 @@ import math
 from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from e3nn import o3
 from e3nn.math import soft_one_hot_linspace
 from torch import nn
 
+from . import _fft_conv
 from ._irreps import Block, blocks, check_field, parse_irreps
 
 __all__ = ["SteerableConv3d", "kernel_lattice"]
@@ -162,7 +162,8 @@ class _ConvFromBasis(torch.autograd.Function):
     to the activation memory; assembling costs a few matrix products with ~10 rows.
 
     Under autocast the convolution runs in autocast's dtype (as ``F.conv3d`` would); the kernel is assembled
-    in the weights' dtype and cast."""
+    in the weights' dtype and cast. Forward and backward convolutions run directly or as tiled FFTs, chosen
+    per shape by measurement (``layers/_fft_conv.py``; same numbers to float tolerance)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, layout: _KernelLayout, *bases: torch.Tensor):
@@ -171,7 +172,8 @@ class _ConvFromBasis(torch.autograd.Function):
         ctx.input_dtype = x.dtype
         with torch.autocast(device, enabled=False):
             x = x.to(dtype)
-            out = F.conv3d(x, _assemble(weight, layout, bases).to(dtype), padding=layout.padding)
+            # --- fast-path hook: conv3d or tiled FFT, chosen per shape by measurement (layers/_fft_conv.py)
+            out = _fft_conv.conv3d(x, _assemble(weight, layout, bases).to(dtype))
         ctx.layout = layout
         ctx.save_for_backward(x, weight, *bases)
         return out
@@ -182,9 +184,9 @@ class _ConvFromBasis(torch.autograd.Function):
         layout = ctx.layout
         with torch.autocast(x.device.type, enabled=False):
             kernel = _assemble(weight, layout, bases).to(x.dtype)
-            grad_x, grad_kernel, _ = torch.ops.aten.convolution_backward(
-                grad_out.to(x.dtype), x, kernel, None, [1, 1, 1], list(layout.padding), [1, 1, 1], False,
-                [0, 0, 0], 1, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+            # --- fast-path hook: convolution_backward or tiled FFT, chosen per shape (layers/_fft_conv.py)
+            grad_x, grad_kernel = _fft_conv.conv3d_backward(grad_out.to(x.dtype), x, kernel,
+                                                            ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         grad_weight = None
         if grad_kernel is not None:
             grad_weight = _weight_gradient(grad_kernel.to(weight.dtype), layout, bases)
@@ -235,7 +237,8 @@ class SteerableConv3d(nn.Module):
     kept (see ``_ConvFromBasis``). In eval mode with autograd off it is built once and reused until a
     weight changes: the cache key holds each parameter's version counter, storage, device and dtype, so
     optimizer steps, ``load_state_dict``, re-initialisation and ``.to()`` all invalidate it; ``train()``
-    drops it explicitly to free the kernel while training.
+    drops it explicitly to free the kernel while training. Where the FFT path wins (``layers/_fft_conv.py``)
+    the kernel's spectrum is cached with the kernel and dropped with it.
 
     >>> conv = SteerableConv3d("1x0e", "8x0e + 4x1e + 2x2e", kernel_size=5)
     >>> conv(torch.randn(2, 1, 16, 16, 16)).shape
@@ -354,7 +357,8 @@ class SteerableConv3d(nn.Module):
         key = tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in self.parameters(recurse=False))
         if self._cache is None or self._cache[0] != key:
             # assembled outside autocast: the cached kernel keeps the weights' dtype whatever the caller's mode
-            self._cache = (key, self.build_kernel(), self._full_bias())
+            # the last entry holds the kernel's FFT spectra (layers/_fft_conv.py), dropped with the kernel
+            self._cache = (key, self.build_kernel(), self._full_bias(), {})
         return self._cache[1], self._cache[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -365,7 +369,8 @@ class SteerableConv3d(nn.Module):
             bias = self._full_bias()
             return out if bias is None else out + bias.to(out.dtype)[:, None, None, None]
         kernel, bias = self._cached_kernel_and_bias()
-        return F.conv3d(x, kernel, bias, padding=self.padding)
+        # --- fast-path hook: conv3d or tiled FFT with the cached kernel spectrum (layers/_fft_conv.py)
+        return _fft_conv.conv3d(x, kernel, bias, spectra=self._cache[3])
 
     def train(self, mode: bool = True):
         self._cache = None

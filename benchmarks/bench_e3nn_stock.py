@@ -1,0 +1,231 @@
+"""The steerable network's bill against stock nnU-Net (issue 8): stock ``PlainConvUNet`` (3^3 kernels), E3nnUNet
+with ``conv3d`` only, and E3nnUNet with the per-layer choice between ``conv3d`` and the tiled FFT convolution
+(``layers/_fft_conv.py``), each built by its trainer from nnU-Net's default plans for the patch.
+
+For each ``(patch, batch)`` (default: 48^3 batch 2 and 64^3 batch 1 at 1 mm, the topology nnU-Net's planner
+derives with ``get_pool_and_conv_props``: 4 and 5 stages, 32..320 features) it measures a training step
+(forward + backward with deep supervision, cross-entropy on random labels; under ``--amp`` autocast and a
+``GradScaler`` as nnU-Net trains) and an eval forward (inference mode, one output), in fresh worker processes:
+
+- the workers run **interleaved** (stock, direct, fast, stock, direct, fast, ... for ``--rounds`` rounds),
+  each doing one warm-up step (it also does the fast path's per-shape measurement and fills the eval
+  kernel caches) and then ``--repeats`` timed steps; the table shows the median over all rounds;
+- peak memory: CUDA ``max_memory_allocated`` above what was allocated before the step, or on CPU the step's
+  peak resident set size (``VmHWM``, reset before the step) above the resident size before it, with glibc returning blocks over 64 KiB to the
+  system (``MALLOC_MMAP_THRESHOLD_``) so the resident size follows the live tensors.
+
+Usage: ``python benchmarks/bench_e3nn_stock.py [--device cpu|cuda] [--amp] [--threads 2] [--rounds 2]
+[--repeats 2] [--cases 48x2,64x1] [--trainer nnUNetTrainerE3nn]``. On a GPU: ``--device cuda --amp``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "stock": "nnU-Net PlainConvUNet (3^3, stock)",
+    "direct": "E3nnUNet, conv3d only",
+    "fast": "E3nnUNet, per-layer conv3d / FFT",
+}
+
+
+def configuration(patch: int):
+    """nnU-Net's default 3d_fullres configuration for a cubic ``patch`` at 1 mm."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    _, strides, kernels, _, _ = get_pool_and_conv_props([1.0, 1.0, 1.0], [patch] * 3, 4, 999999)
+    n = len(strides)
+    arch = {"n_stages": n, "features_per_stage": [min(32 * 2 ** i, 320) for i in range(n)],
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [list(k) for k in kernels],
+            "strides": [list(s) for s in strides], "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+    return ConfigurationManager({
+        "patch_size": [patch] * 3, "spacing": [1.0, 1.0, 1.0], "batch_size": 2, "data_identifier": "x",
+        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                         "arch_kwargs": arch, "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}})
+
+
+def build(name: str, patch: int, trainer: str):
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    from nnunet_equivariant.training import e3nn as e3nn_trainers
+
+    config = configuration(patch)
+    if name == "stock":
+        return get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
+                                      config.network_arch_init_kwargs_req_import, 1, 3, allow_init=True,
+                                      deep_supervision=True)
+    return getattr(e3nn_trainers, trainer).build_network_architecture(None, config, 1, 3, True)
+
+
+def worker(name: str, mode: str, patch: int, batch: int, args) -> dict:
+    import torch
+
+    from nnunet_equivariant.layers import _fft_conv
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    _fft_conv.set_conv_algorithm("direct" if name == "direct" else "auto")
+    net = build(name, patch, args.trainer).to(device)
+    x = torch.randn(batch, 1, patch, patch, patch, device=device)
+    amp = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                         enabled=args.amp)
+    result = {"params": sum(p.numel() for p in net.parameters())}
+    if mode == "train":
+        net.train()
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
+        scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+        with torch.no_grad():
+            targets = [torch.randint(0, 3, (batch, *o.shape[2:]), device=device) for o in net(x)]
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with amp:
+                loss = sum(torch.nn.functional.cross_entropy(o, t) for o, t in zip(net(x), targets))
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    else:
+        net.eval()
+        net.decoder.deep_supervision = False
+
+        def step():
+            with torch.inference_mode(), amp:
+                net(x)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    step()  # warm-up: the fast path measures its per-shape choices here, eval caches fill
+    sync()
+    if args.measure == "memory":
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            step()
+            sync()
+            peak = torch.cuda.max_memory_allocated() - before
+        else:  # the high-water mark is reset first: the warm-up's per-shape measurement must not count
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            before = _status_kib("VmRSS")
+            step()
+            peak = (_status_kib("VmHWM") - before) * 1024
+        result["peak_mib"] = max(peak, 0) / 2 ** 20
+        return result
+    times = []
+    for _ in range(args.repeats):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    result["times"] = times
+    result["choices"] = {str(k[:6]): v for k, v in _fft_conv.algorithm_cache().items() if k[0] != "fft"}
+    return result
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _spawn(name, mode, measure, patch, batch, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, mode, measure, str(patch), str(batch), "--device", args.device,
+           "--threads", str(args.threads), "--repeats", str(args.repeats), "--trainer", args.trainer]
+    cmd += ["--amp"] if args.amp else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if measure == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"worker {name} {mode} {measure} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _load() -> str:
+    try:
+        return "load average (1, 5, 15 min) " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--amp", action="store_true", help="autocast (float16 on CUDA, bfloat16 on CPU)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of fresh workers")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per worker")
+    parser.add_argument("--cases", default="48x2,64x1", help="comma-separated PATCHxBATCH")
+    parser.add_argument("--modes", default="train,eval")
+    parser.add_argument("--trainer", default="nnUNetTrainerE3nn", help="E3nn trainer whose network is measured")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory workers")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        name, mode, args.measure, patch, batch = args.worker
+        print(json.dumps(worker(name, mode, int(patch), int(batch), args)))
+        return
+
+    import platform
+
+    import torch
+
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
+    modes = args.modes.split(",")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"device {args.device}{' (' + torch.cuda.get_device_name() + ')' if args.device == 'cuda' else ''}, "
+          f"amp {args.amp}, {args.threads} threads, {args.rounds} interleaved rounds x {args.repeats} steps; "
+          f"{_load()} at start", flush=True)
+    rows = {}
+    for patch, batch in cases:
+        for mode in modes:
+            times = {name: [] for name in CONFIGS}
+            for r in range(args.rounds):
+                for name in CONFIGS:
+                    res = _spawn(name, mode, "time", patch, batch, args)
+                    times[name] += res["times"]
+                    rows.setdefault((patch, batch, mode, name), {}).update(params=res["params"],
+                                                                          choices=res["choices"])
+                    print(f"  {patch}^3 b{batch} {mode:5s} round {r + 1} {name:6s} "
+                          f"{' '.join(f'{t:.2f}' for t in res['times'])} s; {_load()}", flush=True)
+            for name in CONFIGS:
+                row = rows[patch, batch, mode, name]
+                row["time_s"] = statistics.median(times[name])
+                if not args.no_memory:
+                    row["peak_mib"] = _spawn(name, mode, "memory", patch, batch, args)["peak_mib"]
+    print(f"\n{_load()} at the end\n")
+    for (patch, batch, mode, name), row in rows.items():
+        if name == "fast":
+            fft = sorted({str(k): v for k, v in row["choices"].items() if v != "direct"}.items())
+            print(f"fast path, {patch}^3 b{batch} {mode}: FFT chosen for {len(fft)} of {len(row['choices'])} "
+                  f"(direction, batch, C_in, C_out, size, taps): {fft}")
+    print("\n| patch, batch | network | params | train step (s) | x stock | train peak (MiB) | x stock | "
+          "eval fwd (s) | x stock | eval peak (MiB) | x stock |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for patch, batch in cases:
+        for name, label in CONFIGS.items():
+            cells = []
+            for mode in ("train", "eval"):
+                row, ref = rows.get((patch, batch, mode, name)), rows.get((patch, batch, mode, "stock"))
+                if row is None:
+                    cells.append("- | - | - | -")
+                    continue
+                mem = (f"{row['peak_mib']:.0f} | {row['peak_mib'] / max(ref['peak_mib'], 1e-9):.2f}"
+                       if "peak_mib" in row else "- | -")
+                cells.append(f"{row['time_s']:.2f} | {row['time_s'] / ref['time_s']:.2f} | {mem}")
+            params = next(r["params"] for (p, b, _, n), r in rows.items() if (p, b, n) == (patch, batch, name))
+            print(f"| {patch}^3, {batch} | {label} | {params:,} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
