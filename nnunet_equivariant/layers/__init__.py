@@ -1,9 +1,11 @@
 """Equivariant layers.
 
 Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
-``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``.
+``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``, ``GaussianBlur3d``
+(anti-aliasing of pooling and upsampling).
 Mirror-symmetric (plain channels): ``MirrorSymmetricConv3d``, ``MirrorSymmetricConvTranspose3d``.
 """
+from .blur import GaussianBlur3d
 from .gate import EquivariantGate
 from .mirror_conv import (
     SYMMETRIES,
@@ -19,5 +21,6 @@ from .upsample import TrilinearUpsample
 
 __all__ = [
     "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "TrilinearUpsample",
+    "GaussianBlur3d",
     "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
 ]

@@ -13,7 +13,7 @@ from torch import nn
 
 from ._irreps import Block, blocks, check_field, parse_irreps
 
-__all__ = ["SteerableConv3d", "kernel_lattice"]
+__all__ = ["SteerableConv3d", "kernel_lattice", "RADIAL_BASES"]
 
 # Elements of a kernel basis whose part orthogonal to the earlier elements is below this fraction of the
 # largest element are dropped (radial functions with no lattice point in their support, or dependent ones).
@@ -52,21 +52,57 @@ def _orthonormalise(elements: list[torch.Tensor]) -> list[torch.Tensor]:
     return basis
 
 
+RADIAL_BASES = ("smooth_finite", "gaussian_shells")
+
+# Gaussian shells: width (standard deviation, fraction of the finest voxel size) and the highest
+# spherical-harmonic order a shell of radius k voxels carries. A shell holds few lattice points (6 at
+# radius 1: an l = 2 harmonic sampled there has only its (3z^2 - r^2, x^2 - y^2) part, not xy, yz, zx), so
+# angular detail finer than the points' spacing is sampled inconsistently off the grid: the centre carries
+# l = 0 only (as in Weiler et al. 2018 and escnn's 3D bases) and l grows with the radius. The width 0.45 was
+# chosen on the analytic off-grid test of tests/test_steerable_layers.py (45 degrees, 5-voxel kernels:
+# widths 0.4 / 0.42 / 0.45 / 0.5 / 0.6 leave 2.8 / 1.3 / 1.2 / 4.6 / 10 % error on l = 2 outputs).
+SHELL_WIDTH = 0.45
+SHELL_MAX_L = (0, 1, 2)
+
+
+def _radial_profiles(dist: torch.Tensor, radius: float, unit: float, num_radial_basis: int, lmax: int,
+                     radial_basis: str) -> list[tuple[torch.Tensor, int]]:
+    """Radial functions at the distances ``dist`` (mm) and the highest order ``l`` each one carries.
+
+    - ``"smooth_finite"`` (the paper's): ``num_radial_basis`` of e3nn's ``smooth_finite`` functions evenly
+      spaced in ``[0, radius]`` with a cutoff at ``radius``; each carries every ``l <= lmax``.
+    - ``"gaussian_shells"``: band-limited shells ``exp(-(|r| - k u)^2 / (2 (0.6 u)^2))`` at the radii the
+      lattice resolves, ``k = 0 .. floor(radius / u)`` with ``u`` the finest voxel size; shell ``k`` carries
+      ``l <= min(lmax, SHELL_MAX_L[k])`` (the last entry for larger ``k``), the outermost shell every
+      ``l <= lmax`` (so a 3-voxel kernel still maps scalars to ``l = 2``). ``num_radial_basis`` is unused.
+    """
+    if radial_basis == "smooth_finite":
+        radial = soft_one_hot_linspace(dist, 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True)
+        return [(radial[:, s], lmax) for s in range(num_radial_basis)]
+    if radial_basis == "gaussian_shells":
+        n_shells = int(math.floor(radius / unit + 1e-9)) + 1
+        return [(torch.exp(-0.5 * ((dist - k * unit) / (SHELL_WIDTH * unit)) ** 2),
+                 lmax if k == n_shells - 1 else min(lmax, SHELL_MAX_L[min(k, len(SHELL_MAX_L) - 1)]))
+                for k in range(n_shells)]
+    raise ValueError(f"radial_basis must be one of {RADIAL_BASES}, got {radial_basis!r}")
+
+
 @functools.lru_cache(maxsize=None)
 def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tuple[float, float, float],
-                num_radial_basis: int, lmax: int, parity: bool, self_connection: bool) -> torch.Tensor:
+                num_radial_basis: int, lmax: int, parity: bool, self_connection: bool,
+                radial_basis: str = "smooth_finite") -> torch.Tensor:
     """Orthonormal basis ``(P, d_out, d_in, T)`` (float64) of equivariant kernels from ``ir_in`` to ``ir_out``.
 
     Elements, in order: the self-connection (identity at the centre tap, if ``ir_in == ir_out``), then for
     each spherical-harmonic order ``l`` allowed by the selection rule (and parity) and each radial function
-    ``s``: ``radial_s(|r|) * sum_m w3j[m_in, m, m_out] * Y^l_m(r / |r|)``. Orthonormalised with Gram-Schmidt
-    in the Frobenius inner product: a linear change of basis of the same kernel space (plus dropping
-    directions the lattice cannot represent), so weights are an isometry onto the kernel space.
+    ``s`` that carries ``l`` (see ``_radial_profiles``): ``radial_s(|r|) * sum_m w3j[m_in, m, m_out] *
+    Y^l_m(r / |r|)`` (``Y^l(0) = 0`` for ``l > 0``). Orthonormalised with Gram-Schmidt in the Frobenius
+    inner product: a linear change of basis of the same kernel space (plus dropping directions the lattice
+    cannot represent), so weights are an isometry onto the kernel space.
     """
     _, points, radius = kernel_lattice(kernel_size, spacing)
     n_taps = points.shape[0]
-    dist = points.norm(dim=-1)
-    radial = soft_one_hot_linspace(dist, 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True)
+    profiles = _radial_profiles(points.norm(dim=-1), radius, min(spacing), num_radial_basis, lmax, radial_basis)
     elements = []
     if self_connection and ir_in == ir_out:
         centre = torch.zeros(n_taps, dtype=torch.float64)
@@ -80,7 +116,7 @@ def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tu
         sh = o3.spherical_harmonics(l, points, normalize=True, normalization="component")  # (T, 2l+1)
         w3j = o3.wigner_3j(ir_in.l, l, ir_out.l, dtype=torch.float64)  # (d_in, 2l+1, d_out)
         angular = torch.einsum("imo,tm->oit", w3j, sh)
-        elements += [angular * radial[:, s] for s in range(num_radial_basis)]
+        elements += [angular * radial for radial, l_max in profiles if l <= l_max]
     basis = _orthonormalise(elements)
     if not basis:
         return torch.zeros(0, ir_out.dim, ir_in.dim, n_taps, dtype=torch.float64)
@@ -253,6 +289,7 @@ class SteerableConv3d(nn.Module):
         self_connection: bool = True,
         parity: bool = False,
         bias: bool = True,
+        radial_basis: str = "smooth_finite",
     ):
         super().__init__()
         self.irreps_in = parse_irreps(irreps_in, "irreps_in")
@@ -276,6 +313,9 @@ class SteerableConv3d(nn.Module):
             raise ValueError(f"num_radial_basis must be >= 1, got {num_radial_basis}")
         if lmax < 0:
             raise ValueError(f"lmax must be >= 0, got {lmax}")
+        if radial_basis not in RADIAL_BASES:
+            raise ValueError(f"radial_basis must be one of {RADIAL_BASES}, got {radial_basis!r}")
+        self.radial_basis = radial_basis
         self.kernel_size, self.spacing, self.parity = kernel_size, spacing, bool(parity)
         self.num_radial_basis, self.lmax, self.self_connection = num_radial_basis, lmax, bool(self_connection)
         self.kernel_shape, _, self.radius = kernel_lattice(kernel_size, spacing)
@@ -289,7 +329,7 @@ class SteerableConv3d(nn.Module):
             fan_in = 0
             for bi in self._in_blocks:
                 basis = _pair_basis(bi.ir, bo.ir, kernel_size, spacing, num_radial_basis, lmax, self.parity,
-                                    self.self_connection)
+                                    self.self_connection, radial_basis)
                 n = basis.shape[0]
                 if n == 0:
                     continue
@@ -372,4 +412,5 @@ class SteerableConv3d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.irreps_in} -> {self.irreps_out}, kernel_shape={self.kernel_shape}, "
                 f"spacing={self.spacing}, lmax={self.lmax}, num_radial_basis={self.num_radial_basis}, "
-                f"parity={self.parity}, self_connection={self.self_connection}, bias={self.bias is not None}")
+                f"parity={self.parity}, self_connection={self.self_connection}, bias={self.bias is not None}, "
+                f"radial_basis={self.radial_basis!r}")

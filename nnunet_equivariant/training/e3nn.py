@@ -59,7 +59,10 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
 
     Class attributes (set by the variants): ``symmetry`` (``"so3"`` / ``"o3"``), ``irreps_ratio``
     (``None``: the paper's 8:4:2), ``kernel_size`` (taps along the finest axis; kernels are balls in mm),
-    ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation).
+    ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation), ``radial_basis``
+    (``"smooth_finite"``: the paper's kernel basis, ``"gaussian_shells"``: band-limited shells, see
+    ``SteerableConv3d``), ``antialias`` / ``upsample_antialias`` (Gaussian blur of ``sigma = value * stride``
+    voxels before each pooling / after each upsampling; 0: none).
     Test-time mirroring keeps only the axes the network is not already equivariant to: SO(3) one axis
     (2 passes), O(3) none (1 pass).
 
@@ -73,6 +76,9 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
     irreps_ratio: str | None = None
     kernel_size: int = 5
     rotation_range_deg: float | None = 0
+    radial_basis: str = "smooth_finite"
+    antialias: float = 0.0
+    upsample_antialias: float = 0.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -91,6 +97,9 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
             kernel_size=cls.kernel_size,
             symmetry=cls.symmetry,
             irreps_ratio=cls.irreps_ratio,
+            radial_basis=cls.radial_basis,
+            antialias=cls.antialias,
+            upsample_antialias=cls.upsample_antialias,
             **e3nn_unet_kwargs(configuration_manager, cls.__name__),
         )
 
