@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 DATASET_NAME = "OffgridAnatomy"
-DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnPaperBasis", "nnUNetTrainerNoRot", "nnUNetTrainer")
+DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnAntialias", "nnUNetTrainerE3nnPaperBasis", "nnUNetTrainerNoRot",
+                    "nnUNetTrainer")
 AXES = {"x": 0, "y": 1, "z": 2}
 
 

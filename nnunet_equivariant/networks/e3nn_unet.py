@@ -12,6 +12,7 @@ from ..layers import (EquivariantGate, EquivariantInstanceNorm, GaussianBlur3d, 
                       TrilinearUpsample)
 from ..layers._irreps import parse_irreps
 from ..layers._norm_gate import norm_gate, norm_gate_layout
+from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
 from ..symmetry import GROUPS
 from .ddp import skip_constant_buffers_in_ddp
 
@@ -61,7 +62,7 @@ class SteerableBlock(nn.Module):
     """
 
     def __init__(self, irreps_in, irreps_hidden, kernel_size: int, spacing, parity: bool, num_radial_basis: int,
-                 lmax: int, scalar_activation: str, radial_basis: str = "smooth_finite"):
+                 lmax: int, scalar_activation: str, radial_basis: str = DEFAULT_RADIAL_BASIS):
         super().__init__()
         irreps_hidden = parse_irreps(irreps_hidden, "irreps_hidden")
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0])
@@ -207,7 +208,7 @@ class E3nnUNet(nn.Module):
         lmax: int = 2,
         scalar_activation: str = "leaky_relu",
         patch_size: Sequence[int] | None = None,
-        radial_basis: str = "smooth_finite",
+        radial_basis: str = DEFAULT_RADIAL_BASIS,
         antialias: float = 0.0,
         upsample_antialias: float = 0.0,
     ):
