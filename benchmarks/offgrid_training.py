@@ -112,11 +112,13 @@ def schedule_trainer(folder: Path, base: str, epochs: int, iterations: int) -> s
                   else "nnunet_equivariant.training.rotation_baselines")
     else:
         module = "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
+    # nnU-Net records the constructor's arguments by name: the signature must stay exactly nnU-Net's
     (folder / f"{name}.py").write_text(
-        f"from {module} import {base}\n\n\n"
+        f"import torch\n\nfrom {module} import {base}\n\n\n"
         f"class {name}({base}):\n"
-        f"    def __init__(self, *args, **kwargs):\n"
-        f"        super().__init__(*args, **kwargs)\n"
+        f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
+        f"                 device: torch.device = torch.device('cuda')):\n"
+        f"        super().__init__(plans, configuration, fold, dataset_json, device)\n"
         f"        self.num_epochs = {epochs}\n"
         f"        self.num_iterations_per_epoch = {iterations}\n"
         f"        self.num_val_iterations_per_epoch = {max(1, iterations // 5)}\n")
@@ -252,8 +254,9 @@ def main(argv=None) -> None:
                                   args.axes, args.angles, args.seed)
     plans = out / "nnUNet_preprocessed" / dataset.name / "nnUNetPlans.json"
     if not plans.is_file():
-        _run(env, "nnUNetv2_plan_and_preprocess", "-d", args.dataset_id, "-c", "3d_fullres", "-np", "1",
-             "--verify_dataset_integrity", log=log)
+        # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA): it must be >= 1 there
+        _run({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", args.dataset_id, "-c",
+             "3d_fullres", "-np", "1", "--verify_dataset_integrity", log=log)
     rows = []
     for base in args.trainers:
         trainer = schedule_trainer(out / "trainers", base, args.epochs, args.iterations)
