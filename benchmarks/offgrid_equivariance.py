@@ -1,4 +1,16 @@
-"""Off-grid equivariance error of the demo's E3nnUNet, layer by layer, on hard and smooth rods and discs.
+"""Off-grid equivariance error of E3nnUNet, layer by layer: issue 13's proxy, and rods and discs.
+
+``--proxy`` (issue 13's recipe; docs/offgrid.md): the network the trainer builds from nnU-Net's default
+plans for 32^3 patches at 1 mm (4 stages, 32..256 features), random weights, float64, eval; input
+Gaussian-smoothed noise (sigma 2 voxels), standardised, optionally faded out by a smooth spherical window
+(``--window``: everything the rotation moves stays inside the patch, so the instance norms see the same
+content in both poses); ``net(rotate(x))`` against ``rotate(net(x))`` for a cubic-spline rotation by
+``--angle`` degrees about the first volume axis, relative l2 error in the central ball of radius 0.4 x
+the patch. Per layer the error is on the whole field (``D(R)`` applied to the irreps channels, so wrongly
+oriented vectors count); the last column is the softmax, the issue's number. One row per network variant
+(``--variants``), and stock nnU-Net's ``PlainConvUNet`` from the same plans for reference.
+
+Without ``--proxy``:
 
 One shape centred in a 24^3 grid of 1 mm voxels (noise-free), rendered along x and rendered at ``--angle``
 degrees about z. For every encoder block and pooling and for the logits: the features of the rotated
@@ -9,7 +21,8 @@ Exact grid rotations (90 degrees) give 0 up to the spline's error. Used in docs/
 ("What the CPU demo shows").
 
 Usage: ``python benchmarks/offgrid_equivariance.py [--checkpoint fold_0/checkpoint_final.pth] [--angle 45]
-[--edge-width 0.8]`` (the checkpoint of a demo's ``nnUNetTrainerE3nn``; random weights without it).
+[--edge-width 0.8]`` (the checkpoint of a demo's ``nnUNetTrainerE3nn``; random weights without it), or
+``python benchmarks/offgrid_equivariance.py --proxy [--window] [--variants paper shells ...]``.
 """
 from __future__ import annotations
 
@@ -64,14 +77,137 @@ def relative_error(unrotated: np.ndarray, rotated: np.ndarray, theta: float) -> 
     return float(np.linalg.norm(diff[:, ball]) / np.linalg.norm(rotated[:, ball]))
 
 
+# E3nnUNet keyword arguments of the variants the proxy compares
+VARIANTS = {
+    "paper": dict(radial_basis="smooth_finite"),
+    "shells": dict(radial_basis="gaussian_shells"),
+    "shells+silu": dict(radial_basis="gaussian_shells", scalar_activation="silu"),
+    "shells+aa_pool": dict(radial_basis="gaussian_shells", antialias=0.5),
+    "shells+aa_pool+up": dict(radial_basis="gaussian_shells", antialias=0.5, upsample_antialias=0.5),
+    "shells+aa_pool+up+silu": dict(radial_basis="gaussian_shells", antialias=0.5, upsample_antialias=0.5,
+                                   scalar_activation="silu"),
+    "shells+aa_pool0.7": dict(radial_basis="gaussian_shells", antialias=0.7),
+    "paper+aa_pool": dict(radial_basis="smooth_finite", antialias=0.5),
+}
+PROXY_PLANS = dict(n_stages=4, features_per_stage=[32, 64, 128, 256], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2],
+                   [2, 2, 2]], n_conv_per_stage=[2] * 4, n_conv_per_stage_decoder=[2] * 3)
+
+
+def _rotation_x(theta: float) -> np.ndarray:
+    return np.array([[1, 0, 0], [0, np.cos(theta), -np.sin(theta)], [0, np.sin(theta), np.cos(theta)]])
+
+
+def rotate_x(fields: np.ndarray, theta: float) -> np.ndarray:
+    """``out(p) = in(R^T p)`` about the grid centre and the first axis, cubic spline, per channel."""
+    r = _rotation_x(theta)
+    c = (np.array(fields.shape[1:]) - 1) / 2
+    return np.stack([affine_transform(f, r.T, offset=c - r.T @ c, order=3, mode="nearest") for f in fields])
+
+
+def field_error(unrotated: np.ndarray, rotated: np.ndarray, theta: float, irreps=None) -> float:
+    """Relative l2 error of ``D(R) rotate(unrotated)`` against ``rotated`` in the central ball (0.4 n)."""
+    from nnunet_equivariant.testing import irreps_D
+
+    n = unrotated.shape[-1]
+    grid = np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2] * 3, indexing="ij"), -1)
+    ball = np.linalg.norm(grid, axis=-1) <= 0.4 * n
+    expected = rotate_x(unrotated, theta)
+    if irreps is not None:
+        D = irreps_D(irreps, torch.from_numpy(_rotation_x(theta))).numpy()
+        expected = np.einsum("ij,j...->i...", D, expected)
+    return float(np.linalg.norm((expected - rotated)[:, ball]) / np.linalg.norm(rotated[:, ball]))
+
+
+def proxy_input(n: int, window: bool, seed: int = 0) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    x = gaussian_filter(np.random.default_rng(seed).standard_normal((n, n, n)), 2.0)
+    x = (x - x.mean()) / x.std()
+    if window:
+        r = np.linalg.norm(np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2] * 3, indexing="ij"), -1), axis=-1)
+        x = x * 0.5 * (1 - np.tanh((r - 0.35 * n) / 1.5))
+    return x[None]
+
+
+def _stock_network() -> torch.nn.Module:
+    """nnU-Net's PlainConvUNet for the same plans (3^3 kernels), initialised as nnUNetTrainer does."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+
+    net = PlainConvUNet(1, 4, PROXY_PLANS["features_per_stage"], torch.nn.Conv3d, 3, PROXY_PLANS["strides"], 2, 3,
+                        2, conv_bias=True, norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                        nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+    net.apply(InitWeights_He(1e-2))
+    return net
+
+
+def proxy_row(net: torch.nn.Module, x: np.ndarray, theta: float) -> dict:
+    """Per-layer errors of one network (hooks on every encoder/decoder op of an E3nnUNet) and of the softmax."""
+    features, irreps = {}, {}
+
+    def hook(name, ir):
+        irreps[name] = ir
+        return lambda module, inputs, output: features.__setitem__(name, output[0].numpy())
+
+    if isinstance(net, E3nnUNet):
+        for s, stage in enumerate(net.encoder.stages):
+            for k, op in enumerate(stage):
+                kind = {"GaussianBlur3d": "blur", "NormMaxPool3d": "pool"}.get(type(op).__name__, "block")
+                ir = op.irreps_out if kind == "block" else stage[k + 1].irreps if kind == "blur" else op.irreps
+                op.register_forward_hook(hook(f"enc{s}.{k}:{kind}", ir))
+        for s, stage in enumerate(net.decoder.stages):
+            net.decoder.upsample[s].register_forward_hook(hook(f"dec{s}:up", net.decoder.reduce[s].irreps_out))
+            for k, op in enumerate(stage):
+                op.register_forward_hook(hook(f"dec{s}.{k}:block", op.irreps_out))
+    outputs = []
+    for image in (x, rotate_x(x, theta)):
+        with torch.no_grad():
+            softmax = torch.softmax(net(torch.from_numpy(image)[None]), 1)[0].numpy()
+        outputs.append({**features, "softmax": softmax})
+    irreps["softmax"] = None
+    row = {"input (spline round trip)": field_error(x, rotate_x(rotate_x(x, theta), -theta), 0.0)}
+    row.update({k: field_error(outputs[0][k], outputs[1][k], theta, irreps[k]) for k in outputs[0]})
+    return row
+
+
+def run_proxy(args) -> None:
+    torch.set_default_dtype(torch.float64)
+    theta = np.deg2rad(args.angle)
+    x = proxy_input(32, args.window)
+    rows = {}
+    for name in args.variants:
+        if name == "stock":
+            torch.manual_seed(0)
+            rows[name] = proxy_row(_stock_network().eval(), x, theta)
+        else:
+            torch.manual_seed(0)
+            net = E3nnUNet(1, 3, **PROXY_PLANS, **VARIANTS[name]).eval()
+            rows[name] = proxy_row(net, x, theta)
+        print(f"{name}: softmax {rows[name]['softmax']:.3f}", flush=True)
+    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+    print(f"\nproxy, {args.angle:g} degrees about the first axis, {'windowed' if args.window else 'plain'} input")
+    print("| variant | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in columns) + " |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="nnU-Net checkpoint of the demo's nnUNetTrainerE3nn")
     parser.add_argument("--angle", type=float, default=45.0)
     parser.add_argument("--edge-width", type=float, nargs="+", default=[0.0, 0.8])
+    parser.add_argument("--radial-basis", default="gaussian_shells", choices=["gaussian_shells", "smooth_finite"],
+                        help="rods and discs: the kernel basis (smooth_finite for checkpoints of the paper's basis)")
+    parser.add_argument("--proxy", action="store_true", help="issue 13's proxy, one row per network variant")
+    parser.add_argument("--window", action="store_true", help="proxy input faded out by a spherical window")
+    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "stock"], choices=[*VARIANTS, "stock"])
     args = parser.parse_args(argv)
+    if args.proxy:
+        return run_proxy(args)
     torch.manual_seed(0)
-    net = E3nnUNet(1, 3, 3, [32, 64, 128], [1, 2, 2], 2, 2).double().eval()  # the demo's plans
+    net = E3nnUNet(1, 3, 3, [32, 64, 128], [1, 2, 2], 2, 2,  # the demo's plans
+                   radial_basis=args.radial_basis).double().eval()
     if args.checkpoint:
         net.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=False)["network_weights"])
     features, irreps = {}, {}

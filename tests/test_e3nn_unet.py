@@ -15,6 +15,7 @@ from nnunet_equivariant.training import e3nn as trainers
 
 ISO_STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 SMALL = ["1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e", "2x0e + 2x1e + 1x2e"]  # tiny widths keep float64 fast
+SMALL_DIMS = [o3.Irreps(f).dim for f in SMALL]
 
 
 def _net(symmetry="so3", strides=ISO_STRIDES, spacing=(1.0, 1.0, 1.0), features=None, deep_supervision=True, **kw):
@@ -35,6 +36,21 @@ def test_so3_unet_is_equivariant_on_all_24_rotations(float64_default):
     net = _net()
     x = torch.randn(1, 2, 16, 16, 16)
     assert_equivariant(net, x, grid_rotations(), rep_in=None, rep_out=None, tol=1e-5)
+
+
+def test_antialiased_paper_basis_unet_is_equivariant_on_all_24_rotations(float64_default):
+    """The other options: Gaussian blur before pooling and after upsampling, and the paper's kernel basis."""
+    net = _net(antialias=0.5, upsample_antialias=0.5, radial_basis="smooth_finite")
+    blurs = [m for m in net.modules() if type(m).__name__ == "GaussianBlur3d"]
+    assert len(blurs) == 4 and blurs[0].sigma == (1.0, 1.0, 1.0), "2 poolings and 2 upsamplings, sigma 0.5 x 2"
+    convs = [m for m in net.modules() if type(m).__name__ == "SteerableConv3d" and m.kernel_size > 1]
+    assert convs and all(m.radial_basis == "smooth_finite" for m in convs), "(1x1 convolutions have no radial part)"
+    x = torch.randn(1, 2, 16, 16, 16)
+    assert_equivariant(net, x, grid_rotations(), rep_in=None, rep_out=None, tol=1e-5)
+    plain = _net()
+    extra = net.compute_conv_feature_map_size((16, 16, 16)) - plain.compute_conv_feature_map_size((16, 16, 16))
+    # one activation per blur, at the pooling's input / the upsampling's output size
+    assert extra == 2 * (SMALL_DIMS[0] * 16 ** 3 + SMALL_DIMS[1] * 8 ** 3)
 
 
 def test_o3_unet_is_equivariant_on_all_48_symmetries(float64_default):
@@ -148,7 +164,8 @@ def _configuration(patch_size, spacing, strides, features):
     (trainers.nnUNetTrainerE3nn, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnO3, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnRotDA, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_30x0e, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_8x8x0, 32, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_4x4x4, 36, (5, 5, 5)),
-    (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)),
+    (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnPaperBasis, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)),
 ])
 def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
     config = _configuration([32, 32, 32], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
@@ -156,22 +173,27 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert net.symmetry == trainer.symmetry and net.decoder.deep_supervision
     assert [irreps.dim for irreps in net.encoder.output_irreps][0] == ratio_dim
     assert net.encoder.stages[0][0].conv.kernel_shape == kernel
+    assert net.encoder.stages[0][0].conv.radial_basis == trainer.radial_basis
+    assert (type(net.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.antialias > 0)
     no_ds = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=False)
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 
 
-def test_parameters_16x_fewer_than_stock_on_default_plans():
+@pytest.mark.parametrize("trainer, low, high", [(trainers.nnUNetTrainerE3nnPaperBasis, 15, 18),
+                                                 (trainers.nnUNetTrainerE3nn, 26, 30)])
+def test_parameters_fewer_than_stock_on_default_plans(trainer, low, high):
     """README's claim: on nnU-Net's default 5-stage plans (32..320 features, 3^3 kernels) the steerable
-    network has ~16x fewer parameters than the stock PlainConvUNet built from the same plans."""
+    network has ~28x fewer parameters than the stock PlainConvUNet built from the same plans with the
+    band-limited shells (3 radial elements per path), ~16x with the paper's basis (5)."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     config = _configuration([64, 64, 64], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]] * 2, [32, 64, 128, 256, 320])
-    steerable = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 3, True)
+    steerable = trainer.build_network_architecture(None, config, 1, 3, True)
     stock = get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
                                    config.network_arch_init_kwargs_req_import, 1, 3, allow_init=False,
                                    deep_supervision=True)
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
-    assert 15 < count(stock) / count(steerable) < 18
+    assert low < count(stock) / count(steerable) < high
 
 
 def test_trainer_attributes():

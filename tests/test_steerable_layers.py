@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from e3nn import o3
 
-from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, NormMaxPool3d, SteerableConv3d,
-                                       TrilinearUpsample)
+from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, GaussianBlur3d, NormMaxPool3d,
+                                       SteerableConv3d, TrilinearUpsample)
 from nnunet_equivariant.layers._irreps import blocks
 from nnunet_equivariant.layers._norm_gate import norm_gate, norm_gate_layout
 from nnunet_equivariant.layers.steerable_conv import _KernelFromBasis
@@ -28,16 +28,18 @@ def _randomise(module):
     return module
 
 
+@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite"])
 @pytest.mark.parametrize("irreps_in, irreps_out", [("1x0e", SO3_HIDDEN), (SO3_HIDDEN, "3x0e + 1x1e + 2x2e")])
-def test_conv_is_so3_equivariant_on_all_24_rotations(float64_default, irreps_in, irreps_out):
-    conv = _randomise(SteerableConv3d(irreps_in, irreps_out, kernel_size=5))
+def test_conv_is_so3_equivariant_on_all_24_rotations(float64_default, irreps_in, irreps_out, radial_basis):
+    conv = _randomise(SteerableConv3d(irreps_in, irreps_out, kernel_size=5, radial_basis=radial_basis))
     x = torch.randn(2, conv.irreps_in.dim, 7, 8, 9)
     err = assert_equivariant(conv, x, grid_rotations(), conv.irreps_in, conv.irreps_out, tol=1e-5)
     assert err < 1e-12, "float64 exact"
 
 
-def test_conv_is_o3_equivariant_on_all_48_symmetries(float64_default):
-    conv = _randomise(SteerableConv3d(O3_MIXED, O3_MIXED, kernel_size=3, parity=True))
+@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite"])
+def test_conv_is_o3_equivariant_on_all_48_symmetries(float64_default, radial_basis):
+    conv = _randomise(SteerableConv3d(O3_MIXED, O3_MIXED, kernel_size=3, parity=True, radial_basis=radial_basis))
     x = torch.randn(1, conv.irreps_in.dim, 6, 7, 5)
     assert_equivariant(conv, x, grid_symmetries(), conv.irreps_in, conv.irreps_out, tol=1e-5)
 
@@ -50,8 +52,11 @@ def test_so3_conv_is_not_reflection_equivariant(float64_default):
         assert_equivariant(conv, x, [axis_flips([0])], conv.irreps_in, conv.irreps_out, tol=1e-5)
 
 
-def test_anisotropic_spacing_kernel_is_sized_in_mm_and_equivariant_to_its_grid_symmetries(float64_default):
-    conv = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5, spacing=(3.0, 1.0, 1.0))
+@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite"])
+def test_anisotropic_spacing_kernel_is_sized_in_mm_and_equivariant_to_its_grid_symmetries(float64_default,
+                                                                                          radial_basis):
+    conv = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5, spacing=(3.0, 1.0, 1.0),
+                           radial_basis=radial_basis)
     assert conv.kernel_shape == (1, 5, 5), "radius 2.5 mm: one tap along the 3 mm axis"
     assert SteerableConv3d("1x0e", "1x0e", kernel_size=5, spacing=(2.0, 1.0, 1.0)).kernel_shape == (3, 5, 5)
     # symmetries of the (3, 1, 1) mm grid: those that map axis x to itself
@@ -71,22 +76,80 @@ def test_conv_output_has_unit_second_moment_at_init():
 
 
 def test_self_connection_is_the_centre_tap_and_radial_basis_vanishes_there(float64_default):
-    conv = SteerableConv3d("2x1e", "3x1e", kernel_size=5)
+    """The paper's basis: smooth_finite radial functions vanish at the centre and beyond the radius."""
+    conv = SteerableConv3d("2x1e", "3x1e", kernel_size=5, radial_basis="smooth_finite")
     kernel = conv.build_kernel()
     centre = kernel[:, :, 2, 2, 2].reshape(3, 3, 2, 3).permute(0, 2, 1, 3)  # (u_out, u_in, m_out, m_in)
     eye = torch.eye(3)
     assert torch.allclose(centre, centre[..., :1, :1] * eye, atol=1e-14), "centre tap is W (x) identity"
-    no_self = SteerableConv3d("2x1e", "3x1e", kernel_size=5, self_connection=False).build_kernel()
+    no_self = SteerableConv3d("2x1e", "3x1e", kernel_size=5, self_connection=False,
+                              radial_basis="smooth_finite").build_kernel()
     assert no_self[:, :, 2, 2, 2].abs().max() == 0
     corner = kernel[:, :, 0, 0, 0]
     assert corner.abs().max() == 0, "the kernel is a ball: corners beyond the radius are zero"
+
+
+def test_gaussian_shells_cut_the_angular_order_per_radius(float64_default):
+    """Shells at radii 0, 1, 2 voxels (5-voxel kernel): l = 0 on all three, l = 1 from radius 1, l = 2 only on
+    the outermost; l > 0 elements vanish at the centre tap."""
+    def n_elements(irreps_in, irreps_out, **kw):
+        return SteerableConv3d(irreps_in, irreps_out, kernel_size=5, bias=False, **kw).weight.numel()
+
+    assert n_elements("1x0e", "1x0e") == 3 + 1, "3 shells + the self-connection"
+    assert n_elements("1x0e", "1x1e") == 2 and n_elements("1x0e", "1x2e") == 1
+    assert n_elements("1x0e", "1x0e", self_connection=False) == 3
+    k3 = SteerableConv3d("1x0e", "1x2e", kernel_size=3)
+    assert k3.weight.numel() == 1, "3-voxel kernel: the outermost shell (radius 1) carries l = 2"
+    kernel = SteerableConv3d("1x1e", "2x1e + 1x2e", kernel_size=5, self_connection=False).build_kernel()
+    assert kernel[6:, :, 2, 2, 2].abs().max() < 1e-14, "no 1e -> 2e coupling at the centre (l = 1, 2 vanish there)"
+
+
+def _anisotropic_blobs(points: torch.Tensor, seed: int, R: torch.Tensor) -> torch.Tensor:
+    """A sum of anisotropic Gaussian blobs evaluated at ``R^T p``: the same smooth field in another pose,
+    rendered without interpolation."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(points.shape[:-1])
+    for _ in range(6):
+        centre = 2.0 * torch.randn(3, generator=g)
+        q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g))
+        A = q @ torch.diag(1 / (1.5 + 2.5 * torch.rand(3, generator=g)) ** 2) @ q.T
+        d = points @ R - centre
+        out += torch.randn((), generator=g) * torch.exp(-0.5 * torch.einsum("...i,ij,...j->...", d, A, d))
+    return out
+
+
+def test_gaussian_shells_are_nearly_equivariant_off_the_grid(float64_default):
+    """45 degrees about x: the output at the centre voxel of a smooth field rendered in both poses, against
+    D(R) times the unrotated one (no interpolation anywhere). The paper's basis is far off for l >= 1."""
+    from scipy.spatial.transform import Rotation
+
+    from nnunet_equivariant.testing import irreps_D
+
+    n = 9
+    axis = torch.arange(n, dtype=torch.float64) - n // 2
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)
+    R = torch.from_numpy(Rotation.from_euler("x", 45, degrees=True).as_matrix())
+    errors = {}
+    for radial_basis in ("gaussian_shells", "smooth_finite"):
+        torch.manual_seed(0)
+        conv = SteerableConv3d("1x0e", "4x0e + 4x1e + 4x2e", kernel_size=5, radial_basis=radial_basis).eval()
+        D = irreps_D(conv.irreps_out, R)
+        num = den = 0
+        for seed in range(8):
+            y0, y1 = (conv(_anisotropic_blobs(points, seed, r)[None, None])[0, :, n // 2, n // 2, n // 2]
+                      for r in (torch.eye(3), R))
+            num, den = num + (D @ y0 - y1).pow(2), den + y1.pow(2)
+        rel = (num / den).sqrt()
+        errors[radial_basis] = [rel[:4].mean().item(), rel[4:16].mean().item(), rel[16:].mean().item()]
+    assert max(errors["gaussian_shells"]) < 0.03, errors
+    assert min(errors["smooth_finite"][1:]) > 0.1, errors
 
 
 def test_parameters_and_state_dict_hold_only_weights():
     conv = SteerableConv3d("1x0e", SO3_HIDDEN, bias=True)
     assert set(conv.state_dict()) == {"weight", "bias"}, "bases are non-persistent buffers"
     # the first radial function (centre r/6) has no voxel in its support at 1 mm: 4 radial elements per path
-    scalar = SteerableConv3d("1x0e", "1x0e", kernel_size=5)
+    scalar = SteerableConv3d("1x0e", "1x0e", kernel_size=5, radial_basis="smooth_finite")
     assert scalar.weight.numel() == 4 + 1, "4 effective radial functions + the self-connection"
 
 
@@ -324,6 +387,22 @@ def test_upsample_is_equivariant(float64_default):
     assert TrilinearUpsample((1, 2, 2))(torch.randn(1, 1, 3, 4, 5)).shape == (1, 1, 3, 8, 10)
 
 
+@pytest.mark.parametrize("sigma, stride", [(1.0, (2, 2, 2)), ((0.0, 1.0, 1.0), (1, 2, 2))])
+def test_blur_is_equivariant_and_keeps_constants(float64_default, sigma, stride):
+    irreps = o3.Irreps(O3_MIXED)
+    blur = GaussianBlur3d(sigma)
+    syms = grid_symmetries() if stride == (2, 2, 2) else [R for R in grid_symmetries() if abs(R[0, 0]) == 1]
+    x = torch.randn(2, irreps.dim, 4, 6, 6)
+    assert_equivariant(blur, x, syms, irreps, irreps, tol=1e-5)
+    assert_equivariant(torch.nn.Sequential(blur, NormMaxPool3d(irreps, stride)), x, syms, irreps, irreps, tol=1e-5)
+    constant = torch.full((1, 3, 5, 6, 7), 2.5)
+    assert torch.allclose(blur(constant), constant), "normalised taps and replicated borders keep constants"
+    if sigma == 1.0:
+        assert blur(torch.randn(1, 1, 16, 16, 16)).std() < 0.3, "a low-pass: white noise loses most of its power"
+    with pytest.raises(ValueError, match="sigma must be"):
+        GaussianBlur3d((1.0, -1.0, 1.0))
+
+
 def test_deliberately_broken_ops_are_caught(float64_default):
     """The tests above can fail: non-equivariant versions of the same ops do not pass."""
     irreps = o3.Irreps(SO3_HIDDEN)
@@ -374,3 +453,5 @@ def test_layers_reject_bad_arguments_and_inputs():
         SteerableConv3d("1x0e + 1x1e", "1x0e")(torch.randn(1, 3, 4, 4, 4))
     with pytest.raises(ValueError, match="stride must be"):
         NormMaxPool3d("1x0e", (2, 2))
+    with pytest.raises(ValueError, match="radial_basis must be one of"):
+        SteerableConv3d("1x0e", "1x0e", radial_basis="bessel")

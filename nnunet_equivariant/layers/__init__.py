@@ -2,10 +2,12 @@
 
 Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
 ``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``, and the block
-``SteerableBlock`` (conv -- norm -- gate); ``parse_irreps`` checks an irreps argument.
+``SteerableBlock`` (conv -- norm -- gate), ``GaussianBlur3d`` (anti-aliasing of pooling and upsampling);
+``parse_irreps`` checks an irreps argument.
 Mirror-symmetric (plain channels): ``MirrorSymmetricConv3d``, ``MirrorSymmetricConvTranspose3d``.
 """
 from ._irreps import parse_irreps
+from .blur import GaussianBlur3d
 from .gate import EquivariantGate
 from .mirror_conv import (
     SYMMETRIES,
@@ -22,6 +24,6 @@ from .upsample import TrilinearUpsample
 
 __all__ = [
     "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "TrilinearUpsample",
-    "SteerableBlock", "parse_irreps",
+    "SteerableBlock", "parse_irreps", "GaussianBlur3d",
     "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
 ]

@@ -10,7 +10,7 @@ from ._irreps import parse_irreps
 from ._norm_gate import norm_gate, norm_gate_layout
 from .gate import EquivariantGate
 from .norm import EquivariantInstanceNorm
-from .steerable_conv import SteerableConv3d
+from .steerable_conv import DEFAULT_RADIAL_BASIS, SteerableConv3d
 
 __all__ = ["SteerableBlock"]
 
@@ -26,14 +26,14 @@ class SteerableBlock(nn.Module):
     """
 
     def __init__(self, irreps_in, irreps_hidden, kernel_size: int, spacing, parity: bool, num_radial_basis: int,
-                 lmax: int, scalar_activation: str):
+                 lmax: int, scalar_activation: str, radial_basis: str = DEFAULT_RADIAL_BASIS):
         super().__init__()
         irreps_hidden = parse_irreps(irreps_hidden, "irreps_hidden")
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0])
         gated = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l > 0])
         self.gate = EquivariantGate(scalars, gated, scalar_activation)
         self.conv = SteerableConv3d(irreps_in, self.gate.irreps_in, kernel_size, spacing, num_radial_basis, lmax,
-                                    parity=parity, bias=False)
+                                    parity=parity, bias=False, radial_basis=radial_basis)
         self.norm = EquivariantInstanceNorm(self.gate.irreps_in)
         self.irreps_in, self.irreps_out = self.conv.irreps_in, self.gate.irreps_out
         self._fused = norm_gate_layout(self.norm, self.gate)

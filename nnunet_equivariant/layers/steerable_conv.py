@@ -13,7 +13,7 @@ from torch import nn
 from . import _fft_conv
 from ._irreps import Block, blocks, check_field, parse_irreps
 
-__all__ = ["SteerableConv3d", "kernel_lattice"]
+__all__ = ["SteerableConv3d", "kernel_lattice", "RADIAL_BASES", "DEFAULT_RADIAL_BASIS"]
 
 # Elements of a kernel basis whose part orthogonal to the earlier elements is below this fraction of the
 # largest element are dropped (radial functions with no lattice point in their support, or dependent ones).
@@ -52,21 +52,60 @@ def _orthonormalise(elements: list[torch.Tensor]) -> list[torch.Tensor]:
     return basis
 
 
+RADIAL_BASES = ("smooth_finite", "gaussian_shells")
+# The default: on the off-grid benchmarks (docs/offgrid.md) the paper's basis leaves 20-200 % error on the
+# l >= 1 outputs of a convolution at 45 degrees, the shells 0.2-1.2 %.
+DEFAULT_RADIAL_BASIS = "gaussian_shells"
+
+# Gaussian shells: width (standard deviation, fraction of the finest voxel size) and the highest
+# spherical-harmonic order a shell of radius k voxels carries. A shell holds few lattice points (6 at
+# radius 1: an l = 2 harmonic sampled there has only its (3z^2 - r^2, x^2 - y^2) part, not xy, yz, zx), so
+# angular detail finer than the points' spacing is sampled inconsistently off the grid: the centre carries
+# l = 0 only (as in Weiler et al. 2018 and escnn's 3D bases) and l grows with the radius. The width 0.45 was
+# chosen on the analytic off-grid test of tests/test_steerable_layers.py (45 degrees, 5-voxel kernels:
+# widths 0.4 / 0.42 / 0.45 / 0.5 / 0.6 leave 2.8 / 1.3 / 1.2 / 4.6 / 10 % error on l = 2 outputs).
+SHELL_WIDTH = 0.45
+SHELL_MAX_L = (0, 1, 2)
+
+
+def _radial_profiles(dist: torch.Tensor, radius: float, unit: float, num_radial_basis: int, lmax: int,
+                     radial_basis: str) -> list[tuple[torch.Tensor, int]]:
+    """Radial functions at the distances ``dist`` (mm) and the highest order ``l`` each one carries.
+
+    - ``"smooth_finite"`` (the paper's): ``num_radial_basis`` of e3nn's ``smooth_finite`` functions evenly
+      spaced in ``[0, radius]`` with a cutoff at ``radius``; each carries every ``l <= lmax``.
+    - ``"gaussian_shells"``: band-limited shells ``exp(-(|r| - k u)^2 / (2 (0.6 u)^2))`` at the radii the
+      lattice resolves, ``k = 0 .. floor(radius / u)`` with ``u`` the finest voxel size; shell ``k`` carries
+      ``l <= min(lmax, SHELL_MAX_L[k])`` (the last entry for larger ``k``), the outermost shell every
+      ``l <= lmax`` (so a 3-voxel kernel still maps scalars to ``l = 2``). ``num_radial_basis`` is unused.
+    """
+    if radial_basis == "smooth_finite":
+        radial = soft_one_hot_linspace(dist, 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True)
+        return [(radial[:, s], lmax) for s in range(num_radial_basis)]
+    if radial_basis == "gaussian_shells":
+        n_shells = int(math.floor(radius / unit + 1e-9)) + 1
+        return [(torch.exp(-0.5 * ((dist - k * unit) / (SHELL_WIDTH * unit)) ** 2),
+                 lmax if k == n_shells - 1 else min(lmax, SHELL_MAX_L[min(k, len(SHELL_MAX_L) - 1)]))
+                for k in range(n_shells)]
+    raise ValueError(f"radial_basis must be one of {RADIAL_BASES}, got {radial_basis!r}")
+
+
 @functools.lru_cache(maxsize=None)
 def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tuple[float, float, float],
-                num_radial_basis: int, lmax: int, parity: bool, self_connection: bool) -> torch.Tensor:
+                num_radial_basis: int, lmax: int, parity: bool, self_connection: bool,
+                radial_basis: str = DEFAULT_RADIAL_BASIS) -> torch.Tensor:
     """Orthonormal basis ``(P, d_out, d_in, T)`` (float64) of equivariant kernels from ``ir_in`` to ``ir_out``.
 
     Elements, in order: the self-connection (identity at the centre tap, if ``ir_in == ir_out``), then for
     each spherical-harmonic order ``l`` allowed by the selection rule (and parity) and each radial function
-    ``s``: ``radial_s(|r|) * sum_m w3j[m_in, m, m_out] * Y^l_m(r / |r|)``. Orthonormalised with Gram-Schmidt
-    in the Frobenius inner product: a linear change of basis of the same kernel space (plus dropping
-    directions the lattice cannot represent), so weights are an isometry onto the kernel space.
+    ``s`` that carries ``l`` (see ``_radial_profiles``): ``radial_s(|r|) * sum_m w3j[m_in, m, m_out] *
+    Y^l_m(r / |r|)`` (``Y^l(0) = 0`` for ``l > 0``). Orthonormalised with Gram-Schmidt in the Frobenius
+    inner product: a linear change of basis of the same kernel space (plus dropping directions the lattice
+    cannot represent), so weights are an isometry onto the kernel space.
     """
     _, points, radius = kernel_lattice(kernel_size, spacing)
     n_taps = points.shape[0]
-    dist = points.norm(dim=-1)
-    radial = soft_one_hot_linspace(dist, 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True)
+    profiles = _radial_profiles(points.norm(dim=-1), radius, min(spacing), num_radial_basis, lmax, radial_basis)
     elements = []
     if self_connection and ir_in == ir_out:
         centre = torch.zeros(n_taps, dtype=torch.float64)
@@ -80,7 +119,7 @@ def _pair_basis(ir_in: o3.Irrep, ir_out: o3.Irrep, kernel_size: int, spacing: tu
         sh = o3.spherical_harmonics(l, points, normalize=True, normalization="component")  # (T, 2l+1)
         w3j = o3.wigner_3j(ir_in.l, l, ir_out.l, dtype=torch.float64)  # (d_in, 2l+1, d_out)
         angular = torch.einsum("imo,tm->oit", w3j, sh)
-        elements += [angular * radial[:, s] for s in range(num_radial_basis)]
+        elements += [angular * radial for radial, l_max in profiles if l <= l_max]
     basis = _orthonormalise(elements)
     if not basis:
         return torch.zeros(0, ir_out.dim, ir_in.dim, n_taps, dtype=torch.float64)
@@ -210,9 +249,17 @@ class SteerableConv3d(nn.Module):
         K(r) = \sum_{\text{paths } i \times l \to j} \sum_s w_{j,i,s}\; \phi_s(|r|)\,
                \big(C^{l_i, l, l_j} \cdot Y^l(r / |r|)\big) \;+\; \delta(r)\, W_{\text{self}}
 
-    with ``phi_s`` e3nn's ``smooth_finite`` radial functions cut off at the kernel radius (they vanish at
-    ``r = 0``), ``C`` Wigner 3j symbols and ``Y^l`` spherical harmonics (``l <= lmax``) sampled at the voxel
-    offsets in millimetres. The self-connection (a pointwise equivariant linear map between equal irreps)
+    with ``phi_s`` the radial functions of ``radial_basis``, ``C`` Wigner 3j symbols and ``Y^l`` spherical
+    harmonics (``l <= lmax``) sampled at the voxel offsets in millimetres. ``radial_basis``:
+
+    - ``"gaussian_shells"`` (default): Gaussian shells (standard deviation 0.45 voxel) at radii 0, 1, 2, ...
+      voxels of the finest axis up to the kernel radius, each carrying only the orders ``l`` its lattice
+      points resolve (radius 0: ``l = 0``; radius 1: ``l <= 1``; the outermost: ``l <= lmax``). Band-limited,
+      so the sampled kernel stays close to rotation-consistent off the grid (``_radial_profiles``). The
+      shells are not cut at the radius: the kernel fills its box of taps (tails below 0.2 there).
+    - ``"smooth_finite"`` (Diaz et al.'s): ``num_radial_basis`` e3nn ``smooth_finite`` functions cut off at
+      the kernel radius (they vanish at ``r = 0``), every ``l <= lmax`` at every radius; the kernel is a
+      ball. Exact on the grid like the shells, but far from rotation-consistent off it. The self-connection (a pointwise equivariant linear map between equal irreps)
     is folded into the centre tap, so the forward pass is one ``F.conv3d``. The basis of each irrep pair is
     computed once at construction and orthonormalised (see ``_pair_basis``); the weight is a flat vector
     of the coefficients, initialised so the output has unit second moment for unit-variance white input.
@@ -222,8 +269,8 @@ class SteerableConv3d(nn.Module):
     1. ``irreps_in`` / ``irreps_out`` are e3nn irreps strings; with ``parity=False`` (SO(3)) all must be
        even (``e``) and spherical harmonics are treated as even; with ``parity=True`` (O(3)) a path needs
        ``p_in * (-1)^l == p_out``.
-    2. ``kernel_size`` is an odd integer: the number of taps along the finest axis; the kernel is a ball
-       of radius ``kernel_size / 2 * min(spacing)`` mm, so coarser axes get fewer taps. ``kernel_size=1``
+    2. ``kernel_size`` is an odd integer: the number of taps along the finest axis; the kernel's radius is
+       ``kernel_size / 2 * min(spacing)`` mm, so coarser axes get fewer taps. ``kernel_size=1``
        is the pointwise equivariant linear map (self-connection only; needs ``self_connection=True``).
     3. Every output irrep must be reachable from some input irrep (selection rule ``|l_i - l_j| <= l <=
        l_i + l_j``, ``l <= lmax``, or the self-connection).
@@ -256,6 +303,7 @@ class SteerableConv3d(nn.Module):
         self_connection: bool = True,
         parity: bool = False,
         bias: bool = True,
+        radial_basis: str = DEFAULT_RADIAL_BASIS,
     ):
         super().__init__()
         self.irreps_in = parse_irreps(irreps_in, "irreps_in")
@@ -270,8 +318,8 @@ class SteerableConv3d(nn.Module):
                 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd positive integer (a centred kernel), got {kernel_size!r}")
         if kernel_size == 1 and not self_connection:
-            raise ValueError("kernel_size=1 cannot hold the radial basis (it vanishes at the centre): use "
-                             "kernel_size >= 3, or self_connection=True for a pointwise equivariant linear map")
+            raise ValueError("kernel_size=1 cannot hold a spatial kernel basis: use kernel_size >= 3, or "
+                             "self_connection=True for a pointwise equivariant linear map")
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != 3 or not all(s > 0 and math.isfinite(s) for s in spacing):
             raise ValueError(f"spacing must be three positive voxel sizes (mm), got {spacing}")
@@ -279,6 +327,9 @@ class SteerableConv3d(nn.Module):
             raise ValueError(f"num_radial_basis must be >= 1, got {num_radial_basis}")
         if lmax < 0:
             raise ValueError(f"lmax must be >= 0, got {lmax}")
+        if radial_basis not in RADIAL_BASES:
+            raise ValueError(f"radial_basis must be one of {RADIAL_BASES}, got {radial_basis!r}")
+        self.radial_basis = radial_basis
         self.kernel_size, self.spacing, self.parity = kernel_size, spacing, bool(parity)
         self.num_radial_basis, self.lmax, self.self_connection = num_radial_basis, lmax, bool(self_connection)
         self.kernel_shape, _, self.radius = kernel_lattice(kernel_size, spacing)
@@ -293,7 +344,7 @@ class SteerableConv3d(nn.Module):
             fan_in = 0
             for bi in self._in_blocks:
                 basis = _pair_basis(bi.ir, bo.ir, kernel_size, spacing, num_radial_basis, lmax, self.parity,
-                                    self.self_connection)
+                                    self.self_connection, radial_basis)
                 n = basis.shape[0]
                 if n == 0:
                     continue
@@ -392,4 +443,5 @@ class SteerableConv3d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.irreps_in} -> {self.irreps_out}, kernel_shape={self.kernel_shape}, "
                 f"spacing={self.spacing}, lmax={self.lmax}, num_radial_basis={self.num_radial_basis}, "
-                f"parity={self.parity}, self_connection={self.self_connection}, bias={self.bias is not None}")
+                f"parity={self.parity}, self_connection={self.self_connection}, bias={self.bias is not None}, "
+                f"radial_basis={self.radial_basis!r}")

@@ -11,7 +11,8 @@ from e3nn import o3
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from ..layers import NormMaxPool3d, SteerableBlock, SteerableConv3d, TrilinearUpsample, parse_irreps
+from ..layers import GaussianBlur3d, NormMaxPool3d, SteerableBlock, SteerableConv3d, TrilinearUpsample, parse_irreps
+from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
 from ..symmetry import GROUPS, get_symmetry
 from .ddp import skip_constant_buffers_in_ddp
 
@@ -50,17 +51,28 @@ def _per_stage(value, n: int, name: str) -> list:
     return values
 
 
+def _antialias_blur(stride: Sequence[int], antialias: float) -> list[nn.Module]:
+    """``[GaussianBlur3d]`` of ``antialias * stride`` voxels along the resampled axes, or ``[]`` if off."""
+    if antialias == 0 or all(s == 1 for s in stride):
+        return []
+    return [GaussianBlur3d([antialias * s if s > 1 else 0.0 for s in stride])]
+
+
 class E3nnEncoder(nn.Module):
-    """Stages of ``[NormMaxPool3d(stride)] -- SteerableBlock x n``; returns every stage's output (skips)."""
+    """Stages of ``[GaussianBlur3d] -- [NormMaxPool3d(stride)] -- SteerableBlock x n``; returns every stage's
+    output (skips). The blur (``antialias * stride`` voxels) is there only with ``antialias > 0``."""
 
     def __init__(self, input_irreps: o3.Irreps, stage_irreps: list[o3.Irreps], strides: list[tuple[int, int, int]],
-                 stage_spacing: list[tuple[float, float, float]], n_conv_per_stage: list[int], block_kwargs: dict):
+                 stage_spacing: list[tuple[float, float, float]], n_conv_per_stage: list[int], block_kwargs: dict,
+                 antialias: float = 0.0):
         super().__init__()
         self.strides, self.stage_spacing, self.output_irreps = strides, stage_spacing, stage_irreps
         stages = []
         irreps = input_irreps
         for irreps_stage, stride, spacing, n_conv in zip(stage_irreps, strides, stage_spacing, n_conv_per_stage):
-            ops: list[nn.Module] = [NormMaxPool3d(irreps, stride)] if stride != (1, 1, 1) else []
+            ops: list[nn.Module] = []
+            if stride != (1, 1, 1):
+                ops += _antialias_blur(stride, antialias) + [NormMaxPool3d(irreps, stride)]
             for _ in range(n_conv):
                 ops.append(SteerableBlock(irreps, irreps_stage, spacing=spacing, **block_kwargs))
                 irreps = irreps_stage
@@ -85,7 +97,7 @@ class E3nnDecoder(nn.Module):
     """
 
     def __init__(self, encoder: E3nnEncoder, num_classes: int, n_conv_per_stage: list[int], deep_supervision: bool,
-                 block_kwargs: dict):
+                 block_kwargs: dict, upsample_antialias: float = 0.0):
         super().__init__()
         self.deep_supervision = deep_supervision
         self.num_classes = num_classes
@@ -95,7 +107,8 @@ class E3nnDecoder(nn.Module):
         for s in range(1, len(encoder.output_irreps)):
             irreps_skip = encoder.output_irreps[-(s + 1)]
             reduce.append(SteerableConv3d(irreps_below, irreps_skip, kernel_size=1, parity=parity, bias=False))
-            upsample.append(TrilinearUpsample(encoder.strides[-s]))
+            up, blur = TrilinearUpsample(encoder.strides[-s]), _antialias_blur(encoder.strides[-s], upsample_antialias)
+            upsample.append(nn.Sequential(up, *blur) if blur else up)
             irreps = irreps_skip + irreps_skip
             blocks = []
             for _ in range(n_conv_per_stage[s - 1]):
@@ -164,6 +177,9 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         lmax: int = 2,
         scalar_activation: str = "leaky_relu",
         patch_size: Sequence[int] | None = None,
+        radial_basis: str = DEFAULT_RADIAL_BASIS,
+        antialias: float = 0.0,
+        upsample_antialias: float = 0.0,
     ):
         super().__init__()
         if symmetry not in DEFAULT_IRREPS_RATIO:
@@ -193,13 +209,16 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         cumulative = np.cumprod(np.array(strides), axis=0)
         stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in cumulative]
 
-        block_kwargs = dict(kernel_size=kernel_size, parity=get_symmetry(symmetry).parity,
-                            num_radial_basis=num_radial_basis, lmax=lmax, scalar_activation=scalar_activation)
+        if not (antialias >= 0 and upsample_antialias >= 0):
+            raise ValueError(f"antialias and upsample_antialias must be >= 0 (Gaussian sigma per stride), got "
+                             f"{antialias!r}, {upsample_antialias!r}")
+        block_kwargs = dict(kernel_size=kernel_size, parity=get_symmetry(symmetry).parity, num_radial_basis=num_radial_basis,
+                            lmax=lmax, scalar_activation=scalar_activation, radial_basis=radial_basis)
         self.symmetry, self.num_classes, self.input_channels = symmetry, num_classes, input_channels
         self.encoder = E3nnEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, stage_spacing,
-                                   n_conv_per_stage, block_kwargs)
+                                   n_conv_per_stage, block_kwargs, antialias)
         self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
-                                   block_kwargs)
+                                   block_kwargs, upsample_antialias)
         # where the encoder, the stem and the input-dependent weights are (dynamic-network-architectures' keys)
         self.key_to_encoder = "encoder.stages"
         self.key_to_stem = "encoder.stages.0"
@@ -231,15 +250,18 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         for stage, stride in zip(self.encoder.stages, self.encoder.strides):
             size = size // np.array(stride)
             sizes.append(size)
-            for op in stage:
-                if isinstance(op, NormMaxPool3d):
+            for op, following in zip(stage, list(stage)[1:] + [None]):
+                if isinstance(op, GaussianBlur3d):  # before the pooling, at the finer size
+                    total += following.irreps.dim * int(np.prod(size * np.array(stride)))
+                elif isinstance(op, NormMaxPool3d):
                     total += op.irreps.dim * int(np.prod(size))
                 else:
                     total += (2 * op.conv.irreps_out.dim + op.irreps_out.dim) * int(np.prod(size))
         dec = self.decoder
         for s in range(len(dec.stages)):
             size = sizes[-(s + 2)]
-            total += dec.reduce[s].irreps_out.dim * (int(np.prod(sizes[-(s + 1)])) + int(np.prod(size)))
+            upsampled = 2 if isinstance(dec.upsample[s], nn.Sequential) else 1  # + the anti-aliasing blur
+            total += dec.reduce[s].irreps_out.dim * (int(np.prod(sizes[-(s + 1)])) + upsampled * int(np.prod(size)))
             for block in dec.stages[s]:
                 total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * int(np.prod(size))
             if dec.deep_supervision or s == len(dec.stages) - 1:

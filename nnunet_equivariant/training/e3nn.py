@@ -11,6 +11,7 @@ from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from ..inference.mirroring import NonRedundantMirroringMixin
+from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
 from ..networks.e3nn_unet import E3nnUNet, e3nn_unet_from_plans, e3nn_unet_kwargs
 from .rotation import RotationAugmentationMixin
 
@@ -22,6 +23,8 @@ __all__ = [
     "nnUNetTrainerE3nn_8x8x0",
     "nnUNetTrainerE3nn_4x4x4",
     "nnUNetTrainerE3nn_k3",
+    "nnUNetTrainerE3nnPaperBasis",
+    "nnUNetTrainerE3nnAntialias",
 ]
 
 
@@ -30,7 +33,10 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
 
     Class attributes (set by the variants): ``symmetry`` (``"so3"`` / ``"o3"``), ``irreps_ratio``
     (``None``: the paper's 8:4:2), ``kernel_size`` (taps along the finest axis; kernels are balls in mm),
-    ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation).
+    ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation), ``radial_basis``
+    (``"gaussian_shells"``: band-limited shells, the default; ``"smooth_finite"``: the paper's basis, see
+    ``SteerableConv3d``), ``antialias`` / ``upsample_antialias`` (Gaussian blur of ``sigma = value * stride``
+    voxels before each pooling / after each upsampling; 0: none).
     Test-time mirroring keeps only the axes the network is not already equivariant to: SO(3) one axis
     (2 passes), O(3) none (1 pass).
 
@@ -44,6 +50,9 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
     irreps_ratio: str | None = None
     kernel_size: int = 5
     rotation_range_deg: float | None = 0
+    radial_basis: str = DEFAULT_RADIAL_BASIS
+    antialias: float = 0.0
+    upsample_antialias: float = 0.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -57,7 +66,8 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
                                    enable_deep_supervision: bool = True) -> E3nnUNet:
         return e3nn_unet_from_plans(configuration_manager, num_input_channels, num_output_channels,
                                     enable_deep_supervision, cls.symmetry, cls.irreps_ratio, cls.kernel_size,
-                                    trainer_name=cls.__name__)
+                                    trainer_name=cls.__name__, radial_basis=cls.radial_basis,
+                                    antialias=cls.antialias, upsample_antialias=cls.upsample_antialias)
 
 
 class nnUNetTrainerE3nnO3(nnUNetTrainerE3nn):
@@ -94,3 +104,20 @@ class nnUNetTrainerE3nn_k3(nnUNetTrainerE3nn):
     """3x3x3 kernels (the paper's small-kernel ablation)."""
 
     kernel_size = 3
+
+
+class nnUNetTrainerE3nnPaperBasis(nnUNetTrainerE3nn):
+    """The paper's kernel basis (5 ``smooth_finite`` radial functions, every l <= 2 at every radius): poorer
+    off-grid equivariance (docs/offgrid.md); for reproducing the paper and for models trained before the
+    band-limited shells became the default."""
+
+    radial_basis = "smooth_finite"
+
+
+class nnUNetTrainerE3nnAntialias(nnUNetTrainerE3nn):
+    """Band-limited shells and an isotropic Gaussian blur (sigma 0.5 x stride voxels) before every pooling
+    and after every upsampling: less aliasing off the grid (issue 13's windowed proxy at 45 degrees: 0.049
+    instead of 0.095; docs/offgrid.md). Not the default: not yet measured after training."""
+
+    antialias = 0.5
+    upsample_antialias = 0.5
