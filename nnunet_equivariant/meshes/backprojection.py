@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
-from nnunet_equivariant.atomic import atomic_folder
+from nnunet_equivariant.io import atomic_folder
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 from nnunet_equivariant.meshes.mesh_io import write_labelled_mesh
 from nnunet_equivariant.meshes.sdf import SdfGrid, extract_patches, trilinear

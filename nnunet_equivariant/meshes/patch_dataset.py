@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from nnunet_equivariant.atomic import atomic_folder, check_target
+from nnunet_equivariant.io import atomic_folder, check_target
 from nnunet_equivariant.meshes.conversion import ConversionReport, read_cases
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 from nnunet_equivariant.meshes.sdf import SdfGrid, compute_sdf_grid, extract_patches

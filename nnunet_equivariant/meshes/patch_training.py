@@ -25,7 +25,7 @@ import torch
 
 from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
 from nnunet_equivariant.meshes.backprojection import classify_vertices, write_mesh_predictions
-from nnunet_equivariant.atomic import atomic_folder
+from nnunet_equivariant.io import atomic_folder
 from nnunet_equivariant.meshes.patch_dataset import PatchDataset, read_patch_meta, split_cases
 from nnunet_equivariant.symmetry import MIRROR_SYMMETRIES
 
