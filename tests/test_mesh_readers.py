@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 from nnunet_equivariant.meshes.acdc import find_acdc_cases, read_info_cfg
 from nnunet_equivariant.meshes.intra import find_intra_cases, read_ad, read_intra_case, read_intra_folds
 from nnunet_equivariant.meshes.standins import heart_labels, write_acdc_standin, write_intra_standin
-from nnunet_equivariant.meshes.surfaces import ACDC_S_CLASSES, acdc_surface, labelled_surface
+from nnunet_equivariant.meshes.acdc_s import ACDC_S_CLASSES, acdc_surface, labelled_surface
 
 
 @pytest.fixture(scope="module")

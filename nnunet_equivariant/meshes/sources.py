@@ -60,7 +60,7 @@ def intra_source(root: str | Path, split_dir: str | Path | None = None) -> MeshS
 def acdc_source(root: str | Path, smoothing_iterations: int = 10) -> MeshSource:
     """ACDC-S surfaces of every patient's ED and ES frames; ``testing`` patients are held out."""
     from nnunet_equivariant.meshes.acdc import find_acdc_cases
-    from nnunet_equivariant.meshes.surfaces import ACDC_S_CLASSES
+    from nnunet_equivariant.meshes.acdc_s import ACDC_S_CLASSES
 
     cases = [MeshCase(c.name, lambda c=c: c.read(smoothing_iterations), c.patient, c.subset == "testing")
              for c in find_acdc_cases(root)]

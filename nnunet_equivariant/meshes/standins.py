@@ -27,9 +27,10 @@ __all__ = ["vessel_mesh", "write_intra_standin", "heart_labels", "write_acdc_sta
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
+    """A uniformly random 3x3 rotation matrix."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.random(random_state=rng).as_matrix()
 
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
