@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from nnunet_equivariant.io import atomic_folder, raw_dataset_target, write_nifti
 
 __all__ = ["RodsAndDiscs", "write_rods_and_discs_dataset", "render_case"]
 
@@ -130,18 +130,10 @@ def _cylinder_distance(along: np.ndarray, across: np.ndarray, half_length: float
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:
-    out = mask.copy()
-    for axis in range(3):
-        out |= np.roll(mask, 1, axis) | np.roll(mask, -1, axis)
-    return out
+    """One step of 6-connected dilation (no wrap-around at the border)."""
+    from scipy.ndimage import binary_dilation
 
-
-def _write_nifti(array_xyz: np.ndarray, spacing: Sequence[float], path: Path) -> None:
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(2, 1, 0)))
-    img.SetSpacing([float(s) for s in spacing])
-    sitk.WriteImage(img, str(path), useCompression=True)
+    return binary_dilation(mask)
 
 
 def write_rods_and_discs_dataset(
@@ -165,27 +157,17 @@ def write_rods_and_discs_dataset(
     The dataset is built in a temporary folder beside the target and moved into place, so a failed run
     leaves nothing half-written. An existing dataset is only replaced with ``overwrite=True``.
     """
-    if not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}")
-    raw_root = Path(raw_root)
-    target = raw_root / f"Dataset{int(dataset_id):03d}_{name}"
-    clashing = [p for p in raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p != target] if raw_root.is_dir() else []
-    if clashing:
-        raise FileExistsError(f"dataset id {dataset_id} is already used by {clashing[0]}")
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    raw_root.mkdir(parents=True, exist_ok=True)
+    target = raw_dataset_target(raw_root, dataset_id, name, overwrite)
     rng = np.random.default_rng(seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=raw_root))
-    try:
+    with atomic_folder(target, overwrite) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             (tmp / sub).mkdir()
         splits = [("Tr", range(num_train), train_orientation), ("Ts", range(100, 100 + num_test), test_orientation)]
         for suffix, indices, orientation in splits:
             for i in indices:
                 image, label = render_case(shape, spacing, rng, n_rods, n_discs, orientation, geometry)
-                _write_nifti(image, spacing, tmp / f"images{suffix}" / f"{name}_{i:03d}_0000.nii.gz")
-                _write_nifti(label, spacing, tmp / f"labels{suffix}" / f"{name}_{i:03d}.nii.gz")
+                write_nifti(tmp / f"images{suffix}" / f"{name}_{i:03d}_0000.nii.gz", image, spacing)
+                write_nifti(tmp / f"labels{suffix}" / f"{name}_{i:03d}.nii.gz", label, spacing)
         dataset_json = {
             "channel_names": {"0": "synthetic"},
             "labels": LABELS,
@@ -196,10 +178,4 @@ def write_rods_and_discs_dataset(
                            f"test {test_orientation} orientation; written by nnunet_equivariant.synthetic",
         }
         (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

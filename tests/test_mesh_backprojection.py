@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
 from nnunet_equivariant.meshes.backprojection import (map_nnunet_predictions, read_nnunet_probabilities,
                                                       vertex_probabilities)
 from nnunet_equivariant.meshes.mesh_io import read_labelled_mesh, write_labelled_mesh
+from nnunet_equivariant.meshes.metrics import summarize, vertex_metrics
 from nnunet_equivariant.meshes.nnunet_dataset import write_nnunet_dataset
 from nnunet_equivariant.meshes.sources import acdc_source
 from nnunet_equivariant.meshes.standins import write_acdc_standin

@@ -155,3 +155,49 @@ def test_patch_dataset_serves_exact_patches_of_every_vertex(intra_root, tmp_path
     assert sorted(np.concatenate([b[1].numpy() for b in batches]).tolist()) == sorted(dataset.labels.tolist())
     with pytest.raises(ValueError, match=r"cases \['AN9'\] are not in the patch set"):
         PatchDataset(tmp_path / "patches", ["AN9"])
+
+
+def test_a_four_patient_acdc_set_gives_four_folds_with_a_warning(tmp_path, capsys):
+    """ACDC with fewer patients than nnU-Net's five folds: never an abort after reading; the message says what."""
+    from nnunet_equivariant.cli import main
+
+    root = write_acdc_standin(tmp_path / "ACDC", num_patients=4)
+    raw = tmp_path / "raw"
+    capsys.readouterr()
+    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+                 str(tmp_path / "pre"), "--spacing", "6", "--folds", "5"]) == 2
+    assert "5 folds requested, but ACDCS has 4 training patients: choose --folds between 1 and 4" in \
+        capsys.readouterr().err
+    assert not raw.exists(), "a bad --folds is refused before anything is read or written"
+
+    with pytest.warns(UserWarning, match="4 patients cannot fill 5 folds: wrote 4 folds"):
+        assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+                     str(tmp_path / "pre"), "--spacing", "6"]) == 0
+    assert "4 patients cannot fill 5 folds: wrote 4 folds (the default 5" in capsys.readouterr().out
+    splits = json.loads((tmp_path / "pre" / "Dataset963_ACDCS" / "splits_final.json").read_text())
+    assert sorted(tuple(s["val"]) for s in splits) == [(f"patient00{k}_ED", f"patient00{k}_ES") for k in range(1, 5)]
+    for s in splits:
+        assert sorted(s["train"] + s["val"]) == sorted(f"patient00{k}_{p}" for k in range(1, 5) for p in ("ED", "ES"))
+
+    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+                 str(tmp_path / "pre"), "--spacing", "6", "--folds", "2", "--overwrite"]) == 0
+    splits = json.loads((tmp_path / "pre" / "Dataset963_ACDCS" / "splits_final.json").read_text())
+    assert [len(s["val"]) for s in splits] == [4, 4], "two folds of two patients (both frames each)"
+    dataset = json.loads((raw / "Dataset963_ACDCS" / "dataset.json").read_text())
+    assert dataset["mesh_conversion"]["num_folds"] == 2
+
+
+def test_make_splits_reduces_instead_of_aborting():
+    from nnunet_equivariant.meshes.nnunet_dataset import make_splits
+    from nnunet_equivariant.meshes.sources import MeshSource
+
+    grouped = MeshSource("ACDCS", [], ("a",))
+    with pytest.warns(UserWarning, match="one group only: fold 0 trains and validates on the same cases"):
+        (only,) = make_splits(grouped, ["p1_ED", "p1_ES"], ["p1", "p1"])
+    assert only == {"train": ["p1_ED", "p1_ES"], "val": ["p1_ED", "p1_ES"]}
+    official = MeshSource("IntrA", [], ("a",), folds=[["AN1"], ["AN2"], ["AN3"], ["AN4"], ["AN5"]])
+    with pytest.warns(UserWarning, match=r"official folds \[1, 3, 4\] have no converted case and were dropped"):
+        splits = make_splits(official, ["AN1", "AN3"], ["AN1", "AN3"])
+    assert splits == [{"train": ["AN3"], "val": ["AN1"]}, {"train": ["AN1"], "val": ["AN3"]}]
+    assert len(make_splits(official, ["AN1", "AN2", "AN3"], ["AN1", "AN2", "AN3"], num_folds=3)) == 3, \
+        "an explicit number of folds replaces the official ones"

@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 from nnunet_equivariant.meshes.acdc import find_acdc_cases, read_info_cfg
 from nnunet_equivariant.meshes.intra import find_intra_cases, read_ad, read_intra_case, read_intra_folds
 from nnunet_equivariant.meshes.standins import heart_labels, write_acdc_standin, write_intra_standin
-from nnunet_equivariant.meshes.surfaces import ACDC_S_CLASSES, acdc_surface, labelled_surface
+from nnunet_equivariant.meshes.acdc_s import ACDC_S_CLASSES, acdc_surface, labelled_surface
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +56,74 @@ def _copy_case(intra_root, tmp_path):
     return ad, obj
 
 
+def _insert_vertex(obj_text: str, position: int, line: str, remap_faces: bool = True) -> str:
+    """Insert a ``v`` line before the ``position``-th (0-based) vertex; faces keep pointing at their vertices."""
+    out, seen = [], 0
+    for text in obj_text.splitlines():
+        if text.startswith("v "):
+            if seen == position:
+                out.append(line)
+            seen += 1
+            out.append(text)
+        elif text.startswith("f ") and remap_faces:
+            corners = []
+            for token in text.split()[1:]:
+                parts = token.split("/")
+                if int(parts[0]) > position:
+                    parts[0] = str(int(parts[0]) + 1)
+                corners.append("/".join(parts))
+            out.append("f " + " ".join(corners))
+        else:
+            out.append(text)
+    return "\n".join(out) + "\n"
+
+
+def test_intra_obj_with_an_unreferenced_duplicate_vertex_is_read(intra_root, tmp_path):
+    """Real IntrA: 1740 .obj vertices for 1739 .ad points, one an unused duplicate; the case is kept whole."""
+    ad, obj = _copy_case(intra_root, tmp_path)
+    reference = read_intra_case(ad, obj)
+    text = obj.read_text()
+    vertex_lines = [t for t in text.splitlines() if t.startswith("v ")]
+    middle = len(vertex_lines) // 2
+    obj.write_text(_insert_vertex(text, middle, vertex_lines[middle]))
+    assert sum(t.startswith("v ") for t in obj.read_text().splitlines()) == len(vertex_lines) + 1
+    mesh = read_intra_case(ad, obj)
+    np.testing.assert_array_equal(mesh.labels, reference.labels)
+    np.testing.assert_array_equal(mesh.faces, reference.faces, err_msg="the faces map to the .ad points")
+    np.testing.assert_allclose(mesh.vertices, reference.vertices, atol=1e-12)
+
+
+def test_intra_obj_whose_faces_use_a_duplicate_vertex_is_read(intra_root, tmp_path):
+    """A face may use either twin of a duplicated vertex: both twins are the same .ad point."""
+    ad, obj = _copy_case(intra_root, tmp_path)
+    reference = read_intra_case(ad, obj)
+    text = obj.read_text()
+    vertex_lines = [t for t in text.splitlines() if t.startswith("v ")]
+    twin = len(vertex_lines)  # appended at the end, 1-based index twin + 1
+    lines = text.splitlines() + [vertex_lines[0]]
+    first_face = next(i for i, t in enumerate(lines) if t.startswith("f ") and
+                      any(tok.split("/")[0] == "1" for tok in t.split()[1:]))
+    lines[first_face] = "f " + " ".join(
+        "/".join([str(twin + 1)] + tok.split("/")[1:]) if tok.split("/")[0] == "1" else tok
+        for tok in lines[first_face].split()[1:])
+    obj.write_text("\n".join(lines) + "\n")
+    mesh = read_intra_case(ad, obj)
+    np.testing.assert_array_equal(mesh.faces[: mesh.num_original_faces], reference.faces[: reference.num_original_faces])
+    np.testing.assert_array_equal(mesh.labels, reference.labels)
+
+
 def test_intra_bad_files_raise_naming_them(intra_root, tmp_path):
     ad, obj = _copy_case(intra_root, tmp_path)
     lines = ad.read_text().splitlines()
 
     ad.write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(ValueError, match=f"{ad}.*points but.*{obj}"):
+    with pytest.raises(ValueError, match=f"{ad} and {obj} disagree: 1 .obj vertices used by faces have no .ad"):
         read_intra_case(ad, obj)
 
     moved = lines[0].split()
     moved[0] = str(float(moved[0]) + 1.0)
     ad.write_text("\n".join([" ".join(moved)] + lines[1:]) + "\n")
-    with pytest.raises(ValueError, match="disagree: vertex coordinates"):
+    with pytest.raises(ValueError, match="disagree: 1 of .* .ad points have no .obj vertex"):
         read_intra_case(ad, obj)
 
     flipped = [" ".join(line.split()[:6] + ["1" if line.split()[6] == "0" else "0"]) for line in lines]

@@ -111,3 +111,53 @@ def test_patches_outside_the_grid_raise():
         extract_patches(grid, np.zeros((1, 3)) + 1.0, side=1.5, n=16)
     with pytest.raises(ValueError, match="integer multiple of the grid spacing"):
         extract_patches(grid, np.zeros((1, 3)), side=1.0, n=16)
+
+
+def c_shape():
+    """Three boxes that meet face to face: inner faces and duplicated corners, no manifold surface."""
+    boxes = [((1, 4, 1), (-1.5, 0, 0)), ((3, 1, 1), (0.5, 1.5, 0)), ((3, 1, 1), (0.5, -1.5, 0))]
+    shift = trimesh.transformations.translation_matrix
+    c = trimesh.util.concatenate([trimesh.creation.box(extents=e, transform=shift(t)) for e, t in boxes])
+    return np.asarray(c.vertices), np.asarray(c.faces)
+
+
+def test_grid_sign_from_pseudonormals_equals_the_winding_number_on_an_acdc_surface(tmp_path):
+    """Grids take the sign from the closest feature's pseudonormal on closed surfaces (the fast path):
+    on ACDC-S surfaces (thin myocardium, RV cavity outside, oblique proper and improper directions) band
+    nodes equal libigl's winding-number signed distance."""
+    from nnunet_equivariant.meshes.acdc import find_acdc_cases
+    from nnunet_equivariant.meshes.sdf import pseudonormal_safe
+    from nnunet_equivariant.meshes.standins import write_acdc_standin
+
+    root = write_acdc_standin(tmp_path / "ACDC", num_patients=2)
+    for case in find_acdc_cases(root)[1::2]:  # patient001_ES (proper), patient002_ES (improper direction)
+        mesh = case.read()
+        assert pseudonormal_safe(mesh.vertices, mesh.faces), "acdc_surface returns closed, consistent meshes"
+        side, n = 9.0, 16
+        centres = mesh.vertices[::150]
+        grid = compute_sdf_grid(mesh.vertices, mesh.faces, side / (n - 1), margin=side / 2 + 2,
+                                band_centres=centres, band_side=side, n=n)
+        nodes = np.argwhere(np.isfinite(grid.values))
+        nodes = nodes[RNG.choice(len(nodes), 3000, replace=False)]  # the winding number is the slow reference
+        exact = signed_distance(grid.origin + grid.spacing * nodes, mesh.vertices, mesh.faces, sign="winding_number")
+        assert (exact < 0).mean() > 0.2 and (exact > 0).mean() > 0.2, "the band has nodes on both sides"
+        np.testing.assert_allclose(grid.values[tuple(nodes.T)], exact.astype(np.float32), rtol=0, atol=1e-5,
+                                   err_msg="same values and signs as the winding number")
+
+
+def test_grids_of_unsafe_meshes_fall_back_to_the_winding_number():
+    from nnunet_equivariant.meshes.sdf import pseudonormal_safe
+
+    v, f = c_shape()
+    assert not pseudonormal_safe(v, f), "touching boxes are no manifold surface"
+    grid = compute_sdf_grid(v, f, 0.25, margin=0.5)
+    nodes = np.argwhere(np.isfinite(grid.values))
+    np.testing.assert_allclose(grid.values[tuple(nodes.T)], signed_distance(grid.origin + 0.25 * nodes, v, f),
+                               atol=1e-5)
+    sv, sf = sphere()
+    assert pseudonormal_safe(sv, sf)
+    assert not pseudonormal_safe(sv, sf[1:]), "an open mesh"
+    assert not pseudonormal_safe(np.vstack([sv, sv[:1]]), np.vstack([sf, [[len(sv), 1, 2]]])), \
+        "a duplicated vertex position"
+    with pytest.raises(ValueError, match="sign must be one of"):
+        signed_distance(np.zeros((1, 3)), sv, sf, sign="parity")

@@ -33,6 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--spacing", type=float, help="voxel size (default: from --grid-size)")
     s.add_argument("--grid-size", type=int, default=128, help="voxels along the median case's longest side")
     s.add_argument("--band-width", type=float, default=1.5, help="labelled band half-width in voxels")
+    s.add_argument("--folds", type=int, help="group-wise cross-validation folds (default: IntrA's official folds; "
+                   "ACDC: 5, or one per patient when fewer)")
     s.add_argument("--smoothing", type=int, default=10, help="ACDC: Taubin smoothing iterations")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(run=run_to_nnunet)
@@ -77,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run_standins(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nnunet_equivariant.atomic import atomic_folder
+    from nnunet_equivariant.io import atomic_folder
     from nnunet_equivariant.meshes.standins import write_acdc_standin, write_intra_standin
 
     write = write_intra_standin if args.kind == "intra" else write_acdc_standin
@@ -97,7 +99,7 @@ def run_to_nnunet(args: argparse.Namespace) -> int:
     report = write_nnunet_dataset(mesh_source(args.kind, args.input, **kwargs), args.raw, args.dataset_id,
                                   dataset_name=args.name, spacing=args.spacing, grid_size=args.grid_size,
                                   band_width=args.band_width, preprocessed_root=args.preprocessed,
-                                  overwrite=args.overwrite)
+                                  num_folds=args.folds, overwrite=args.overwrite)
     print(report.summary())
     return 0
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_equivariant.meshes.acdc_s import acdc_surface
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
-from nnunet_equivariant.meshes.surfaces import acdc_surface
 
 __all__ = ["AcdcCase", "read_info_cfg", "find_acdc_cases", "read_acdc_case"]
 
@@ -73,7 +73,7 @@ def frame_label_file(patient_dir: Path, phase: str) -> Path:
 
 
 def read_acdc_case(case: AcdcCase, smoothing_iterations: int = 10) -> LabelledMesh:
-    """The ACDC-S surface of one frame (see ``nnunet_equivariant.meshes.surfaces``)."""
+    """The ACDC-S surface of one frame (see ``nnunet_equivariant.meshes.acdc_s``)."""
     import SimpleITK as sitk
 
     gt = frame_label_file(case.patient_dir, case.phase)

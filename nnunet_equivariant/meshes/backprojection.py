@@ -8,7 +8,7 @@ channel (vertices lie on the surface, inside the labelled band, so background is
 
 ``map_nnunet_predictions`` does this for a folder of predictions against the meshes a conversion stored
 (``meshesTr``/``meshesTs``), writes each labelled surface as ``.ply`` and ``.vtu`` (point data ``label``,
-``true_label``, ``p_<class>``) and the per-vertex metrics (``nnunet_equivariant.evaluation.mesh_metrics``).
+``true_label``, ``p_<class>``) and the per-vertex metrics (``nnunet_equivariant.meshes.metrics``).
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
-from nnunet_equivariant.atomic import atomic_folder
+from nnunet_equivariant.io import atomic_folder
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 from nnunet_equivariant.meshes.mesh_io import write_labelled_mesh
+from nnunet_equivariant.meshes.metrics import summarize, vertex_metrics
 from nnunet_equivariant.meshes.sdf import SdfGrid, extract_patches, trilinear
 
 __all__ = ["read_nnunet_probabilities", "vertex_probabilities", "classify_vertices", "map_nnunet_predictions",

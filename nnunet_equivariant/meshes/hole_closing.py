@@ -12,7 +12,9 @@ ear-clipped in that plane instead (no new vertex, no diagonal that is already a 
 not a simple polygon in that plane cannot be capped and raises.
 
 The paper used MeshLab's "close holes" (GPL-3 through pymeshlab); this closer is the package's own, so the
-default install stays free of GPL code.
+default install stays free of GPL code. trimesh's ``repair.fill_holes`` only closes holes of three or four
+edges, and its ``outline`` loses the half-edge direction the caps' winding needs, hence the loops and caps
+here; the checks and the winding repair are trimesh's.
 """
 from __future__ import annotations
 

@@ -13,9 +13,15 @@ As in IntrA's own loaders, the neck (label 2) is merged into the aneurysm, givin
 ``("vessel", "aneurysm")``. The segments are open tubes; ``read_intra_case`` closes them with
 ``close_holes``, keeping every original vertex first so the labels map 1:1.
 
-The ``.obj`` is checked against the ``.ad``: same vertex count and coordinates, and every vertex that only
-``aneurysm`` faces use must be labelled aneurysm or neck in the ``.ad`` (and ``others``-only vertices
-vessel). A mismatch is a ``ValueError`` naming both files.
+The ``.ad`` points are matched to the ``.obj`` vertices **by coordinates**, not by position in the file:
+real ``.obj`` files can hold vertices that no face uses, e.g. a duplicate of another vertex (1740 ``.obj``
+vertices for 1739 ``.ad`` points). Each ``.ad`` point takes the ``.obj`` vertex nearest to it, which must lie
+within ``MATCH_TOLERANCE`` times the mesh's bounding-box diagonal (+ 1e-6: the files store 6 decimals);
+every ``.obj`` vertex that a face uses must match an ``.ad`` point the same way (a duplicate matches the
+point of its twin). ``.obj`` vertices that no face uses and no point matches are dropped; faces that
+collapse when duplicates merge are dropped. A case is skipped (``ValueError`` naming both files) only when
+a point has no vertex or a face's vertex has no point. Then every vertex that only ``aneurysm`` faces use
+must be labelled aneurysm or neck in the ``.ad`` (and ``others``-only vertices vessel).
 """
 from __future__ import annotations
 
@@ -28,9 +34,10 @@ from nnunet_equivariant.meshes.hole_closing import close_holes
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 
 __all__ = ["INTRA_CLASSES", "IntraCase", "read_ad", "read_obj", "read_intra_case", "find_intra_cases",
-           "read_intra_folds"]
+           "read_intra_folds", "match_ad_to_obj", "MATCH_TOLERANCE"]
 
 INTRA_CLASSES = ("vessel", "aneurysm")
+MATCH_TOLERANCE = 1e-4  # of the bounding-box diagonal: .ad and .obj coordinates agree to file rounding
 
 
 @dataclass(frozen=True)
@@ -109,16 +116,20 @@ def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_intra_case(ad: str | Path, obj: str | Path, name: str | None = None) -> LabelledMesh:
-    """Read one annotated IntrA segment, check ``.ad`` against ``.obj`` and close its open ends."""
+    """Read one annotated IntrA segment, match ``.ad`` points to ``.obj`` vertices and close its open ends.
+
+    The mesh's original vertices are the ``.ad`` points, in ``.ad`` order (see the module docstring).
+    """
     ad, obj = Path(ad), Path(obj)
     points, _, ad_labels = read_ad(ad)
-    vertices, faces, aneurysm_face = read_obj(obj)
-    if len(points) != len(vertices):
-        raise ValueError(f"{ad} has {len(points)} points but {obj} has {len(vertices)} vertices")
-    scale = float(np.linalg.norm(np.ptp(vertices, axis=0)))
-    deviation = float(np.abs(points - vertices).max())
-    if deviation > 1e-4 * scale + 1e-6:
-        raise ValueError(f"{ad} and {obj} disagree: vertex coordinates differ by up to {deviation:g}")
+    obj_vertices, obj_faces, aneurysm_face = read_obj(obj)
+    point_of_vertex = match_ad_to_obj(points, obj_vertices, obj_faces, f"{ad} and {obj}")
+    faces = point_of_vertex[obj_faces]
+    kept = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
+    faces, aneurysm_face = faces[kept], aneurysm_face[kept]
+    vertices = points.copy()
+    matched = point_of_vertex >= 0
+    vertices[point_of_vertex[matched]] = obj_vertices[matched]  # the .obj's coordinates, in .ad order
     in_aneurysm = np.zeros(len(vertices), dtype=bool)
     in_others = np.zeros(len(vertices), dtype=bool)
     in_aneurysm[faces[aneurysm_face].ravel()] = True
@@ -131,6 +142,33 @@ def read_intra_case(ad: str | Path, obj: str | Path, name: str | None = None) ->
     labels = np.where(ad_labels == 2, 1, ad_labels)  # the neck belongs to the aneurysm
     return LabelledMesh(name=name or _case_name(ad), vertices=closed_v, faces=closed_f, labels=labels,
                         class_names=INTRA_CLASSES, num_original_faces=len(faces))
+
+
+def match_ad_to_obj(points: np.ndarray, obj_vertices: np.ndarray, obj_faces: np.ndarray,
+                    name: str = "mesh") -> np.ndarray:
+    """The ``.ad`` point of every ``.obj`` vertex, ``(V,)`` int64, -1 for a dropped vertex (module docstring).
+
+    Raises:
+        ValueError: a point without a vertex, or a vertex used by a face without a point, within the tolerance.
+    """
+    from scipy.spatial import cKDTree
+
+    scale = float(np.linalg.norm(np.ptp(np.concatenate([points, obj_vertices]), axis=0)))
+    tolerance = MATCH_TOLERANCE * scale + 1e-6
+    distance, _ = cKDTree(obj_vertices).query(points, distance_upper_bound=tolerance)
+    lost = np.flatnonzero(np.isinf(distance))
+    if len(lost):
+        raise ValueError(f"{name} disagree: {len(lost)} of {len(points)} .ad points have no .obj vertex within "
+                         f"{tolerance:.3g} (first: point {lost[0]} at {points[lost[0]].tolist()})")
+    distance, to_point = cKDTree(points).query(obj_vertices, distance_upper_bound=tolerance)
+    to_point = np.where(np.isinf(distance), -1, to_point).astype(np.int64)
+    used = np.zeros(len(obj_vertices), dtype=bool)
+    used[obj_faces.ravel()] = True
+    orphans = np.flatnonzero(used & (to_point < 0))
+    if len(orphans):
+        raise ValueError(f"{name} disagree: {len(orphans)} .obj vertices used by faces have no .ad point within "
+                         f"{tolerance:.3g} (first: vertex {orphans[0] + 1} at {obj_vertices[orphans[0]].tolist()})")
+    return np.where(used, to_point, -1)
 
 
 def _case_name(ad: Path) -> str:

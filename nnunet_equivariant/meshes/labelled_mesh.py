@@ -69,14 +69,23 @@ class LabelledMesh:
         """``(L, 3)`` coordinates of the original vertices."""
         return self.vertices[: self.num_labelled]
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fields as named arrays: the one serialisation, used by ``save`` and by the patch sets' files."""
+        return {"name": np.array(self.name), "vertices": self.vertices, "faces": self.faces, "labels": self.labels,
+                "class_names": np.array(self.class_names), "num_original_faces": np.array(self.num_original_faces)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "LabelledMesh":
+        """Inverse of ``to_arrays``; ``arrays`` may be an open ``np.load`` file holding more keys."""
+        return cls(name=str(arrays["name"]), vertices=arrays["vertices"], faces=arrays["faces"],
+                   labels=arrays["labels"], class_names=tuple(str(c) for c in arrays["class_names"]),
+                   num_original_faces=int(arrays["num_original_faces"]))
+
     def save(self, path: str | Path) -> None:
         """Write to a compressed ``.npz`` (read back with ``LabelledMesh.load``)."""
-        np.savez_compressed(path, name=self.name, vertices=self.vertices, faces=self.faces, labels=self.labels,
-                            class_names=np.array(self.class_names), num_original_faces=self.num_original_faces)
+        np.savez_compressed(path, **self.to_arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelledMesh":
         with np.load(path, allow_pickle=False) as z:
-            return cls(name=str(z["name"]), vertices=z["vertices"], faces=z["faces"], labels=z["labels"],
-                       class_names=tuple(str(c) for c in z["class_names"]),
-                       num_original_faces=int(z["num_original_faces"]))
+            return cls.from_arrays(z)

@@ -6,10 +6,11 @@ rename) and never overwrite unless asked.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from nnunet_equivariant.io import atomic_file, check_target
 
 __all__ = ["write_labelled_mesh", "read_labelled_mesh"]
 
@@ -30,8 +31,7 @@ def write_labelled_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarra
     path = Path(path)
     if path.suffix not in _SUFFIXES:
         raise ValueError(f"{path}: unsupported mesh format {path.suffix!r}; use .ply or .vtu")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    check_target(path, overwrite)
     data = {}
     for key, value in point_data.items():
         value = np.asarray(value)
@@ -40,12 +40,8 @@ def write_labelled_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarra
         data[key] = value.astype(np.int32) if np.issubdtype(value.dtype, np.integer) else value
     mesh = meshio.Mesh(np.asarray(vertices, dtype=np.float64), [("triangle", np.asarray(faces, dtype=np.int32))],
                        point_data=data)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
+    with atomic_file(path, overwrite) as tmp:
         meshio.write(tmp, mesh, file_format="ply" if path.suffix == ".ply" else "vtu")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

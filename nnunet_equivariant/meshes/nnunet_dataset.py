@@ -12,34 +12,30 @@ For each closed mesh (see ``close_holes`` / ``acdc_surface``):
 - ``meshesTr/CASE.npz``: the ``LabelledMesh`` (vertices, faces, labels), to map predictions back to
   vertices (``nnunet-equivariant mesh from_nnunet``). nnU-Net ignores this folder.
 - ``dataset.json`` and ``splits_final.json`` (the official IntrA folds, or group-wise folds that keep both
-  frames of an ACDC patient together). nnU-Net reads ``splits_final.json`` only from
-  ``nnUNet_preprocessed/DatasetXXX_NAME/``: it is written there when ``preprocessed_root`` is given
-  (``nnUNetv2_plan_and_preprocess`` keeps it), and always beside the raw dataset for reference.
+  frames of an ACDC patient together; fewer folds for small sets, see ``make_splits``). nnU-Net reads
+  ``splits_final.json`` only from ``nnUNet_preprocessed/DatasetXXX_NAME/``: it is written there when
+  ``preprocessed_root`` is given (``nnUNetv2_plan_and_preprocess`` keeps it), and always beside the raw
+  dataset for reference.
 
 Cases marked ``test`` (ACDC's ``testing`` patients) go to ``imagesTs``/``labelsTs``/``meshesTs``.
 """
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_equivariant.atomic import atomic_folder, atomic_write_text, check_target
+from nnunet_equivariant.io import atomic_folder, atomic_write_text, check_target, raw_dataset_target, write_nifti
 from nnunet_equivariant.meshes.conversion import ConversionReport, read_cases
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 from nnunet_equivariant.meshes.sdf import SdfGrid, compute_sdf_grid, signed_distance
-from nnunet_equivariant.meshes.sources import MeshSource, grouped_folds
+from nnunet_equivariant.meshes.sources import MeshCase, MeshSource, grouped_folds
 
-__all__ = ["write_nnunet_dataset", "band_labels", "dataset_folder_name"]
+__all__ = ["write_nnunet_dataset", "band_labels", "make_splits", "DEFAULT_NUM_FOLDS"]
 
-
-def dataset_folder_name(dataset_id: int, name: str) -> str:
-    if not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"dataset id must be in 1..999, got {dataset_id}")
-    if not name or "_" in name or "/" in name:
-        raise ValueError(f"dataset name must be non-empty without '_' or '/', got {name!r}")
-    return f"Dataset{int(dataset_id):03d}_{name}"
+DEFAULT_NUM_FOLDS = 5  # nnU-Net's five-fold cross-validation
 
 
 def band_labels(mesh: LabelledMesh, grid: SdfGrid, band_width: float) -> np.ndarray:
@@ -58,28 +54,15 @@ def band_labels(mesh: LabelledMesh, grid: SdfGrid, band_width: float) -> np.ndar
     return labels
 
 
-def _write_volume(path: Path, array: np.ndarray, grid: SdfGrid) -> None:
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    img.SetSpacing((grid.spacing,) * 3)
-    img.SetOrigin(tuple(float(o) for o in grid.origin))
-    sitk.WriteImage(img, str(path), useCompression=True)
-
-
-def _check_dataset_id(raw_root: Path, dataset_id: int, folder: str) -> None:
-    clash = [p.name for p in raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != folder]
-    if clash:
-        raise FileExistsError(f"dataset id {dataset_id} is already used by {clash[0]} in {raw_root}; "
-                              "nnU-Net needs unique ids")
-
-
 def write_nnunet_dataset(source: MeshSource, raw_root: str | Path, dataset_id: int, *,
                          dataset_name: str | None = None, spacing: float | None = None, grid_size: int = 128,
                          margin_voxels: int = 4, band_width: float = 1.5,
-                         preprocessed_root: str | Path | None = None, num_folds: int = 5, seed: int = 0,
+                         preprocessed_root: str | Path | None = None, num_folds: int | None = None, seed: int = 0,
                          overwrite: bool = False) -> ConversionReport:
     """Write ``raw_root/DatasetXXX_NAME`` from a ``MeshSource`` (see module docstring).
+
+    Every argument is checked before any case is read; after reading, nothing aborts the conversion but a
+    set in which no case could be read.
 
     Args:
         spacing: voxel size of every case; default: the median case's longest side spans ``grid_size``
@@ -87,93 +70,146 @@ def write_nnunet_dataset(source: MeshSource, raw_root: str | Path, dataset_id: i
         band_width: half-thickness of the labelled surface band, in voxels.
         preprocessed_root: ``nnUNet_preprocessed``; when given, ``splits_final.json`` is also written to
             ``preprocessed_root/DatasetXXX_NAME/``.
-        num_folds, seed: group-wise folds when the source has no official ones.
+        num_folds, seed: see ``make_splits``; ``None``: the source's official folds, else five group-wise ones.
     Returns:
-        The report (cases written and skipped with their errors).
+        The report (cases written and skipped with their errors, notes such as a reduced number of folds).
     """
-    from tqdm import tqdm
-
-    raw_root = Path(raw_root)
-    folder = dataset_folder_name(dataset_id, dataset_name or source.name)
-    if raw_root.is_dir():
-        _check_dataset_id(raw_root, dataset_id, folder)
-    target = raw_root / folder
-    check_target(target, overwrite)
-    splits_targets = [target / "splits_final.json"]
+    target = raw_dataset_target(raw_root, dataset_id, dataset_name or source.name, overwrite)
+    splits_copy = None
     if preprocessed_root is not None:
-        splits_targets.append(Path(preprocessed_root) / folder / "splits_final.json")
-        check_target(splits_targets[-1], overwrite)
+        splits_copy = Path(preprocessed_root) / target.name / "splits_final.json"
+        check_target(splits_copy, overwrite)
     if band_width <= 0 or margin_voxels < 1:
         raise ValueError(f"band_width must be > 0 and margin_voxels >= 1, got {band_width}, {margin_voxels}")
+    if spacing is not None and not spacing > 0:
+        raise ValueError(f"spacing must be positive, got {spacing}")
+    _check_num_folds(source, num_folds)
 
     report = ConversionReport(output=target)
     meshes = read_cases(source.cases, report)
     if not meshes:
         raise ValueError("no case could be read:\n" + report.summary())
     if spacing is None:
-        longest = np.median([np.ptp(m.vertices, axis=0).max() for _, m in meshes])
-        spacing = float(longest / (grid_size - 1 - 2 * margin_voxels))
-        report.notes.append(f"voxel spacing {spacing:.6g} (median longest side {longest:.6g} over "
-                            f"{grid_size - 1 - 2 * margin_voxels} voxels)")
-    elif not spacing > 0:
-        raise ValueError(f"spacing must be positive, got {spacing}")
-    training = [c.name for c, _ in meshes if not c.test]
-    splits = _splits(source, training, [c.group for c, _ in meshes if not c.test], num_folds, seed, report)
+        spacing = _median_spacing([m for _, m in meshes], grid_size, margin_voxels, report)
+    training = [(c.name, c.group) for c, _ in meshes if not c.test]
+    splits = make_splits(source, [n for n, _ in training], [g for _, g in training], num_folds, seed, report)
 
     with atomic_folder(target, overwrite) as tmp:
-        for sub in ("imagesTr", "labelsTr", "meshesTr"):
-            (tmp / sub).mkdir()
-        if any(c.test for c, _ in meshes):
-            for sub in ("imagesTs", "labelsTs", "meshesTs"):
-                (tmp / sub).mkdir()
-        for case, mesh in tqdm(meshes, desc="signed distance volumes", unit="case"):
-            grid = compute_sdf_grid(mesh.vertices, mesh.faces, spacing, margin=margin_voxels * spacing)
-            labels = band_labels(mesh, grid, band_width)
-            present = set(np.unique(labels).tolist()) - {0}
-            missing = [source.class_names[c - 1] for c in range(1, len(source.class_names) + 1) if c not in present]
-            if missing and not case.test:
-                report.notes.append(f"{case.name}: no band voxel of class {', '.join(missing)}")
-            suffix = "Ts" if case.test else "Tr"
-            _write_volume(tmp / f"images{suffix}" / f"{case.name}_0000.nii.gz", grid.values, grid)
-            _write_volume(tmp / f"labels{suffix}" / f"{case.name}.nii.gz", labels, grid)
-            mesh.save(tmp / f"meshes{suffix}" / f"{case.name}.npz")
-            report.written.append(case.name)
-
-        labels_json = {"background": 0, **{name: i + 1 for i, name in enumerate(source.class_names)}}
+        _write_cases(tmp, meshes, source.class_names, spacing, margin_voxels, band_width, report)
         dataset_json = {
-            "channel_names": {"0": "noNorm"}, "labels": labels_json, "numTraining": len(training),
-            "file_ending": ".nii.gz", "name": folder, "description": source.description,
-            "reference": source.reference,
+            "channel_names": {"0": "noNorm"},
+            "labels": {"background": 0, **{name: i + 1 for i, name in enumerate(source.class_names)}},
+            "numTraining": len(training), "file_ending": ".nii.gz", "name": target.name,
+            "description": source.description, "reference": source.reference,
             "mesh_conversion": {"source": source.name, "spacing": spacing, "band_width_voxels": band_width,
                                 "margin_voxels": margin_voxels, "sdf_sign": "negative inside",
-                                "skipped": report.skipped, **source.extra},
+                                "num_folds": len(splits), "skipped": report.skipped, **source.extra},
         }
         (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-        splits_text = json.dumps(splits, indent=2)
-        (tmp / "splits_final.json").write_text(splits_text)
+        (tmp / "splits_final.json").write_text(json.dumps(splits, indent=2))
         (tmp / "conversion_report.json").write_text(report.to_json())
-    if len(splits_targets) > 1:
-        atomic_write_text(splits_targets[1], splits_text, overwrite)
-        report.notes.append(f"splits_final.json written to {splits_targets[1]}")
+    if splits_copy is not None:
+        atomic_write_text(splits_copy, json.dumps(splits, indent=2), overwrite)
+        report.notes.append(f"splits_final.json written to {splits_copy}")
     else:
-        report.notes.append(f"copy {splits_targets[0]} to $nnUNet_preprocessed/{folder}/ before training: nnU-Net "
-                            "reads its folds from there (or pass the preprocessed folder to the converter)")
+        report.notes.append(f"copy {target / 'splits_final.json'} to $nnUNet_preprocessed/{target.name}/ before "
+                            "training: nnU-Net reads its folds from there (or pass the preprocessed folder to the "
+                            "converter)")
     return report
 
 
-def _splits(source: MeshSource, training: list[str], groups: list[str], num_folds: int, seed: int,
-            report: ConversionReport) -> list[dict]:
-    """nnU-Net's ``splits_final.json``: the source's folds restricted to converted cases, else group folds."""
-    if source.folds is None:
-        folds = grouped_folds(training, groups, num_folds, seed)
-    else:
-        known = set(training)
+def _check_num_folds(source: MeshSource, num_folds: int | None) -> None:
+    """Refuse, before reading, a number of folds that the source's groups cannot fill."""
+    if num_folds is None:
+        return
+    groups = {c.group for c in source.cases if not c.test}
+    if num_folds < 1 or num_folds > len(groups):
+        raise ValueError(f"{num_folds} folds requested, but {source.name} has {len(groups)} training "
+                         f"{_group_word(source)}: choose --folds between 1 and {len(groups)}")
+
+
+def _group_word(source: MeshSource) -> str:
+    return "patients" if source.name.startswith("ACDC") else "groups of cases"
+
+
+def _median_spacing(meshes: list[LabelledMesh], grid_size: int, margin_voxels: int, report: ConversionReport) -> float:
+    """Spacing at which the median mesh's longest side spans ``grid_size`` voxels, margins included."""
+    longest = float(np.median([np.ptp(m.vertices, axis=0).max() for m in meshes]))
+    spacing = longest / (grid_size - 1 - 2 * margin_voxels)
+    report.notes.append(f"voxel spacing {spacing:.6g} (median longest side {longest:.6g} over "
+                        f"{grid_size - 1 - 2 * margin_voxels} voxels)")
+    return spacing
+
+
+def _write_cases(folder: Path, meshes: list[tuple[MeshCase, LabelledMesh]], class_names: tuple[str, ...],
+                 spacing: float, margin_voxels: int, band_width: float, report: ConversionReport) -> None:
+    """``images``/``labels``/``meshes`` ``Tr`` (``Ts`` for test cases) of every mesh, with progress."""
+    from tqdm import tqdm
+
+    suffixes = {"Ts" if case.test else "Tr" for case, _ in meshes}
+    for suffix in suffixes:
+        for sub in ("images", "labels", "meshes"):
+            (folder / f"{sub}{suffix}").mkdir()
+    for case, mesh in tqdm(meshes, desc="signed distance volumes", unit="case"):
+        grid = compute_sdf_grid(mesh.vertices, mesh.faces, spacing, margin=margin_voxels * spacing)
+        labels = band_labels(mesh, grid, band_width)
+        missing = [name for c, name in enumerate(class_names, start=1) if not np.any(labels == c)]
+        if missing and not case.test:
+            report.notes.append(f"{case.name}: no band voxel of class {', '.join(missing)}")
+        suffix = "Ts" if case.test else "Tr"
+        write_nifti(folder / f"images{suffix}" / f"{case.name}_0000.nii.gz", grid.values, grid.spacing, grid.origin)
+        write_nifti(folder / f"labels{suffix}" / f"{case.name}.nii.gz", labels, grid.spacing, grid.origin)
+        mesh.save(folder / f"meshes{suffix}" / f"{case.name}.npz")
+        report.written.append(case.name)
+
+
+def make_splits(source: MeshSource, names: list[str], groups: list[str], num_folds: int | None = None,
+                seed: int = 0, report: ConversionReport | None = None) -> list[dict]:
+    """nnU-Net's ``splits_final.json`` for the converted training cases ``names`` (with their ``groups``).
+
+    - ``num_folds=None`` and official folds (IntrA): those folds restricted to the converted cases; a fold
+      left empty is dropped (its official number is noted).
+    - Otherwise ``num_folds`` (default ``DEFAULT_NUM_FOLDS``) group-wise folds; with fewer groups than folds,
+      as many folds as there are groups. With a single group, one fold that trains and validates on it (what
+      nnU-Net's fold ``all`` does).
+
+    Every reduction is a ``UserWarning`` and a note in ``report`` that says what was written and why; nothing
+    here raises after the cases were read.
+    """
+    notes: list[str] = []
+    if num_folds is None and source.folds is not None:
+        known = set(names)
         folds = [[n for n in fold if n in known] for fold in source.folds]
         dropped = sorted({n for fold in source.folds for n in fold} - known)
         if dropped:
-            report.notes.append(f"left out of the folds (not converted): {', '.join(dropped)}")
+            notes.append(f"left out of the folds (not converted): {', '.join(dropped)}")
         unassigned = sorted(known - {n for fold in folds for n in fold})
         if unassigned:
-            report.notes.append(f"in no official fold (never trained on): {', '.join(unassigned)}")
+            notes.append(f"in no official fold (never trained on): {', '.join(unassigned)}")
+        empty = [k for k, fold in enumerate(folds) if not fold]
+        if empty:
+            folds = [fold for fold in folds if fold]
+            notes.append(f"official folds {empty} have no converted case and were dropped: {len(folds)} folds "
+                         f"written (nnU-Net folds 0..{len(folds) - 1})")
+    else:
+        requested = DEFAULT_NUM_FOLDS if num_folds is None else num_folds
+        available = len(set(groups))
+        k = min(requested, available)
+        if k < requested:
+            notes.append(f"{available} {_group_word(source)} cannot fill {requested} folds: wrote {k} folds "
+                         f"({'the default' if num_folds is None else 'requested'} {requested}; choose with "
+                         f"--folds N / num_folds, N <= {available})")
+        if k == 1:
+            notes.append("one group only: fold 0 trains and validates on the same cases (like nnU-Net's "
+                         "fold 'all'); its validation scores are not held-out scores")
+            folds = [list(names)]
+        else:
+            folds = grouped_folds(names, groups, k, seed)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    if report is not None:
+        report.notes += notes
+    if len(folds) == 1:
+        return [{"train": sorted(folds[0]), "val": sorted(folds[0])}]
     return [{"train": sorted(n for j, fold in enumerate(folds) if j != k for n in fold), "val": sorted(fold)}
             for k, fold in enumerate(folds)]

@@ -13,13 +13,14 @@ training loop uses it.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from nnunet_equivariant.atomic import atomic_folder, check_target
+from nnunet_equivariant.io import atomic_folder, check_target
 from nnunet_equivariant.meshes.conversion import ConversionReport, read_cases
 from nnunet_equivariant.meshes.labelled_mesh import LabelledMesh
 from nnunet_equivariant.meshes.sdf import SdfGrid, compute_sdf_grid, extract_patches
@@ -77,25 +78,33 @@ def write_patch_dataset(source: MeshSource, out_dir: str | Path, *, side: float,
     check_target(out_dir, overwrite)
     if not side > 0 or n < 2 or oversampling < 1:
         raise ValueError(f"need side > 0, n >= 2, oversampling >= 1; got {side}, {n}, {oversampling}")
+    groups = {c.group for c in source.cases}
+    if len(groups) < 2:
+        raise ValueError(f"{source.name} has {len(groups)} group(s) of cases; train:test splits need at least two")
     report = ConversionReport(output=out_dir)
     meshes = read_cases(source.cases, report)
-    if len(meshes) < 2:
-        raise ValueError("fewer than two cases could be read:\n" + report.summary())
+    if not meshes:
+        raise ValueError("no case could be read:\n" + report.summary())
+    names, read_groups = [c.name for c, _ in meshes], [c.group for c, _ in meshes]
+    if len(set(read_groups)) < 2:
+        splits = []
+        note = ("only one group of cases could be read: no train:test split stored (PatchDataset still serves "
+                "its patches)")
+        warnings.warn(note, stacklevel=2)
+        report.notes.append(note)
+    else:
+        splits = ratio_splits(names, read_groups, fractions, seeds)
     spacing = side / (n - 1) / oversampling
     with atomic_folder(out_dir, overwrite) as tmp:
         for case, mesh in tqdm(meshes, desc="signed distance grids", unit="case"):
             grid = compute_sdf_grid(mesh.vertices, mesh.faces, spacing, margin=side / 2 + 2 * spacing,
                                     band_centres=mesh.labelled_vertices, band_side=side, n=n)
             np.savez_compressed(tmp / f"{case.name}.npz", sdf=grid.values, origin=grid.origin,
-                                spacing=grid.spacing, name=mesh.name, vertices=mesh.vertices, faces=mesh.faces,
-                                labels=mesh.labels, class_names=np.array(mesh.class_names),
-                                num_original_faces=mesh.num_original_faces)
+                                spacing=grid.spacing, **mesh.to_arrays())
             report.written.append(case.name)
-        names = [c.name for c, _ in meshes]
         meta = {"source": source.name, "class_names": list(source.class_names), "side": side, "n": n,
                 "grid_spacing": spacing, "sdf_sign": "negative inside", "cases": names,
-                "groups": {c.name: c.group for c, _ in meshes}, "skipped": report.skipped,
-                "splits": ratio_splits(names, [c.group for c, _ in meshes], fractions, seeds)}
+                "groups": dict(zip(names, read_groups)), "skipped": report.skipped, "splits": splits}
         (tmp / META).write_text(json.dumps(meta, indent=2))
     return report
 
@@ -119,9 +128,7 @@ def split_cases(meta: dict, ratio: str, seed: int) -> tuple[list[str], list[str]
 def load_patch_case(path: str | Path) -> tuple[LabelledMesh, SdfGrid]:
     """The mesh and SDF grid of one ``CASE.npz`` of a patch set."""
     with np.load(path, allow_pickle=False) as z:
-        mesh = LabelledMesh(name=str(z["name"]), vertices=z["vertices"], faces=z["faces"], labels=z["labels"],
-                            class_names=tuple(str(c) for c in z["class_names"]),
-                            num_original_faces=int(z["num_original_faces"]))
+        mesh = LabelledMesh.from_arrays(z)
         grid = SdfGrid(values=z["sdf"], origin=z["origin"], spacing=float(z["spacing"]))
     return mesh, grid
 

@@ -4,7 +4,7 @@ For each architecture, symmetry and task (``build_patch_classifier``), split rat
 set (``write_patch_dataset``): train on the patches of the training meshes (one-hot targets,
 ``BCEWithLogitsLoss`` on the classifier's logits, since its output is a per-class sigmoid; Adam), then
 classify every vertex of the test meshes (most probable class) and score them per mesh
-(``nnunet_equivariant.evaluation.mesh_metrics``). The baseline (``symmetry=None``) is the same network for
+(``nnunet_equivariant.meshes.metrics``). The baseline (``symmetry=None``) is the same network for
 both tasks and is trained once per split and seed.
 
 Outputs: ``results.csv`` (one row per run), ``table.csv`` (Table III layout: one row per ratio, task and
@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nnunet_equivariant.evaluation.mesh_metrics import summarize, vertex_metrics
+from nnunet_equivariant.io import atomic_folder
 from nnunet_equivariant.meshes.backprojection import classify_vertices, write_mesh_predictions
-from nnunet_equivariant.atomic import atomic_folder
+from nnunet_equivariant.meshes.metrics import summarize, vertex_metrics
 from nnunet_equivariant.meshes.patch_dataset import PatchDataset, read_patch_meta, split_cases
 from nnunet_equivariant.symmetry import MIRROR_SYMMETRIES
 
@@ -185,30 +185,31 @@ def table_iii(rows: list[dict], ratios: Sequence[str]) -> list[dict]:
 
 
 def plot_accuracy(rows: list[dict], path: Path) -> None:
-    """Accuracy against train fraction: one panel per (task, architecture), one line per symmetry."""
-    import matplotlib
+    """Accuracy against train fraction: one panel per (task, architecture), one line per symmetry.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on an Agg canvas in matplotlib's default style, without touching pyplot's global state."""
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     archs = list(dict.fromkeys(r["arch"] for r in rows))
-    fig, axes = plt.subplots(len(tasks), len(archs), figsize=(4 * len(archs), 3.2 * len(tasks)), squeeze=False,
-                             sharey=True)
-    for i, task in enumerate(tasks):
-        for j, arch in enumerate(archs):
-            ax = axes[i, j]
-            for sym in dict.fromkeys(r["symmetry"] for r in rows):
-                sel = [r for r in rows if (r["task"], r["arch"], r["symmetry"]) == (task, arch, sym)]
-                fractions = sorted({int(r["ratio"].split(":")[0]) for r in sel})
-                means = [100 * np.mean([r["accuracy"] for r in sel if int(r["ratio"].split(":")[0]) == f])
-                         for f in fractions]
-                ax.plot(fractions, means, marker="o", label=sym, linewidth=2 if sym == "baseline" else 1)
-            ax.set_title(f"{arch}, {task.replace('_', ' ')}", fontsize=9)
-            ax.set_xlabel("train share (%)")
-            if j == 0:
-                ax.set_ylabel("vertex accuracy (%)")
-    axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(4 * len(archs), 3.2 * len(tasks)), constrained_layout=True)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(len(tasks), len(archs), squeeze=False, sharey=True)
+        for i, task in enumerate(tasks):
+            for j, arch in enumerate(archs):
+                ax = axes[i, j]
+                for sym in dict.fromkeys(r["symmetry"] for r in rows):
+                    sel = [r for r in rows if (r["task"], r["arch"], r["symmetry"]) == (task, arch, sym)]
+                    fractions = sorted({int(r["ratio"].split(":")[0]) for r in sel})
+                    means = [100 * np.mean([r["accuracy"] for r in sel if int(r["ratio"].split(":")[0]) == f])
+                             for f in fractions]
+                    ax.plot(fractions, means, marker="o", label=sym, linewidth=2 if sym == "baseline" else 1)
+                ax.set_title(f"{arch}, {task.replace('_', ' ')}", fontsize=9)
+                ax.set_xlabel("train share (%)")
+                if j == 0:
+                    ax.set_ylabel("vertex accuracy (%)")
+        axes[0, -1].legend(fontsize=7)
+        fig.savefig(path, dpi=120)

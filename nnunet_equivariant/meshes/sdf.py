@@ -4,8 +4,13 @@ Convention
 ----------
 - Signed distance is **negative inside** the surface and positive outside (the paper's convention and
   libigl's). trimesh's ``proximity.signed_distance`` uses the opposite sign (positive inside).
-- Exact values come from libigl (closest point on the triangles; sign from the generalised winding
-  number, robust on any closed surface).
+- Exact values come from libigl (closest point on the triangles). The sign: ``signed_distance`` uses the
+  generalised winding number by default (robust on any surface); grids (``compute_sdf_grid``) use the
+  angle-weighted pseudonormal of the closest feature (Baerentzen & Aanaes 2005), which gives the same sign
+  on a closed, consistently wound mesh without degenerate faces (what ``close_holes`` / ``acdc_surface``
+  return, and what ``pseudonormal_safe`` checks) at a fraction of the cost: the winding number visits the
+  whole mesh hierarchy per point, the pseudonormal only the closest feature. On any other mesh grids
+  fall back to the winding number.
 - ``SdfGrid.values[i, j, k]`` is the distance at ``origin + spacing * (i, j, k)``: array axes 0, 1, 2 are
   physical x, y, z.
 - A patch of side ``a`` with ``N`` points per side around centre ``c`` samples the points
@@ -23,24 +28,50 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SdfGrid", "signed_distance", "compute_sdf_grid", "patch_points", "extract_patches"]
+__all__ = ["SdfGrid", "SIGNS", "signed_distance", "pseudonormal_safe", "compute_sdf_grid", "patch_points",
+           "extract_patches"]
 
 
-def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, *, closest: bool = False):
+SIGNS = ("winding_number", "pseudonormal")
+
+
+def signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, *, closest: bool = False,
+                    sign: str = "winding_number"):
     """Exact signed distance of ``(n, 3)`` points to a closed triangle mesh, negative inside. float64 ``(n,)``.
 
-    With ``closest=True`` also returns the index of the closest face ``(n,)`` and the closest point ``(n, 3)``.
+    Args:
+        sign: ``"winding_number"`` (any surface) or ``"pseudonormal"`` (only for meshes that pass
+            ``pseudonormal_safe``; same values there, several times faster).
+        closest: also return the index of the closest face ``(n,)`` and the closest point ``(n, 3)``.
     """
     import igl
 
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {SIGNS}, got {sign!r}")
     points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
     if len(points) == 0:
         empty = np.empty(0)
         return (empty, np.empty(0, dtype=np.int64), np.empty((0, 3))) if closest else empty
+    sign_type = igl.SIGNED_DISTANCE_TYPE_WINDING_NUMBER if sign == "winding_number" else \
+        igl.SIGNED_DISTANCE_TYPE_PSEUDONORMAL
     s, face, point, _ = igl.signed_distance(points, np.ascontiguousarray(vertices, dtype=np.float64),
-                                            np.ascontiguousarray(faces, dtype=np.int64),
-                                            sign_type=igl.SIGNED_DISTANCE_TYPE_WINDING_NUMBER)
+                                            np.ascontiguousarray(faces, dtype=np.int64), sign_type=sign_type)
     return (s, face, point) if closest else s
+
+
+def pseudonormal_safe(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether the pseudonormal sign is exact: watertight, consistently wound, no degenerate face, no unused
+    or duplicated vertex position."""
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices, faces, process=False, validate=False)
+    if len(mesh.faces) == 0 or not (mesh.is_watertight and mesh.is_winding_consistent):
+        return False
+    area = mesh.area_faces
+    if not np.all(area > 1e-12 * max(float(area.max()), 1e-300)):
+        return False
+    used = np.unique(mesh.faces)
+    return len(np.unique(np.asarray(vertices)[used], axis=0)) == len(used)
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,8 @@ def trilinear(volume: np.ndarray, origin: np.ndarray, spacing: np.ndarray, point
     Node ``(i, j, k)`` sits at ``origin + spacing * (i, j, k)`` (axis-aligned grid). Points outside the
     grid raise ``ValueError``.
     """
+    from scipy.ndimage import map_coordinates
+
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     shape = np.array(volume.shape[1:])
     u = (points - np.asarray(origin, dtype=np.float64)) / np.asarray(spacing, dtype=np.float64)
@@ -79,21 +112,8 @@ def trilinear(volume: np.ndarray, origin: np.ndarray, spacing: np.ndarray, point
     if len(u) and (np.any(u < -tol) or np.any(u > shape - 1 + tol)):
         bad = int(np.flatnonzero(np.any((u < -tol) | (u > shape - 1 + tol), axis=1))[0])
         raise ValueError(f"point {points[bad].tolist()} lies outside the grid of shape {tuple(shape)}")
-    u = np.clip(u, 0, shape - 1)
-    i0 = np.minimum(np.floor(u).astype(np.int64), np.maximum(shape - 2, 0))
-    f = (u - i0).astype(np.float32)
-    out = np.zeros((volume.shape[0], len(u)), dtype=np.float32)
-    for dx in (0, 1):
-        wx = f[:, 0] if dx else 1 - f[:, 0]
-        for dy in (0, 1):
-            wy = f[:, 1] if dy else 1 - f[:, 1]
-            for dz in (0, 1):
-                wz = f[:, 2] if dz else 1 - f[:, 2]
-                ix = np.minimum(i0[:, 0] + dx, shape[0] - 1)
-                iy = np.minimum(i0[:, 1] + dy, shape[1] - 1)
-                iz = np.minimum(i0[:, 2] + dz, shape[2] - 1)
-                out += (wx * wy * wz)[None] * volume[:, ix, iy, iz]
-    return out
+    return np.stack([map_coordinates(np.asarray(channel, dtype=np.float32), u.T, order=1, mode="nearest")
+                     for channel in volume]).reshape(len(volume), len(u))
 
 
 def _block_starts(centres: np.ndarray, origin: np.ndarray, grid_spacing: float, side: float):
@@ -105,7 +125,7 @@ def _block_starts(centres: np.ndarray, origin: np.ndarray, grid_spacing: float, 
 
 def compute_sdf_grid(vertices: np.ndarray, faces: np.ndarray, spacing: float, *, margin: float = 0.0,
                      band_centres: np.ndarray | None = None, band_side: float | None = None,
-                     n: int = 16) -> SdfGrid:
+                     n: int = 16, sign: str | None = None) -> SdfGrid:
     """Exact signed distances on a grid covering the mesh's bounding box plus ``margin``.
 
     Args:
@@ -116,6 +136,8 @@ def compute_sdf_grid(vertices: np.ndarray, faces: np.ndarray, spacing: float, *,
             ``band_side`` with ``n`` points around ``band_centres`` (``(B, 3)``) read are computed; the others
             are NaN. This is the cost of a patch set: for a vessel tree most of the bounding box is far from
             the surface.
+        sign: see ``signed_distance``; default ``"pseudonormal"`` when ``pseudonormal_safe``, else
+            ``"winding_number"``. Both give the same values on a safe mesh.
     """
     vertices = np.asarray(vertices, dtype=np.float64)
     if not spacing > 0:
@@ -130,29 +152,39 @@ def compute_sdf_grid(vertices: np.ndarray, faces: np.ndarray, spacing: float, *,
         if band_side is None:
             raise ValueError("band_side is needed with band_centres")
         nodes = np.argwhere(_patch_footprint(shape, lo, spacing, np.asarray(band_centres), band_side, n))
-    values[tuple(nodes.T)] = signed_distance(lo + spacing * nodes, vertices, faces)
+    if sign is None:
+        sign = "pseudonormal" if pseudonormal_safe(vertices, faces) else "winding_number"
+    nodes = nodes[np.argsort(_morton_code(nodes), kind="stable")]  # nearby queries in turn: ~1.25x faster
+    values[tuple(nodes.T)] = signed_distance(lo + spacing * nodes, vertices, faces, sign=sign)
     return SdfGrid(values=values, origin=lo, spacing=float(spacing))
+
+
+def _morton_code(nodes: np.ndarray) -> np.ndarray:
+    """Z-order key of ``(n, 3)`` non-negative grid indices (< 2**21), interleaving their bits."""
+    code = np.zeros(len(nodes), dtype=np.uint64)
+    for axis in range(3):
+        x = nodes[:, axis].astype(np.uint64) & np.uint64(0x1FFFFF)
+        for shift, mask in ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F),
+                            (4, 0x10C30C30C30C30C3), (2, 0x1249249249249249)):
+            x = (x | (x << np.uint64(shift))) & np.uint64(mask)
+        code |= x << np.uint64(axis)
+    return code
 
 
 def _patch_footprint(shape, origin, spacing, centres, side, n) -> np.ndarray:
     """Boolean ``shape`` mask of the nodes read when cutting patches around ``centres``."""
+    from scipy.ndimage import maximum_filter1d
+
     stride = _oversampling(side, n, spacing)
     width = (n - 1) * stride + 2  # nodes spanned by one patch's interpolation block
     start, _ = _block_starts(centres, origin, spacing, side)
     if np.any(start < 0) or np.any(start + width > np.asarray(shape)):
         raise ValueError("patches around the band centres do not fit in the grid; increase the margin")
-    occupied = np.zeros(shape, dtype=np.int32)
-    np.add.at(occupied, tuple(start.T), 1)
-    for axis in range(3):  # box dilation [start, start + width) along each axis by a running sum
-        c = np.cumsum(occupied, axis=axis)
-        shifted = np.zeros_like(c)
-        sl_dst = [slice(None)] * 3
-        sl_src = [slice(None)] * 3
-        sl_dst[axis] = slice(width, None)
-        sl_src[axis] = slice(None, -width)
-        shifted[tuple(sl_dst)] = c[tuple(sl_src)]
-        occupied = c - shifted
-    return occupied > 0
+    occupied = np.zeros(shape, dtype=bool)
+    occupied[tuple(start.T)] = True
+    for axis in range(3):  # box dilation: node x is read when some start lies in (x - width, x]
+        occupied = maximum_filter1d(occupied, size=width, axis=axis, origin=(width - 1) // 2, mode="constant")
+    return occupied
 
 
 def _oversampling(side: float, n: int, grid_spacing: float) -> int:

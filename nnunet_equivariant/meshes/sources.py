@@ -60,7 +60,7 @@ def intra_source(root: str | Path, split_dir: str | Path | None = None) -> MeshS
 def acdc_source(root: str | Path, smoothing_iterations: int = 10) -> MeshSource:
     """ACDC-S surfaces of every patient's ED and ES frames; ``testing`` patients are held out."""
     from nnunet_equivariant.meshes.acdc import find_acdc_cases
-    from nnunet_equivariant.meshes.surfaces import ACDC_S_CLASSES
+    from nnunet_equivariant.meshes.acdc_s import ACDC_S_CLASSES
 
     cases = [MeshCase(c.name, lambda c=c: c.read(smoothing_iterations), c.patient, c.subset == "testing")
              for c in find_acdc_cases(root)]
@@ -85,8 +85,9 @@ def mesh_source(kind: str, root: str | Path, **kwargs) -> MeshSource:
 def grouped_folds(names: Sequence[str], groups: Sequence[str], num_folds: int = 5, seed: int = 0) -> list[list[str]]:
     """``num_folds`` validation sets that never split a group, groups dealt in a seeded random order."""
     unique = sorted(set(groups))
-    if len(unique) < num_folds:
-        raise ValueError(f"{len(unique)} groups cannot fill {num_folds} folds")
+    if not 1 <= num_folds <= len(unique):
+        raise ValueError(f"{len(unique)} groups cannot fill {num_folds} folds (make_splits in "
+                         "nnunet_equivariant.meshes.nnunet_dataset reduces the number of folds instead)")
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of = {unique[g]: i % num_folds for i, g in enumerate(order)}
     return [[n for n, g in zip(names, groups) if fold_of[g] == k] for k in range(num_folds)]

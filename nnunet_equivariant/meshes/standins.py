@@ -21,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_equivariant.io import write_nifti
+
 __all__ = ["vessel_mesh", "write_intra_standin", "heart_labels", "write_acdc_standin"]
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
+    """A uniformly random 3x3 rotation matrix."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.random(random_state=rng).as_matrix()
 
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -186,8 +189,6 @@ def write_acdc_standin(root: str | Path, num_patients: int = 2, seed: int = 0,
     Also writes ``root/training/patientXXX/heart_to_world.txt``: the 3x3 rotation and the origin of the
     heart frame used by ``heart_labels`` (not part of ACDC; for tests).
     """
-    import SimpleITK as sitk
-
     root = Path(root)
     rng = np.random.default_rng(seed)
     for k in range(1, num_patients + 1):
@@ -209,9 +210,6 @@ def write_acdc_standin(root: str | Path, num_patients: int = 2, seed: int = 0,
             intensity = np.array([20.0, 200.0, 90.0, 220.0], dtype=np.float32)[labels]
             intensity += rng.normal(0, 5, size=shape).astype(np.float32)
             for array, suffix in ((intensity, ""), (labels, "_gt")):
-                img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-                img.SetSpacing(tuple(float(s) for s in spacing))
-                img.SetOrigin(tuple(float(o) for o in origin))
-                img.SetDirection(tuple(float(d) for d in direction.ravel()))
-                sitk.WriteImage(img, str(folder / f"patient{k:03d}_frame{frame:02d}{suffix}.nii.gz"))
+                write_nifti(folder / f"patient{k:03d}_frame{frame:02d}{suffix}.nii.gz", array, spacing, origin,
+                            direction)
     return root

@@ -45,6 +45,7 @@ def labelled_surface(labels: np.ndarray, name: str = "labels") -> tuple[np.ndarr
         ``(vertices (V, 3) in continuous index coordinates, faces (F, 3), classes (V,))``; the surface is
         closed (the volume is padded with background), faces wound outwards in index space.
     """
+    import trimesh
     from skimage.measure import marching_cubes
 
     padded = np.pad(np.asarray(labels), 1)
@@ -75,7 +76,7 @@ def labelled_surface(labels: np.ndarray, name: str = "labels") -> tuple[np.ndarr
         edge_cls = _edge_classes(np.array([a for a, _ in crossing]), np.array([b for _, b in crossing]), name)
         classes[v] = np.bincount(edge_cls).argmax()
     faces = faces.astype(np.int64)
-    if _signed_volume(verts, faces) < 0:
+    if trimesh.Trimesh(verts, faces, process=False, validate=False).volume < 0:
         faces = faces[:, ::-1].copy()
     return verts - 1.0, faces, classes
 
@@ -99,28 +100,15 @@ def _edge_classes(label_a: np.ndarray, label_b: np.ndarray, name: str) -> np.nda
     return classes
 
 
-def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    a, b, c = (vertices[faces[:, i]] for i in range(3))
-    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
-
-
 def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int = 10, lamb: float = 0.5,
                   mu: float = -0.53) -> np.ndarray:
-    """Taubin's lambda/mu smoothing (``iterations`` pairs of steps, uniform weights); order is kept."""
-    import scipy.sparse as sp
+    """Taubin's lambda/mu smoothing: ``iterations`` pairs of steps with uniform weights (trimesh's
+    ``filter_taubin``, which alternates the two steps and takes ``nu = -mu``); vertex order is kept."""
+    import trimesh
 
-    n = len(vertices)
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e = np.unique(np.sort(e, axis=1), axis=0)
-    adj = sp.coo_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n))
-    adj = adj.tocsr()
-    degree = np.asarray(adj.sum(axis=1)).ravel()
-    mean_neighbours = sp.diags(1.0 / np.maximum(degree, 1)) @ adj
-    v = np.asarray(vertices, dtype=np.float64).copy()
-    for _ in range(iterations):
-        v += lamb * (mean_neighbours @ v - v)
-        v += mu * (mean_neighbours @ v - v)
-    return v
+    mesh = trimesh.Trimesh(np.asarray(vertices, dtype=np.float64), faces, process=False, validate=False)
+    trimesh.smoothing.filter_taubin(mesh, lamb=lamb, nu=-mu, iterations=2 * iterations)
+    return np.asarray(mesh.vertices, dtype=np.float64)
 
 
 def acdc_surface(image, *, name: str = "labels", smoothing_iterations: int = 10) -> LabelledMesh:
