@@ -127,8 +127,8 @@ def test_predict_with_two_folds_averages_the_folds_logits(nnunet_workspace, fold
 def test_predicting_fold0_validation_cases_reproduces_the_validation_summary(nnunet_workspace, trained_model,
                                                                            fold_predictions, trainer):
     """``nnUNetv2_predict -f 0`` on fold 0's validation images (from nnUNet_raw, preprocessed again) gives the
-    final validation's probabilities and segmentations voxel for voxel, hence the metrics of ``validation/summary.json``: the
-    checkpoint stores the trainer's ``inference_allowed_mirroring_axes`` (SO(3): (0,); f123 mirror: none, one
+    final validation's probabilities and segmentations voxel for voxel, hence the metrics of
+    ``validation/summary.json``: the checkpoint stores the trainer's ``inference_allowed_mirroring_axes`` (SO(3): (0,); f123 mirror: none, one
     pass; stock: all three), which both use."""
     import torch
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
@@ -150,7 +150,8 @@ def test_predicting_fold0_validation_cases_reproduces_the_validation_summary(nnu
             f"{trainer}: nnUNetv2_predict reproduces the validation segmentation of {name}"
         case = name[:-len(".nii.gz")]  # the same logits (mirror passes included): bit-identical when run here
         difference = np.abs(_probabilities(predicted, case) - _probabilities(fold0 / "validation", case)).max()
-        assert difference <= 1e-5, f"{trainer} {case}: validation probabilities reproduced (max difference {difference})"
+        assert difference <= 1e-5, \
+            f"{trainer} {case}: validation probabilities reproduced (max difference {difference})"
         metrics = compute_metrics(str(ws.dataset_raw / "labelsTr" / name), str(predicted / name), SimpleITKIO(),
                                   [1, 2])["metrics"]
         for label in ("1", "2"):
