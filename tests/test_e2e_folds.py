@@ -128,8 +128,8 @@ def test_predicting_fold0_validation_cases_reproduces_the_validation_summary(nnu
                                                                            fold_predictions, trainer):
     """``nnUNetv2_predict -f 0`` on fold 0's validation images (from nnUNet_raw, preprocessed again) gives the
     final validation's probabilities and segmentations voxel for voxel, hence the metrics of
-    ``validation/summary.json``: the checkpoint stores the trainer's ``inference_allowed_mirroring_axes`` (SO(3): (0,); f123 mirror: none, one
-    pass; stock: all three), which both use."""
+    ``validation/summary.json``: the checkpoint stores the trainer's ``inference_allowed_mirroring_axes``
+    (SO(3): (0,); f123 mirror: none, one pass; stock: all three), which both use."""
     import torch
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
