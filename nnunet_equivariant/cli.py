@@ -296,5 +296,11 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo output folder")
 
 
+from nnunet_equivariant.inference import cli_commands as _inference_commands  # noqa: E402
+
+for _name, _help, _add, _run in _inference_commands.COMMANDS:  # predict, export
+    command(_name, _help)(_run).arguments(_add)
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

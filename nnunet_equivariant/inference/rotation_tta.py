@@ -45,15 +45,12 @@ from typing import Sequence
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+from . import ROTATION_TTA_MODES
 from ..symmetry import Symmetry, coset_representatives, flip_matrix, generate_group, get_symmetry, grid_rotations
 from ..testing import transform_volume
 
 __all__ = ["ROTATION_TTA_MODES", "shape_preserving_rotations", "tta_group", "tta_passes", "trainer_symmetry",
            "RotationTTAPredictor"]
-
-#: Values of ``--rotation_tta``: ``none`` (nnU-Net's mirroring only), ``grid`` (grid rotations too).
-ROTATION_TTA_MODES = ("none", "grid")
-
 
 def shape_preserving_rotations(patch_size: Sequence[int], spacing: Sequence[float] | None = None
                                ) -> list[torch.Tensor]:

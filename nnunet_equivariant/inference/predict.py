@@ -1,0 +1,88 @@
+"""``nnunet-equivariant predict``: ``nnUNetv2_predict`` with symmetry-aware rotation TTA.
+
+Every flag but ``--rotation_tta`` is handed to nnU-Net's own entry point (``nnUNetv2_predict``, or
+``nnUNetv2_predict_from_modelfolder`` when ``-m MODEL_FOLDER`` is given), which runs with
+``RotationTTAPredictor`` in place of ``nnUNetPredictor`` for the duration of the call. So the flags, their
+defaults, ``-num_parts``/``-part_id``, cascades and the sequential ``-npp 0 -nps 0`` mode are nnU-Net's,
+and stay in step with the installed nnU-Net; ``--rotation_tta none`` is exactly ``nnUNetv2_predict``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Iterator, Sequence
+
+from . import ROTATION_TTA_MODES
+
+__all__ = ["add_predict_arguments", "run_predict", "predict"]
+
+HELP = ("predict with nnU-Net (nnUNetv2_predict's flags, or nnUNetv2_predict_from_modelfolder's with -m) "
+        "plus symmetry-aware rotation test-time augmentation")
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    """``--rotation_tta``; every other argument is collected, unparsed, into ``nnunet_args`` for nnU-Net."""
+    p.add_argument("--rotation_tta", choices=ROTATION_TTA_MODES, default="none",
+                   help="none: nnU-Net's test-time mirroring only; grid: also the 90-degree grid rotations that "
+                        "keep the patch shape and spacing, skipping passes the network's symmetry makes redundant "
+                        "(stock nnU-Net 48 passes, SO(3)/O(3) steerable 2/1, as without rotations)")
+    p.epilog = ("All other flags are nnUNetv2_predict's (see nnUNetv2_predict -h), or with -m MODEL_FOLDER "
+                "nnUNetv2_predict_from_modelfolder's. Example: nnunet-equivariant predict -i IN -o OUT -d 1 "
+                "-c 3d_fullres -tr nnUNetTrainerE3nn -f 0 --rotation_tta grid")
+    _collect_unknown_arguments(p, "nnunet_args")
+
+
+def _collect_unknown_arguments(p: argparse.ArgumentParser, dest: str) -> None:
+    """Make the sub-parser ``p`` store the arguments it does not know in ``dest`` instead of reporting them
+    (argparse's sub-parser action calls ``parser.parse_known_args`` and would hand them up as errors)."""
+    parse_known = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, unknown = parse_known(args, namespace)
+        setattr(namespace, dest, [*getattr(namespace, dest, None) or [], *unknown])
+        return namespace, []
+
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    return predict(args.nnunet_args, rotation_tta=args.rotation_tta)
+
+
+@contextlib.contextmanager
+def _nnunet_predictor_class(predictor_class: type) -> Iterator[None]:
+    from nnunetv2.inference import predict_from_raw_data
+
+    original = predict_from_raw_data.nnUNetPredictor
+    predict_from_raw_data.nnUNetPredictor = predictor_class
+    try:
+        yield
+    finally:
+        predict_from_raw_data.nnUNetPredictor = original
+
+
+def predict(nnunet_args: Sequence[str], rotation_tta: str = "none") -> int:
+    """Run nnU-Net's prediction entry point on ``nnunet_args`` with ``RotationTTAPredictor(rotation_tta)``."""
+    if rotation_tta not in ROTATION_TTA_MODES:
+        raise ValueError(f"rotation_tta must be one of {ROTATION_TTA_MODES}, got {rotation_tta!r}")
+    from nnunetv2.inference import predict_from_raw_data
+
+    from .rotation_tta import RotationTTAPredictor
+
+    class Predictor(RotationTTAPredictor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, rotation_tta=rotation_tta, **kwargs)
+
+    model_folder = "-m" in nnunet_args
+    entry = (predict_from_raw_data.predict_entry_point_modelfolder if model_folder
+             else predict_from_raw_data.predict_entry_point)
+    prog = "nnUNetv2_predict_from_modelfolder" if model_folder else "nnUNetv2_predict"
+    argv = sys.argv
+    sys.argv = [f"nnunet-equivariant predict ({prog} flags)", *nnunet_args]
+    try:
+        with _nnunet_predictor_class(Predictor):
+            entry()
+    finally:
+        sys.argv = argv
+    return 0
