@@ -298,7 +298,7 @@ def _(p: argparse.ArgumentParser) -> None:
 
 from nnunet_equivariant.inference import cli_commands as _inference_commands  # noqa: E402
 
-for _name, _help, _add, _run in _inference_commands.COMMANDS:  # predict, export
+for _name, _help, _add, _run in _inference_commands.COMMANDS:  # predict, export, laterality_merge
     command(_name, _help)(_run).arguments(_add)
 
 

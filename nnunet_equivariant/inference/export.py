@@ -154,7 +154,7 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         "torch_version": torch.__version__,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = output.with_name(f".{output.stem}.tmp-{uuid.uuid4().hex[:8]}{output.suffix or '.pt2'}")
     try:  # atomic: the file appears whole or not at all
         torch.export.save(program, tmp, extra_files={METADATA_NAME: json.dumps(metadata, indent=2)})
         check_target(output, overwrite)

@@ -5,6 +5,10 @@ Every flag but ``--rotation_tta`` is handed to nnU-Net's own entry point (``nnUN
 ``RotationTTAPredictor`` in place of ``nnUNetPredictor`` for the duration of the call. So the flags, their
 defaults, ``-num_parts``/``-part_id``, cascades and the sequential ``-npp 0 -nps 0`` mode are nnU-Net's,
 and stay in step with the installed nnU-Net; ``--rotation_tta none`` is exactly ``nnUNetv2_predict``.
+
+A model trained in laterality mode (its ``dataset.json`` holds ``"laterality"``, see ``laterality.py``)
+predicts merged labels; the written segmentations (and ``.npz`` probabilities) are then split back into
+the original left/right labels.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="none: nnU-Net's test-time mirroring only; grid: also the 90-degree grid rotations that "
                         "keep the patch shape and spacing, skipping passes the network's symmetry makes redundant "
                         "(stock nnU-Net 48 passes, SO(3)/O(3) steerable 2/1, as without rotations)")
+    p.usage = "%(prog)s [--rotation_tta {none,grid}] NNUNETV2_PREDICT_FLAGS ..."
     p.epilog = ("All other flags are nnUNetv2_predict's (see nnUNetv2_predict -h), or with -m MODEL_FOLDER "
                 "nnUNetv2_predict_from_modelfolder's. Example: nnunet-equivariant predict -i IN -o OUT -d 1 "
                 "-c 3d_fullres -tr nnUNetTrainerE3nn -f 0 --rotation_tta grid")
@@ -40,7 +45,7 @@ def _collect_unknown_arguments(p: argparse.ArgumentParser, dest: str) -> None:
 
     def parse_known_args(args=None, namespace=None):
         namespace, unknown = parse_known(args, namespace)
-        setattr(namespace, dest, [*getattr(namespace, dest, None) or [], *unknown])
+        setattr(namespace, dest, [*(getattr(namespace, dest, None) or []), *unknown])
         return namespace, []
 
     p.parse_known_args = parse_known_args  # type: ignore[method-assign]
@@ -70,9 +75,12 @@ def predict(nnunet_args: Sequence[str], rotation_tta: str = "none") -> int:
 
     from .rotation_tta import RotationTTAPredictor
 
+    used: list[RotationTTAPredictor] = []
+
     class Predictor(RotationTTAPredictor):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, rotation_tta=rotation_tta, **kwargs)
+            used.append(self)
 
     model_folder = "-m" in nnunet_args
     entry = (predict_from_raw_data.predict_entry_point_modelfolder if model_folder
@@ -85,4 +93,16 @@ def predict(nnunet_args: Sequence[str], rotation_tta: str = "none") -> int:
             entry()
     finally:
         sys.argv = argv
+    if used and "laterality" in (used[-1].dataset_json or {}):
+        from .laterality import split_prediction_folder
+
+        output = _output_folder(nnunet_args)
+        written = split_prediction_folder(output, used[-1].dataset_json)
+        print(f"laterality mode: {len(written)} predictions in {output} split into left/right labels")
     return 0
+
+
+def _output_folder(nnunet_args: Sequence[str]) -> str:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-o", required=True)
+    return parser.parse_known_args(list(nnunet_args))[0].o

@@ -1,0 +1,85 @@
+"""``nnunet-equivariant predict --rotation_tta grid`` and ``nnunet-equivariant export`` on the shared tiny
+models, through the console commands."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import DATASET_ID
+
+pytestmark = pytest.mark.e2e
+
+
+def _rotate_image(src, dst):
+    """A 90-degree grid rotation of the voxel array (the header unchanged): a patient turned on the grid."""
+    image = sitk.ReadImage(str(src))
+    array = np.rot90(sitk.GetArrayFromImage(image), k=1, axes=(0, 2)).copy()
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(dst))
+
+
+def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnunet_workspace, trained_model, tmp_path):
+    """Stock nnU-Net with ``--rotation_tta grid``: the segmentation of a rotated case is the rotated
+    segmentation (the 32^3 cases are one sliding window, so the window tiling commutes with the rotation)."""
+    ws = nnunet_workspace
+    trained_model("nnUNetTrainer_tiny")
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(ws.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz", images / "A_0000.nii.gz")
+    _rotate_image(images / "A_0000.nii.gz", images / "B_0000.nii.gz")
+    out = tmp_path / "pred"
+    proc = ws.run("nnunet-equivariant", "predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
+                  "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+                  "--rotation_tta", "grid", "--disable_progress_bar")
+    assert "Running in non-multiprocessing mode" in proc.stdout, "nnU-Net's own entry point ran"
+    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz"))) for c in "AB")
+    assert a.any(), "something is segmented"
+    # float32 logits of a 48-pass average, accumulated in float16 by nnU-Net: ties may differ
+    assert (np.rot90(a, k=1, axes=(0, 2)) != b).mean() < 1e-3, "the prediction rotates with the input"
+
+
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerE3nn_tiny", "nnUNetTrainerMirror_tiny"])
+def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(nnunet_workspace, trained_model, tmp_path,
+                                                                       monkeypatch, trainer):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    ws = nnunet_workspace
+    model = trained_model(trainer)
+    exported = tmp_path / "net.pt2"
+    proc = ws.run("nnunet-equivariant", "export", model, "-o", exported)
+    assert "max |difference|" in proc.stdout
+    with pytest.raises(AssertionError, match="exists"):
+        ws.run("nnunet-equivariant", "export", model, "-o", exported)
+
+    monkeypatch.setenv("nnUNet_extTrainer", ws.env["nnUNet_extTrainer"])  # finds the _tiny trainer
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
+    x = torch.randn(2, 1, *predictor.configuration_manager.patch_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = predictor.network.eval()(x)
+    torch.save(x, tmp_path / "x.pt")
+
+    script = f"""
+import sys
+sys.modules["e3nn"] = None  # any import of e3nn (or of this package) fails
+sys.modules["nnunet_equivariant"] = None
+sys.modules["nnunetv2"] = None
+import json, torch
+extra = {{"nnunet_equivariant.json": ""}}
+net = torch.export.load({str(exported)!r}, extra_files=extra).module()
+torch.save(net(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})
+print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         env={**ws.env, "PYTHONPATH": ""})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().endswith(trainer), "the metadata travels with the program"
+    y = torch.load(tmp_path / "y.pt")
+    assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
+    assert torch.allclose(y, reference, rtol=0, atol=1e-4 * reference.abs().max().item()), \
+        f"exported logits equal the trained network's (max diff {(y - reference).abs().max():.2g})"
