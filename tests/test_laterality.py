@@ -129,3 +129,31 @@ def test_merged_dataset_and_prediction_folder_round_trip(tmp_path):
         assert np.array_equal(sitk.GetArrayFromImage(seg), truth), "original labels, sides from the header"
         probabilities = np.load(predictions / f"{case}.npz")["probabilities"]
         assert probabilities.shape[0] == 4 and np.array_equal(probabilities.argmax(0), truth)
+
+
+@pytest.mark.e2e
+def test_trainers_check_labels_at_construction(nnunet_workspace, tmp_path, monkeypatch):
+    """The real trainer classes, built as ``nnUNetv2_train`` builds them, on the shared dataset's plans with
+    its labels renamed left/right (the preprocessed cases' headers are axis-aligned: data axis 2 is x)."""
+    import torch
+
+    from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn, nnUNetTrainerE3nnO3
+    from nnunet_equivariant.training.mirror import nnUNetTrainerMirror, nnUNetTrainerMirror_f12
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(nnunet_workspace.preprocessed))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    folder = nnunet_workspace.preprocessed / "Dataset901_RodsDiscs"
+    dataset_json = {**json.loads((folder / "dataset.json").read_text()),
+                    "labels": {"background": 0, "rod_left": 1, "rod_right": 2}}
+
+    def build(trainer):
+        plans = {**json.loads((folder / "nnUNetPlans.json").read_text()), "continue_training": False}
+        return trainer(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+
+    for trainer in (nnUNetTrainerE3nn, nnUNetTrainerMirror_f12):
+        build(trainer)  # SO(3); mirror axes 0 and 1 are not left-right
+    for trainer, reason in ((nnUNetTrainerE3nnO3, "reflections"), (nnUNetTrainerMirror, "data axis \\[2\\]")):
+        with pytest.raises(LateralityError, match=f"{trainer.__name__} cannot tell left from right: .*{reason}"):
+            build(trainer)
+    dataset_json["labels"] = {"background": 0, "rod": 1, "disc": 2}  # laterality mode: merged labels
+    build(nnUNetTrainerE3nnO3)

@@ -182,8 +182,6 @@ class LateralityGuardMixin:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if "laterality" in dataset_json:
-            return  # a laterality-mode dataset: merged labels (the record names the original ones)
         directions = _preprocessed_directions(getattr(self, "preprocessed_dataset_folder", None))
         check_laterality(getattr(self, "symmetry", None), dataset_json.get("labels", {}), directions,
                          self.plans_manager.transpose_forward, type(self).__name__)
