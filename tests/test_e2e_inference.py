@@ -48,6 +48,8 @@ def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(nnunet_w
                                                                        monkeypatch, trainer):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    from nnunet_equivariant.inference.rotation_tta import RotationTTAPredictor
+
     ws = nnunet_workspace
     model = trained_model(trainer)
     exported = tmp_path / "net.pt2"
@@ -60,6 +62,10 @@ def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(nnunet_w
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
     x = torch.randn(2, 1, *predictor.configuration_manager.patch_size, generator=torch.Generator().manual_seed(1))
+    tta = RotationTTAPredictor(rotation_tta="grid", device=torch.device("cpu"))
+    tta.initialize_from_trained_model_folder(str(model), use_folds=(0,))
+    assert len(tta.tta_transforms()) == {"nnUNetTrainerE3nn_tiny": 2, "nnUNetTrainerMirror_tiny": 6}[trainer], \
+        "rotation TTA passes read from the trainer's symmetry (SO(3): 2, f123: 6 of 48)"
     with torch.no_grad():
         reference = predictor.network.eval()(x)
     torch.save(x, tmp_path / "x.pt")

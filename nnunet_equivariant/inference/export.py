@@ -120,7 +120,7 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
     predictor.initialize_from_trained_model_folder(str(model_folder), (fold,), checkpoint_name)
     network = predictor.network.float().eval()
     patch_size = [int(s) for s in predictor.configuration_manager.patch_size]
-    input_channels = _input_channels(network, predictor)
+    input_channels = _input_channels(predictor)
     plain = assemble_network(network)
 
     example = torch.randn(2, input_channels, *patch_size, generator=torch.Generator().manual_seed(0))
@@ -164,7 +164,7 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
     return ExportReport(output, metadata, difference, scale)
 
 
-def _input_channels(network: nn.Module, predictor) -> int:
+def _input_channels(predictor) -> int:
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
     return int(determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
