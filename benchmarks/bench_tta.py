@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,12 +47,10 @@ def main(argv=None) -> int:
 
     pm = PlansManager(default_plans(args.patch))
     cm = pm.get_configuration("3d_fullres")
-    arch = dict(cm.network_arch_init_kwargs)
-    for key in cm.network_arch_init_kwargs_req_import:
-        arch[key] = __import__("pydoc").locate(arch[key])
+    stock = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                   cm.network_arch_init_kwargs_req_import, 1, len(LABELS), deep_supervision=False)
     networks = {
-        "stock nnU-Net (PlainConvUNet)": ("nnUNetTrainer", (0, 1, 2),
-                                          PlainConvUNet(1, num_classes=len(LABELS), deep_supervision=False, **arch)),
+        "stock nnU-Net (PlainConvUNet)": ("nnUNetTrainer", (0, 1, 2), stock),
         "steerable SO(3) (nnUNetTrainerE3nn)": ("nnUNetTrainerE3nn", (0,),
                                                 nnUNetTrainerE3nn.build_network_architecture(pm, cm, 1, len(LABELS),
                                                                                              False)),

@@ -1,5 +1,6 @@
 """``nnunet-equivariant predict --rotation_tta grid`` and ``nnunet-equivariant export`` on the shared tiny
 models, through the console commands."""
+import json
 import shutil
 import subprocess
 import sys
@@ -44,13 +45,13 @@ def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnun
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerE3nn_tiny", "nnUNetTrainerMirror_tiny"])
-def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(nnunet_workspace, trained_model, tmp_path,
-                                                                       monkeypatch, trainer):
+def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(trainer_env, trained_model, tmp_path,
+                                                                       trainer):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnunet_equivariant.inference.rotation_tta import RotationTTAPredictor
 
-    ws = nnunet_workspace
+    ws = trainer_env
     model = trained_model(trainer)
     exported = tmp_path / "net.pt2"
     proc = ws.run("nnunet-equivariant", "export", model, "-o", exported)
@@ -58,7 +59,6 @@ def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(nnunet_w
     with pytest.raises(AssertionError, match="exists"):
         ws.run("nnunet-equivariant", "export", model, "-o", exported)
 
-    monkeypatch.setenv("nnUNet_extTrainer", ws.env["nnUNet_extTrainer"])  # finds the _tiny trainer
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
     x = torch.randn(2, 1, *predictor.configuration_manager.patch_size, generator=torch.Generator().manual_seed(1))
@@ -89,3 +89,28 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
     assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
     assert torch.allclose(y, reference, rtol=0, atol=1e-4 * reference.abs().max().item()), \
         f"exported logits equal the trained network's (max diff {(y - reference).abs().max():.2g})"
+
+
+def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspace, trained_model, tmp_path):
+    """``-m MODEL_FOLDER`` (nnUNetv2_predict_from_modelfolder's flags) on a model whose dataset.json records a
+    merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations hold the
+    original labels, split by side, and a rerun with ``--c`` does not split again."""
+    ws = nnunet_workspace
+    model = tmp_path / "model"
+    shutil.copytree(trained_model("nnUNetTrainer_tiny"), model)
+    dataset_json = json.loads((model / "dataset.json").read_text())
+    assert dataset_json["labels"] == {"background": 0, "rod": 1, "disc": 2}
+    dataset_json["laterality"] = {"labels": {"background": 0, "rod_left": 1, "rod_right": 2, "disc": 3},
+                                  "pairs": {"rod": {"left": 1, "right": 2}}}
+    (model / "dataset.json").write_text(json.dumps(dataset_json))
+    out = tmp_path / "pred"
+    args = ["nnunet-equivariant", "predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-m", model, "-f", "0",
+            "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar"]
+    proc = ws.run(*args)
+    assert "2 predictions" in proc.stdout and "split into left/right labels" in proc.stdout
+    assert json.loads((out / "laterality_split.json").read_text()) == ["RodsDiscs_100", "RodsDiscs_101"]
+    segs = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(out.glob("*.nii.gz"))]
+    assert set(np.unique(np.concatenate([s.ravel() for s in segs])).tolist()) <= {0, 1, 2, 3}
+    assert any((s == 3).any() for s in segs), "merged value 2 (disc) is written as the original 3"
+    proc = ws.run(*args, "--continue_prediction")
+    assert "0 predictions" in proc.stdout, "nothing is split twice"

@@ -19,40 +19,7 @@ from typing import Iterator, Sequence
 
 from . import ROTATION_TTA_MODES
 
-__all__ = ["add_predict_arguments", "run_predict", "predict"]
-
-HELP = ("predict with nnU-Net (nnUNetv2_predict's flags, or nnUNetv2_predict_from_modelfolder's with -m) "
-        "plus symmetry-aware rotation test-time augmentation")
-
-
-def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    """``--rotation_tta``; every other argument is collected, unparsed, into ``nnunet_args`` for nnU-Net."""
-    p.add_argument("--rotation_tta", choices=ROTATION_TTA_MODES, default="none",
-                   help="none: nnU-Net's test-time mirroring only; grid: also the 90-degree grid rotations that "
-                        "keep the patch shape and spacing, skipping passes the network's symmetry makes redundant "
-                        "(stock nnU-Net 48 passes, SO(3)/O(3) steerable 2/1, as without rotations)")
-    p.usage = "%(prog)s [--rotation_tta {none,grid}] NNUNETV2_PREDICT_FLAGS ..."
-    p.epilog = ("All other flags are nnUNetv2_predict's (see nnUNetv2_predict -h), or with -m MODEL_FOLDER "
-                "nnUNetv2_predict_from_modelfolder's. Example: nnunet-equivariant predict -i IN -o OUT -d 1 "
-                "-c 3d_fullres -tr nnUNetTrainerE3nn -f 0 --rotation_tta grid")
-    _collect_unknown_arguments(p, "nnunet_args")
-
-
-def _collect_unknown_arguments(p: argparse.ArgumentParser, dest: str) -> None:
-    """Make the sub-parser ``p`` store the arguments it does not know in ``dest`` instead of reporting them
-    (argparse's sub-parser action calls ``parser.parse_known_args`` and would hand them up as errors)."""
-    parse_known = p.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        namespace, unknown = parse_known(args, namespace)
-        setattr(namespace, dest, [*(getattr(namespace, dest, None) or []), *unknown])
-        return namespace, []
-
-    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    return predict(args.nnunet_args, rotation_tta=args.rotation_tta)
+__all__ = ["predict"]
 
 
 @contextlib.contextmanager
