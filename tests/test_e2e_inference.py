@@ -94,7 +94,7 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
 def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspace, trained_model, tmp_path):
     """``-m MODEL_FOLDER`` (nnUNetv2_predict_from_modelfolder's flags) on a model whose dataset.json records a
     merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations hold the
-    original labels, split by side, and a rerun with ``--c`` does not split again."""
+    original labels, split by side, and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
     ws = nnunet_workspace
     model = tmp_path / "model"
     shutil.copytree(trained_model("nnUNetTrainer_tiny"), model)
@@ -104,13 +104,13 @@ def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspa
                                   "pairs": {"rod": {"left": 1, "right": 2}}}
     (model / "dataset.json").write_text(json.dumps(dataset_json))
     out = tmp_path / "pred"
+    # nnUNetv2_predict_from_modelfolder has no sequential mode: one worker each (-npp 1 -nps 1)
     args = ["nnunet-equivariant", "predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-m", model, "-f", "0",
-            "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar"]
+            "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"]
     proc = ws.run(*args)
-    assert "2 predictions" in proc.stdout and "split into left/right labels" in proc.stdout
-    assert json.loads((out / "laterality_split.json").read_text()) == ["RodsDiscs_100", "RodsDiscs_101"]
+    assert "laterality mode: 2 predictions split into left/right labels" in proc.stdout
     segs = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(out.glob("*.nii.gz"))]
     assert set(np.unique(np.concatenate([s.ravel() for s in segs])).tolist()) <= {0, 1, 2, 3}
     assert any((s == 3).any() for s in segs), "merged value 2 (disc) is written as the original 3"
     proc = ws.run(*args, "--continue_prediction")
-    assert "0 predictions" in proc.stdout, "nothing is split twice"
+    assert "laterality mode: 0 predictions" in proc.stdout, "--c: nothing predicted, nothing split twice"

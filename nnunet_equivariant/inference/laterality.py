@@ -58,6 +58,7 @@ __all__ = [
     "side_map",
     "split_segmentation",
     "split_probabilities",
+    "split_prediction_files",
     "split_prediction_folder",
 ]
 
@@ -347,46 +348,43 @@ def split_probabilities(probabilities: np.ndarray, side: np.ndarray, merged_labe
     return out
 
 
-def split_prediction_folder(folder: str | os.PathLike, dataset_json: Mapping, cases: Iterable[str] | None = None
-                            ) -> list[Path]:
-    """Rewrite nnU-Net's predictions in ``folder`` (segmentations, and ``.npz`` probabilities if present)
-    from merged to original labels. ``cases``: the case names to rewrite (default: every segmentation not yet
-    rewritten). Each rewritten case is listed in ``laterality_split.json``, so a rerun (``--c``) does not
-    split twice. Files are replaced atomically. Returns the rewritten segmentation files."""
+def split_prediction_files(truncated_outputs: Iterable[str | os.PathLike], dataset_json: Mapping) -> list[Path]:
+    """Rewrite nnU-Net's predictions from merged to original labels: for each output path without ending
+    (as nnU-Net names them: ``OUT/CASE``), the segmentation ``OUT/CASE{file_ending}`` and, if present, the
+    probabilities ``OUT/CASE.npz``. Each file is replaced atomically. Call it once per prediction (a split
+    segmentation is not a merged one any more). Returns the rewritten segmentation files."""
     import SimpleITK as sitk
 
     record = dataset_json["laterality"]
     merged_labels = dataset_json["labels"]
     ending = dataset_json["file_ending"]
-    folder = Path(folder)
-    log_file = folder / "laterality_split.json"
-    done = set(json.loads(log_file.read_text())) if log_file.exists() else set()
-    files = sorted(folder.glob(f"*{ending}"))
-    if cases is not None:
-        wanted = set(cases)
-        files = [f for f in files if f.name[:-len(ending)] in wanted]
+    _, pairs = _original_lookup(merged_labels, record)
     written = []
-    for f in files:
-        case = f.name[:-len(ending)]
-        if case in done:
-            continue
+    for truncated in truncated_outputs:
+        f = Path(f"{os.fspath(truncated)}{ending}")
+        if not f.is_file():
+            raise FileNotFoundError(f"no prediction {f} to split")
         image = sitk.ReadImage(str(f))
         geometry = Geometry.of(image)
         seg = sitk.GetArrayFromImage(image)
-        _, pairs = _original_lookup(merged_labels, record)
         side = side_map(seg, geometry, pairs)
         out = sitk.GetImageFromArray(split_segmentation(seg, geometry, merged_labels, record).astype(seg.dtype))
         out.CopyInformation(image)
-        tmp = f.with_name(f".{f.name}.tmp{ending}")
+        tmp = f.with_name(f".{f.name[:-len(ending)]}.tmp{ending}")
         sitk.WriteImage(out, str(tmp), True)
-        npz = folder / f"{case}.npz"
+        npz = Path(f"{os.fspath(truncated)}.npz")
         if npz.exists():
             probabilities = np.load(npz)["probabilities"]
-            tmp_npz = folder / f".{case}.tmp.npz"
+            tmp_npz = npz.with_name(f".{npz.stem}.tmp.npz")
             np.savez_compressed(tmp_npz, probabilities=split_probabilities(probabilities, side, merged_labels, record))
             os.replace(tmp_npz, npz)
         os.replace(tmp, f)
-        done.add(case)
-        log_file.write_text(json.dumps(sorted(done), indent=1))
         written.append(f)
     return written
+
+
+def split_prediction_folder(folder: str | os.PathLike, dataset_json: Mapping) -> list[Path]:
+    """``split_prediction_files`` for every segmentation in ``folder`` (nnU-Net's output folder)."""
+    ending = dataset_json["file_ending"]
+    files = sorted(p for p in Path(folder).glob(f"*{ending}") if not p.name.startswith("."))
+    return split_prediction_files([str(p)[:-len(ending)] for p in files], dataset_json)

@@ -12,7 +12,6 @@ the original left/right labels.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from typing import Iterator, Sequence
@@ -43,11 +42,17 @@ def predict(nnunet_args: Sequence[str], rotation_tta: str = "none") -> int:
     from .rotation_tta import RotationTTAPredictor
 
     used: list[RotationTTAPredictor] = []
+    outputs: list[str] = []  # the outputs (without file ending) this run predicts: this part, not yet done
 
     class Predictor(RotationTTAPredictor):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, rotation_tta=rotation_tta, **kwargs)
             used.append(self)
+
+        def _manage_input_and_output_lists(self, *args, **kwargs):
+            inputs, truncated, previous = super()._manage_input_and_output_lists(*args, **kwargs)
+            outputs.extend(truncated or [])
+            return inputs, truncated, previous
 
     model_folder = "-m" in nnunet_args
     entry = (predict_from_raw_data.predict_entry_point_modelfolder if model_folder
@@ -61,15 +66,8 @@ def predict(nnunet_args: Sequence[str], rotation_tta: str = "none") -> int:
     finally:
         sys.argv = argv
     if used and "laterality" in (used[-1].dataset_json or {}):
-        from .laterality import split_prediction_folder
+        from .laterality import split_prediction_files
 
-        output = _output_folder(nnunet_args)
-        written = split_prediction_folder(output, used[-1].dataset_json)
-        print(f"laterality mode: {len(written)} predictions in {output} split into left/right labels")
+        written = split_prediction_files(outputs, used[-1].dataset_json)
+        print(f"laterality mode: {len(written)} predictions split into left/right labels")
     return 0
-
-
-def _output_folder(nnunet_args: Sequence[str]) -> str:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("-o", required=True)
-    return parser.parse_known_args(list(nnunet_args))[0].o
