@@ -151,6 +151,7 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         else [int(a) for a in predictor.allowed_mirroring_axes],
         "labels": predictor.dataset_json.get("labels"),
         "channel_names": predictor.dataset_json.get("channel_names"),
+        "laterality": predictor.dataset_json.get("laterality"),  # laterality mode: how to split by side
         "torch_version": torch.__version__,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
