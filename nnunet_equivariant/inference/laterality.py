@@ -183,9 +183,16 @@ class LateralityGuardMixin:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        directions = _preprocessed_directions(getattr(self, "preprocessed_dataset_folder", None))
-        check_laterality(getattr(self, "symmetry", None), dataset_json.get("labels", {}), directions,
-                         self.plans_manager.transpose_forward, type(self).__name__)
+        from ..symmetry import get_symmetry
+
+        symmetry = get_symmetry(getattr(self, "symmetry", None))
+        labels = dataset_json.get("labels", {})
+        if not symmetry.has_reflections or not lateralised_labels(labels):
+            return
+        directions = None  # only a mirror network's verdict depends on the images' orientation
+        if symmetry.family == "mirror":
+            directions = _preprocessed_directions(getattr(self, "preprocessed_dataset_folder", None))
+        check_laterality(symmetry, labels, directions, self.plans_manager.transpose_forward, type(self).__name__)
 
 
 def _preprocessed_directions(folder) -> list[tuple[float, ...]] | None:
