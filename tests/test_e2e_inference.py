@@ -57,6 +57,7 @@ def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(trainer_
                                                                        trainer):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    from nnunet_equivariant.inference.export import assemble_network
     from nnunet_equivariant.inference.rotation_tta import RotationTTAPredictor
 
     ws = trainer_env
@@ -95,8 +96,16 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
     assert run.stdout.strip().endswith(trainer), "the metadata travels with the program"
     y = torch.load(tmp_path / "y.pt")
     assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
-    assert torch.allclose(y, reference, rtol=0, atol=1e-4 * reference.abs().max().item()), \
+    # float32: traced op order differs from eager, and norm max-pooling amplifies the rounding in a trained
+    # network (2.5e-3 relative measured); exactness is checked in float64 below
+    assert torch.allclose(y, reference, rtol=0, atol=1e-2 * reference.abs().max().item()), \
         f"exported logits equal the trained network's (max diff {(y - reference).abs().max():.2g})"
+    assert (y.argmax(1) == reference.argmax(1)).float().mean() > 0.99, "same segmentation"
+    network64 = predictor.network.double()
+    with torch.no_grad():
+        reference64, assembled64 = network64(x.double()), assemble_network(network64)(x.double())
+    assert torch.allclose(assembled64, reference64, rtol=0, atol=1e-10 * reference64.abs().max().item()), \
+        "float64: the assembled kernels give the trained network's logits exactly"
 
 
 def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspace, trained_model, tmp_path):

@@ -86,25 +86,35 @@ def assemble_network(network: nn.Module) -> nn.Module:
 class ExportReport:
     path: Path
     metadata: dict
-    max_abs_difference: float  # exported program vs the trained network on a random patch
+    max_abs_difference: float  # float32: exported program vs the trained network on a random patch
     max_abs_logit: float
+    float64_assembly_error: float  # relative, assembled vs trained network in float64
 
     def summary(self) -> str:
         m = self.metadata
         return (f"{self.path}: {m['trainer_name']} fold {m['fold']}, input (batch, {m['input_channels']}, "
                 f"{', '.join(map(str, m['patch_size']))}) -> logits of {m['num_classes']} classes; exported vs "
                 f"trained network on a random patch: max |difference| {self.max_abs_difference:.2g} "
-                f"(max |logit| {self.max_abs_logit:.2g})")
+                f"(max |logit| {self.max_abs_logit:.2g}); kernels assembled exactly: float64 relative difference "
+                f"{self.float64_assembly_error:.1g}")
 
 
 def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fold: str | int = 0,
                  checkpoint_name: str = "checkpoint_final.pth", overwrite: bool = False,
-                 rtol: float = 1e-4) -> ExportReport:
+                 rtol: float = 1e-2) -> ExportReport:
     """Export fold ``fold`` of a trained nnU-Net model folder (``nnUNet_results/DatasetX/Trainer__Plans__
     config``) to ``output`` (``.pt2``), written atomically; ``FileExistsError`` unless ``overwrite``.
 
-    Checks the exported program against the trained network (as nnU-Net's predictor builds it) on a random
-    patch in float32 and raises ``RuntimeError`` if they differ by more than ``rtol`` times the largest logit.
+    Two checks against the trained network (as nnU-Net's predictor builds it) on random patches, else
+    ``RuntimeError`` and nothing written:
+
+    1. float64: the assembled network (plain convolutions) gives the trained network's logits to 1e-9 of
+       the largest logit: the kernels are assembled exactly.
+    2. float32: the exported program differs from the trained network by at most ``rtol`` of the largest
+       logit. It is traced op by op (e.g. norm and gate as separate ops where the eager network fuses them),
+       so float32 rounding differs, and a trained network amplifies it where max-type selections (norm
+       pooling) switch between near-equal candidates: 2.5e-3 relative measured on a tiny trained E3nnUNet
+       whose float64 check gave 1e-16.
     """
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -124,6 +134,10 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
     plain = assemble_network(network)
 
     example = torch.randn(2, input_channels, *patch_size, generator=torch.Generator().manual_seed(0))
+    assembly_error = _float64_assembly_error(network, example[:1])
+    if not assembly_error <= 1e-9:
+        raise RuntimeError(f"assembled network differs from the trained one in float64 by {assembly_error:.3g} "
+                           f"of the largest logit; not written")
     batch = torch.export.Dim("batch", min=1, max=1024)
     with torch.no_grad():
         program = torch.export.export(plain, (example,), dynamic_shapes=({0: batch},))
@@ -162,7 +176,16 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportReport(output, metadata, difference, scale)
+    return ExportReport(output, metadata, difference, scale, assembly_error)
+
+
+def _float64_assembly_error(network: nn.Module, x: torch.Tensor) -> float:
+    """Largest |assembled - trained| logit difference over the largest logit, both in float64."""
+    network64 = copy.deepcopy(network).double().eval()
+    with torch.no_grad():
+        reference = network64(x.double())
+        assembled = assemble_network(network64)(x.double())
+    return float((assembled - reference).abs().max() / reference.abs().max())
 
 
 def _input_channels(predictor) -> int:
