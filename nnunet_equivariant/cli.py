@@ -30,6 +30,9 @@ COMMANDS: tuple[str, ...] = (
     "nnunet_equivariant.commands.plan_and_preprocess",
     "nnunet_equivariant.commands.rotation_eval",
     "nnunet_equivariant.commands.mesh",
+    "nnunet_equivariant.commands.predict",
+    "nnunet_equivariant.commands.export",
+    "nnunet_equivariant.commands.laterality_merge",
 )
 
 

@@ -10,6 +10,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from ..inference.laterality import LateralityGuardMixin
 from ..inference.mirroring import NonRedundantMirroringMixin
 from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
 from ..networks.e3nn_unet import E3nnUNet, e3nn_unet_from_plans, e3nn_unet_kwargs
@@ -28,7 +29,8 @@ __all__ = [
 ]
 
 
-class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, nnUNetTrainerVanillaAdam):
+class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedundantMirroringMixin,
+                        nnUNetTrainerVanillaAdam):
     """SO(3)-steerable ``E3nnUNet`` (8:4:2 irreps, 5-voxel kernels), no rotation augmentation.
 
     Class attributes (set by the variants): ``symmetry`` (``"so3"`` / ``"o3"``), ``irreps_ratio``

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_equivariant.inference.laterality import LateralityGuardMixin
 from nnunet_equivariant.inference.mirroring import NonRedundantMirroringMixin
 from nnunet_equivariant.networks.mirror_unet import mirror_unet_from_plans
 
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class nnUNetTrainerMirror(NonRedundantMirroringMixin, nnUNetTrainer):
+class nnUNetTrainerMirror(LateralityGuardMixin, NonRedundantMirroringMixin, nnUNetTrainer):
     """MirrorUNet symmetric along ``symmetry`` (f123 here); ``keep_parameters`` widens it to the stock
     network's parameter count. Subclasses change only these two class attributes."""
 

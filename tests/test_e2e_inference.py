@@ -1,0 +1,134 @@
+"""``nnunet-equivariant predict --rotation_tta grid`` and ``nnunet-equivariant export`` on the shared tiny
+models, through the console commands."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import DATASET_ID
+
+pytestmark = pytest.mark.e2e
+
+
+def _rotate_image(src, dst):
+    """A 90-degree grid rotation of the voxel array (the header unchanged): a patient turned on the grid."""
+    image = sitk.ReadImage(str(src))
+    array = np.rot90(sitk.GetArrayFromImage(image), k=1, axes=(0, 2)).copy()
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(dst))
+
+
+def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnunet_workspace, trained_model, tmp_path):
+    """Stock nnU-Net with ``--rotation_tta grid --disable_tta`` (the 24 rotations, no flips, to halve the
+    test's time): the prediction of a rotated case is the rotated prediction.
+
+    The 32^3 cases are one sliding-window tile, so the tiling commutes with the rotation. nnU-Net accumulates
+    gaussian-weighted logits in float16, and its gaussian is off-centre by half a voxel, so the rotated case
+    sees other weights: ~1e-3 rounding where the weight is large, but in the tile's corners (weights ~1e-9,
+    float16 subnormals) probabilities differ by up to 0.1 (measured). So: probabilities equal to float16
+    rounding inside the tile's inscribed ball, segmentations equal up to those corners."""
+    ws = nnunet_workspace
+    trained_model("nnUNetTrainer_tiny")
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(ws.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz", images / "A_0000.nii.gz")
+    _rotate_image(images / "A_0000.nii.gz", images / "B_0000.nii.gz")
+    out = tmp_path / "pred"
+    proc = ws.run("nnunet-equivariant", "predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
+                  "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+                  "--rotation_tta", "grid", "--disable_tta", "--disable_progress_bar", "--save_probabilities")
+    assert "Running in non-multiprocessing mode" in proc.stdout, "nnU-Net's own entry point ran"
+    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz"))) for c in "AB")
+    pa, pb = (np.load(out / f"{c}.npz")["probabilities"] for c in "AB")
+    assert a.any() and pa.shape == (3, 32, 32, 32)
+    centre = np.linalg.norm(np.indices(a.shape) - 15.5, axis=0) < 16
+    difference = np.abs(np.rot90(pa, k=1, axes=(1, 3)) - pb).max(0)
+    assert difference[centre].max() < 2e-3, "the probabilities rotate with the input (float16 accumulator)"
+    assert (np.rot90(a, k=1, axes=(0, 2)) != b).mean() < 0.01, "the segmentation rotates with the input"
+
+
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerE3nn_tiny", "nnUNetTrainerMirror_tiny"])
+def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(trainer_env, trained_model, tmp_path,
+                                                                       trainer):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_equivariant.inference.export import assemble_network
+    from nnunet_equivariant.inference.rotation_tta import RotationTTAPredictor
+
+    ws = trainer_env
+    model = trained_model(trainer)
+    exported = tmp_path / "net.pt2"
+    proc = ws.run("nnunet-equivariant", "export", model, "-o", exported)
+    assert "max |difference|" in proc.stdout
+    with pytest.raises(AssertionError, match="exists"):
+        ws.run("nnunet-equivariant", "export", model, "-o", exported)
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
+    x = torch.randn(2, 1, *predictor.configuration_manager.patch_size, generator=torch.Generator().manual_seed(1))
+    tta = RotationTTAPredictor(rotation_tta="grid", device=torch.device("cpu"))
+    tta.initialize_from_trained_model_folder(str(model), use_folds=(0,))
+    assert len(tta.tta_transforms()) == {"nnUNetTrainerE3nn_tiny": 2, "nnUNetTrainerMirror_tiny": 6}[trainer], \
+        "rotation TTA passes read from the trainer's symmetry (SO(3): 2, f123: 6 of 48)"
+    with torch.no_grad():
+        reference = predictor.network.eval()(x)
+    torch.save(x, tmp_path / "x.pt")
+
+    script = f"""
+import sys
+sys.modules["e3nn"] = None  # any import of e3nn (or of this package) fails
+sys.modules["nnunet_equivariant"] = None
+sys.modules["nnunetv2"] = None
+import json, torch
+extra = {{"nnunet_equivariant.json": ""}}
+net = torch.export.load({str(exported)!r}, extra_files=extra).module()
+torch.save(net(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})
+print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         env={**ws.env, "PYTHONPATH": ""})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().endswith(trainer), "the metadata travels with the program"
+    y = torch.load(tmp_path / "y.pt")
+    assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
+    # float32: traced op order differs from eager, and norm max-pooling amplifies the rounding in a trained
+    # network (2.5e-3 relative measured); exactness is checked in float64 below
+    assert torch.allclose(y, reference, rtol=0, atol=1e-2 * reference.abs().max().item()), \
+        f"exported logits equal the trained network's (max diff {(y - reference).abs().max():.2g})"
+    assert (y.argmax(1) == reference.argmax(1)).float().mean() > 0.99, "same segmentation"
+    network64 = predictor.network.double()
+    with torch.no_grad():
+        reference64, assembled64 = network64(x.double()), assemble_network(network64)(x.double())
+    assert torch.allclose(assembled64, reference64, rtol=0, atol=1e-10 * reference64.abs().max().item()), \
+        "float64: the assembled kernels give the trained network's logits exactly"
+
+
+def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspace, trained_model, tmp_path):
+    """``-m MODEL_FOLDER`` (nnUNetv2_predict_from_modelfolder's flags) on a model whose dataset.json records a
+    merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations hold the
+    original labels, split by side, and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
+    ws = nnunet_workspace
+    model = tmp_path / "model"
+    shutil.copytree(trained_model("nnUNetTrainer_tiny"), model)
+    dataset_json = json.loads((model / "dataset.json").read_text())
+    assert dataset_json["labels"] == {"background": 0, "rod": 1, "disc": 2}
+    dataset_json["laterality"] = {"labels": {"background": 0, "rod_left": 1, "rod_right": 2, "disc": 3},
+                                  "pairs": {"rod": {"left": 1, "right": 2}}}
+    (model / "dataset.json").write_text(json.dumps(dataset_json))
+    out = tmp_path / "pred"
+    # nnUNetv2_predict_from_modelfolder has no sequential mode: one worker each (-npp 1 -nps 1)
+    args = ["nnunet-equivariant", "predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-m", model, "-f", "0",
+            "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"]
+    proc = ws.run(*args)
+    assert "laterality mode: 2 predictions split into left/right labels" in proc.stdout
+    segs = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(out.glob("*.nii.gz"))]
+    assert set(np.unique(np.concatenate([s.ravel() for s in segs])).tolist()) <= {0, 1, 2, 3}
+    assert any((s == 3).any() for s in segs), "merged value 2 (disc) is written as the original 3"
+    proc = ws.run(*args, "--continue_prediction")
+    assert "laterality mode: 0 predictions" in proc.stdout, "--c: nothing predicted, nothing split twice"

@@ -1,0 +1,119 @@
+"""Symmetry-aware rotation TTA: the reduced set of passes gives the full rotation x mirroring average
+(float64), for stock, mirror-symmetric and steerable networks, through nnU-Net's per-patch hook."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from torch import nn
+
+from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
+from nnunet_equivariant.inference.rotation_tta import (RotationTTAPredictor, shape_preserving_rotations,
+                                                       trainer_symmetry, tta_group, tta_passes)
+from nnunet_equivariant.networks import E3nnUNet
+from nnunet_equivariant.networks.mirror_unet import MirrorUNet
+from nnunet_equivariant.symmetry import get_symmetry, grid_rotations, grid_symmetries
+from nnunet_equivariant.testing import transform_volume
+
+
+class _Counting(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+
+def _plain(symmetry=None):
+    kwargs = dict(input_channels=1, n_stages=3, features_per_stage=[4, 8, 8], conv_op=nn.Conv3d,
+                  kernel_sizes=3, strides=[1, 2, 2], n_conv_per_stage=1, num_classes=3, n_conv_per_stage_decoder=1,
+                  conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True, "eps": 1e-5},
+                  nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=False)
+    if symmetry is None:
+        return PlainConvUNet(**kwargs)
+    return MirrorUNet(symmetry=symmetry, **kwargs)
+
+
+def _e3nn(symmetry):
+    odd = symmetry == "o3"
+    features = [f.replace("1e", "1o") if odd else f for f in ("1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e")]
+    return E3nnUNet(input_channels=1, num_classes=3, n_stages=2, features_per_stage=features, strides=[[1, 1, 1],
+                    [2, 2, 2]], n_conv_per_stage=1, n_conv_per_stage_decoder=1, deep_supervision=False,
+                    spacing=(1.0, 1.0, 1.0), symmetry=symmetry, kernel_size=3)
+
+
+def _predictor(net, symmetry, patch_size, spacing=(1.0, 1.0, 1.0), use_mirroring=True):
+    """A predictor set up as ``initialize_from_trained_model_folder`` leaves it (network, configuration,
+    the checkpoint's reduced mirroring axes)."""
+    predictor = RotationTTAPredictor(rotation_tta="grid", symmetry=symmetry, use_mirroring=use_mirroring,
+                                     device=torch.device("cpu"), allow_tqdm=False)
+    predictor.network = _Counting(net.double().eval())
+    predictor.configuration_manager = SimpleNamespace(patch_size=list(patch_size), spacing=list(spacing))
+    predictor.allowed_mirroring_axes = non_redundant_mirror_axes((0, 1, 2), get_symmetry(symmetry).flip_generators)
+    return predictor
+
+
+def _full_average(net, x, elements):
+    with torch.no_grad():
+        return torch.stack([transform_volume(net(transform_volume(x, R)), R.T) for R in elements]).mean(0)
+
+
+@pytest.mark.parametrize("symmetry, passes", [("none", 48), ("f123", 6), ("f1", 24), ("so3", 2), ("o3", 1)])
+def test_reduced_passes_equal_the_full_rotation_and_mirroring_average(symmetry, passes, float64_default):
+    net = _plain(None if symmetry == "none" else symmetry) if get_symmetry(symmetry).family != "steerable" \
+        else _e3nn(symmetry)
+    with torch.no_grad():  # random affine norms, so the symmetry is not helped by the identity initialisation
+        for name, p in net.named_parameters():
+            if "norm" in name:
+                p.normal_()
+    predictor = _predictor(net, symmetry, (8, 8, 8))
+    x = torch.randn(1, 1, 8, 8, 8)
+    reduced = predictor._internal_maybe_mirror_and_predict(x)
+    assert predictor.network.calls == passes, f"{symmetry}: {passes} network passes"
+    full = _full_average(net, x, grid_symmetries())  # the 24 rotations x the 8 axis flips
+    assert torch.allclose(reduced, full, rtol=0, atol=1e-12 * full.abs().max().item()), \
+        f"{symmetry}: {passes} passes give the 48-element average (max diff {(reduced - full).abs().max():.2g})"
+    for R in grid_rotations()[1:4]:  # the average is invariant: rotating the patch rotates the prediction
+        rotated = predictor._internal_maybe_mirror_and_predict(transform_volume(x, R))
+        assert torch.allclose(rotated, transform_volume(reduced, R), atol=1e-12 * full.abs().max().item())
+
+
+def test_non_cubic_patch_uses_only_shape_preserving_rotations(float64_default):
+    """A (4, 8, 8) patch keeps the 8 rotations about axis 0 (x the 8 flips: 16 elements)."""
+    assert len(shape_preserving_rotations((4, 8, 8))) == 8
+    assert len(shape_preserving_rotations((4, 8, 12))) == 4, "180-degree rotations only"
+    assert len(shape_preserving_rotations((8, 8, 8), (1.0, 1.0, 2.0))) == 8, "spacing counts like size"
+    net = _plain()
+    predictor = _predictor(net, "none", (4, 8, 8))
+    x = torch.randn(1, 1, 4, 8, 8)
+    reduced = predictor._internal_maybe_mirror_and_predict(x)
+    elements = [R for R in grid_symmetries() if abs(R[0, 0]) == 1]
+    assert predictor.network.calls == len(elements) == 16
+    assert torch.allclose(reduced, _full_average(net, x, elements), atol=1e-12)
+
+
+def test_rotation_tta_none_is_nnunets_mirroring_and_disable_tta_drops_flips(float64_default):
+    net = _plain()
+    predictor = _predictor(net, "none", (8, 8, 8))
+    x = torch.randn(1, 1, 8, 8, 8)
+    predictor.rotation_tta = "none"
+    stock = predictor._internal_maybe_mirror_and_predict(x)
+    assert predictor.network.calls == 8
+    assert torch.allclose(stock, _full_average(net, x, [R for R in grid_symmetries() if torch.equal(R, R.diag().diag())]))
+    predictor.rotation_tta, predictor.use_mirroring = "grid", False
+    assert len(predictor.tta_transforms()) == 24, "--disable_tta: rotations only"
+
+
+def test_group_bookkeeping_and_bad_values():
+    assert len(tta_group((8, 8, 8), None, None, "none", mirroring=False)) == 24
+    so3 = tta_group((8, 8, 8), None, (0,), "so3")
+    assert len(so3) == 48 and [len(tta_passes(so3, s)) for s in ("so3", "o3", "none")] == [2, 1, 48]
+    assert torch.equal(tta_passes(so3, "so3")[0], torch.eye(3, dtype=torch.float64)), "identity first"
+    assert trainer_symmetry("nnUNetTrainer").name == "none", "stock trainers have no symmetry attribute"
+    assert trainer_symmetry("nnUNetTrainerE3nnO3").name == "o3"
+    with pytest.raises(ValueError, match="rotation_tta"):
+        RotationTTAPredictor(rotation_tta="all", device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="3D patch"):
+        shape_preserving_rotations((8, 8))
