@@ -164,26 +164,26 @@ def test_a_four_patient_acdc_set_gives_four_folds_with_a_warning(tmp_path, capsy
     root = write_acdc_standin(tmp_path / "ACDC", num_patients=4)
     raw = tmp_path / "raw"
     capsys.readouterr()
-    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "965", "--raw", str(raw), "--preprocessed",
                  str(tmp_path / "pre"), "--spacing", "6", "--folds", "5"]) == 2
     assert "5 folds requested, but ACDCS has 4 training patients: choose --folds between 1 and 4" in \
         capsys.readouterr().err
     assert not raw.exists(), "a bad --folds is refused before anything is read or written"
 
     with pytest.warns(UserWarning, match="4 patients cannot fill 5 folds: wrote 4 folds"):
-        assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+        assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "965", "--raw", str(raw), "--preprocessed",
                      str(tmp_path / "pre"), "--spacing", "6"]) == 0
     assert "4 patients cannot fill 5 folds: wrote 4 folds (the default 5" in capsys.readouterr().out
-    splits = json.loads((tmp_path / "pre" / "Dataset963_ACDCS" / "splits_final.json").read_text())
+    splits = json.loads((tmp_path / "pre" / "Dataset965_ACDCS" / "splits_final.json").read_text())
     assert sorted(tuple(s["val"]) for s in splits) == [(f"patient00{k}_ED", f"patient00{k}_ES") for k in range(1, 5)]
     for s in splits:
         assert sorted(s["train"] + s["val"]) == sorted(f"patient00{k}_{p}" for k in range(1, 5) for p in ("ED", "ES"))
 
-    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "965", "--raw", str(raw), "--preprocessed",
                  str(tmp_path / "pre"), "--spacing", "6", "--folds", "2", "--overwrite"]) == 0
-    splits = json.loads((tmp_path / "pre" / "Dataset963_ACDCS" / "splits_final.json").read_text())
+    splits = json.loads((tmp_path / "pre" / "Dataset965_ACDCS" / "splits_final.json").read_text())
     assert [len(s["val"]) for s in splits] == [4, 4], "two folds of two patients (both frames each)"
-    dataset = json.loads((raw / "Dataset963_ACDCS" / "dataset.json").read_text())
+    dataset = json.loads((raw / "Dataset965_ACDCS" / "dataset.json").read_text())
     assert dataset["mesh_conversion"]["num_folds"] == 2
 
 
