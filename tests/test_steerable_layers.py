@@ -196,7 +196,7 @@ def test_conv_runs_under_cpu_autocast_and_caches_a_float32_kernel():
 
 
 def test_block_compiles_without_graph_breaks_and_matches_eager():
-    from nnunet_equivariant.networks.e3nn_unet import SteerableBlock
+    from nnunet_equivariant.layers import SteerableBlock
 
     torch.manual_seed(0)
     block = SteerableBlock("1x0e + 1x1e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
@@ -235,7 +235,7 @@ def test_fused_norm_gate_equals_the_composition(float64_default, activation):
 
 
 def test_block_under_cpu_autocast():
-    from nnunet_equivariant.networks.e3nn_unet import SteerableBlock
+    from nnunet_equivariant.layers import SteerableBlock
 
     torch.manual_seed(0)
     block = SteerableBlock("1x0e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
