@@ -192,7 +192,7 @@ def test_make_splits_reduces_instead_of_aborting():
     from nnunet_equivariant.meshes.sources import MeshSource
 
     grouped = MeshSource("ACDCS", [], ("a",))
-    with pytest.warns(UserWarning, match="one group only: fold 0 trains and validates on the same cases"):
+    with pytest.warns(UserWarning, match="one fold only: fold 0 trains and validates on the same cases"):
         (only,) = make_splits(grouped, ["p1_ED", "p1_ES"], ["p1", "p1"])
     assert only == {"train": ["p1_ED", "p1_ES"], "val": ["p1_ED", "p1_ES"]}
     official = MeshSource("IntrA", [], ("a",), folds=[["AN1"], ["AN2"], ["AN3"], ["AN4"], ["AN5"]])
@@ -201,3 +201,17 @@ def test_make_splits_reduces_instead_of_aborting():
     assert splits == [{"train": ["AN3"], "val": ["AN1"]}, {"train": ["AN1"], "val": ["AN3"]}]
     assert len(make_splits(official, ["AN1", "AN2", "AN3"], ["AN1", "AN2", "AN3"], num_folds=3)) == 3, \
         "an explicit number of folds replaces the official ones"
+
+
+def test_make_splits_edge_cases():
+    from nnunet_equivariant.meshes.nnunet_dataset import make_splits
+    from nnunet_equivariant.meshes.sources import MeshSource
+
+    official = MeshSource("IntrA", [], ("a",), folds=[["AN1"], ["AN2"], [], [], []])
+    with pytest.warns(UserWarning, match="no official fold holds a converted case: group-wise folds instead"):
+        splits = make_splits(official, ["AN7", "AN8", "AN9"], ["AN7", "AN8", "AN9"])
+    assert sorted(s["val"][0] for s in splits) == ["AN7", "AN8", "AN9"]
+    with pytest.warns(UserWarning, match="one fold only"):
+        assert make_splits(official, ["AN1", "AN7"], ["AN1", "AN7"]) == [{"train": ["AN1", "AN7"], "val": ["AN1"]}]
+    with pytest.warns(UserWarning, match="no training case"):
+        assert make_splits(official, [], []) == []
