@@ -164,26 +164,26 @@ def test_a_four_patient_acdc_set_gives_four_folds_with_a_warning(tmp_path, capsy
     root = write_acdc_standin(tmp_path / "ACDC", num_patients=4)
     raw = tmp_path / "raw"
     capsys.readouterr()
-    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "965", "--raw", str(raw), "--preprocessed",
                  str(tmp_path / "pre"), "--spacing", "6", "--folds", "5"]) == 2
     assert "5 folds requested, but ACDCS has 4 training patients: choose --folds between 1 and 4" in \
         capsys.readouterr().err
     assert not raw.exists(), "a bad --folds is refused before anything is read or written"
 
     with pytest.warns(UserWarning, match="4 patients cannot fill 5 folds: wrote 4 folds"):
-        assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+        assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "965", "--raw", str(raw), "--preprocessed",
                      str(tmp_path / "pre"), "--spacing", "6"]) == 0
     assert "4 patients cannot fill 5 folds: wrote 4 folds (the default 5" in capsys.readouterr().out
-    splits = json.loads((tmp_path / "pre" / "Dataset963_ACDCS" / "splits_final.json").read_text())
+    splits = json.loads((tmp_path / "pre" / "Dataset965_ACDCS" / "splits_final.json").read_text())
     assert sorted(tuple(s["val"]) for s in splits) == [(f"patient00{k}_ED", f"patient00{k}_ES") for k in range(1, 5)]
     for s in splits:
         assert sorted(s["train"] + s["val"]) == sorted(f"patient00{k}_{p}" for k in range(1, 5) for p in ("ED", "ES"))
 
-    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "963", "--raw", str(raw), "--preprocessed",
+    assert main(["mesh", "to_nnunet", "acdc", str(root), "-d", "965", "--raw", str(raw), "--preprocessed",
                  str(tmp_path / "pre"), "--spacing", "6", "--folds", "2", "--overwrite"]) == 0
-    splits = json.loads((tmp_path / "pre" / "Dataset963_ACDCS" / "splits_final.json").read_text())
+    splits = json.loads((tmp_path / "pre" / "Dataset965_ACDCS" / "splits_final.json").read_text())
     assert [len(s["val"]) for s in splits] == [4, 4], "two folds of two patients (both frames each)"
-    dataset = json.loads((raw / "Dataset963_ACDCS" / "dataset.json").read_text())
+    dataset = json.loads((raw / "Dataset965_ACDCS" / "dataset.json").read_text())
     assert dataset["mesh_conversion"]["num_folds"] == 2
 
 
@@ -192,7 +192,7 @@ def test_make_splits_reduces_instead_of_aborting():
     from nnunet_equivariant.meshes.sources import MeshSource
 
     grouped = MeshSource("ACDCS", [], ("a",))
-    with pytest.warns(UserWarning, match="one group only: fold 0 trains and validates on the same cases"):
+    with pytest.warns(UserWarning, match="one fold only: fold 0 trains and validates on the same cases"):
         (only,) = make_splits(grouped, ["p1_ED", "p1_ES"], ["p1", "p1"])
     assert only == {"train": ["p1_ED", "p1_ES"], "val": ["p1_ED", "p1_ES"]}
     official = MeshSource("IntrA", [], ("a",), folds=[["AN1"], ["AN2"], ["AN3"], ["AN4"], ["AN5"]])
@@ -201,3 +201,17 @@ def test_make_splits_reduces_instead_of_aborting():
     assert splits == [{"train": ["AN3"], "val": ["AN1"]}, {"train": ["AN1"], "val": ["AN3"]}]
     assert len(make_splits(official, ["AN1", "AN2", "AN3"], ["AN1", "AN2", "AN3"], num_folds=3)) == 3, \
         "an explicit number of folds replaces the official ones"
+
+
+def test_make_splits_edge_cases():
+    from nnunet_equivariant.meshes.nnunet_dataset import make_splits
+    from nnunet_equivariant.meshes.sources import MeshSource
+
+    official = MeshSource("IntrA", [], ("a",), folds=[["AN1"], ["AN2"], [], [], []])
+    with pytest.warns(UserWarning, match="no official fold holds a converted case: group-wise folds instead"):
+        splits = make_splits(official, ["AN7", "AN8", "AN9"], ["AN7", "AN8", "AN9"])
+    assert sorted(s["val"][0] for s in splits) == ["AN7", "AN8", "AN9"]
+    with pytest.warns(UserWarning, match="one fold only"):
+        assert make_splits(official, ["AN1", "AN7"], ["AN1", "AN7"]) == [{"train": ["AN1", "AN7"], "val": ["AN1"]}]
+    with pytest.warns(UserWarning, match="no training case"):
+        assert make_splits(official, [], []) == []

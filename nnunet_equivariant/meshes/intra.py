@@ -18,8 +18,8 @@ real ``.obj`` files can hold vertices that no face uses, e.g. a duplicate of ano
 vertices for 1739 ``.ad`` points). Each ``.ad`` point takes the ``.obj`` vertex nearest to it, which must lie
 within ``MATCH_TOLERANCE`` times the mesh's bounding-box diagonal (+ 1e-6: the files store 6 decimals);
 every ``.obj`` vertex that a face uses must match an ``.ad`` point the same way (a duplicate matches the
-point of its twin). ``.obj`` vertices that no face uses and no point matches are dropped; faces that
-collapse when duplicates merge are dropped. A case is skipped (``ValueError`` naming both files) only when
+point of its twin). ``.obj`` vertices that no face uses are dropped, and so are faces that collapse
+when duplicates merge. A case is skipped (``ValueError`` naming both files) only when
 a point has no vertex or a face's vertex has no point. Then every vertex that only ``aneurysm`` faces use
 must be labelled aneurysm or neck in the ``.ad`` (and ``others``-only vertices vessel).
 """

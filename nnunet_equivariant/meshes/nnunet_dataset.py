@@ -170,14 +170,17 @@ def make_splits(source: MeshSource, names: list[str], groups: list[str], num_fol
     - ``num_folds=None`` and official folds (IntrA): those folds restricted to the converted cases; a fold
       left empty is dropped (its official number is noted).
     - Otherwise ``num_folds`` (default ``DEFAULT_NUM_FOLDS``) group-wise folds; with fewer groups than folds,
-      as many folds as there are groups. With a single group, one fold that trains and validates on it (what
+      as many folds as there are groups. A single fold trains on every case and validates on its own (what
       nnU-Net's fold ``all`` does).
 
     Every reduction is a ``UserWarning`` and a note in ``report`` that says what was written and why; nothing
     here raises after the cases were read.
     """
     notes: list[str] = []
-    if num_folds is None and source.folds is not None:
+    folds: list[list[str]] = []
+    if not names:
+        notes.append("no training case: splits_final.json holds no fold")
+    elif num_folds is None and source.folds is not None:
         known = set(names)
         folds = [[n for n in fold if n in known] for fold in source.folds]
         dropped = sorted({n for fold in source.folds for n in fold} - known)
@@ -187,11 +190,13 @@ def make_splits(source: MeshSource, names: list[str], groups: list[str], num_fol
         if unassigned:
             notes.append(f"in no official fold (never trained on): {', '.join(unassigned)}")
         empty = [k for k, fold in enumerate(folds) if not fold]
-        if empty:
-            folds = [fold for fold in folds if fold]
+        folds = [fold for fold in folds if fold]
+        if not folds:
+            notes.append("no official fold holds a converted case: group-wise folds instead")
+        elif empty:
             notes.append(f"official folds {empty} have no converted case and were dropped: {len(folds)} folds "
                          f"written (nnU-Net folds 0..{len(folds) - 1})")
-    else:
+    if names and not folds:
         requested = DEFAULT_NUM_FOLDS if num_folds is None else num_folds
         available = len(set(groups))
         k = min(requested, available)
@@ -199,17 +204,15 @@ def make_splits(source: MeshSource, names: list[str], groups: list[str], num_fol
             notes.append(f"{available} {_group_word(source)} cannot fill {requested} folds: wrote {k} folds "
                          f"({'the default' if num_folds is None else 'requested'} {requested}; choose with "
                          f"--folds N / num_folds, N <= {available})")
-        if k == 1:
-            notes.append("one group only: fold 0 trains and validates on the same cases (like nnU-Net's "
-                         "fold 'all'); its validation scores are not held-out scores")
-            folds = [list(names)]
-        else:
-            folds = grouped_folds(names, groups, k, seed)
+        folds = [list(names)] if k == 1 else grouped_folds(names, groups, k, seed)
+    if len(folds) == 1:
+        notes.append("one fold only: fold 0 trains and validates on the same cases (like nnU-Net's fold 'all'); "
+                     "its validation scores are not held-out scores")
     for note in notes:
         warnings.warn(note, stacklevel=2)
     if report is not None:
         report.notes += notes
     if len(folds) == 1:
-        return [{"train": sorted(folds[0]), "val": sorted(folds[0])}]
+        return [{"train": sorted(names), "val": sorted(folds[0])}]
     return [{"train": sorted(n for j, fold in enumerate(folds) if j != k for n in fold), "val": sorted(fold)}
             for k, fold in enumerate(folds)]
