@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 DATASET_NAME = "OffgridAnatomy"
-DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnAntialias", "nnUNetTrainerE3nnPaperBasis", "nnUNetTrainerNoRot",
+DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnShells", "nnUNetTrainerE3nnAntialias", "nnUNetTrainerNoRot",
                     "nnUNetTrainer")
 AXES = {"x": 0, "y": 1, "z": 2}
 
