@@ -143,7 +143,7 @@ def norm_gate_times(threads: int, size: int, repeats: int, clock: str) -> dict[s
     import torch
 
     from nnunet_equivariant.layers._norm_gate import norm_gate
-    from nnunet_equivariant.networks.e3nn_unet import SteerableBlock
+    from nnunet_equivariant.layers import SteerableBlock
 
     torch.set_num_threads(threads)
     timer = time.process_time if clock == "cpu" else time.perf_counter

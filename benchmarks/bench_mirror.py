@@ -26,12 +26,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_equivariant.layers import MirrorSymmetricConv3d
-from nnunet_equivariant.networks.mirror_unet import mirror_unet_from_plans, plans_arch_kwargs
+from nnunet_equivariant.networks.mirror_unet import mirror_unet_from_plans
 
 LABELS = {"background": 0, "a": 1, "b": 2}
 
@@ -127,8 +127,8 @@ def bench_layers(repeats: int) -> list[str]:
 def bench_networks(plans: dict, repeats: int) -> list[str]:
     cm = PlansManager(plans).get_configuration("3d_fullres")
     x = torch.randn(2, 1, *cm.patch_size)
-    stock = PlainConvUNet(1, num_classes=3, deep_supervision=True, **plans_arch_kwargs(cm))
-    stock.apply(stock.initialize)
+    stock = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                   cm.network_arch_init_kwargs_req_import, 1, 3, deep_supervision=True)
     nets = {
         "MirrorUNet f123": mirror_unet_from_plans(cm, 1, 3, "f123", deep_supervision=True),
         "MirrorUNet f1": mirror_unet_from_plans(cm, 1, 3, "f1", deep_supervision=True),

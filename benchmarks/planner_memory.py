@@ -17,13 +17,13 @@ import json
 import os
 import subprocess
 import sys
+from typing import Sequence
 
 
 def measure(network_name: str, sizes: list[int], batch: int, stages: int, threads: int) -> list[dict]:
     import torch
 
-    from nnunet_equivariant.planning.memory import (largest_kernel_values, estimate_forward_backward_bytes,
-                                                    measure_forward_backward_peak)
+    from nnunet_equivariant.planning.memory import estimate_forward_backward_bytes, largest_kernel_values
     from nnunet_equivariant.planning.planner import isotropic_architecture, networks_on_plans
 
     torch.set_num_threads(threads)
@@ -41,6 +41,52 @@ def measure(network_name: str, sizes: list[int], batch: int, stages: int, thread
                      "measured": measure_forward_backward_peak(network, patch, batch),
                      "estimate": estimate_forward_backward_bytes(network, patch, batch)})
     return rows
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def measure_forward_backward_peak(network, patch_size: Sequence[int], batch_size: int,
+                                  input_channels: int = 1) -> int:
+    """Peak resident memory (bytes) a forward + backward pass adds to this process, on the CPU.
+
+    Linux only (resets and reads the process's resident high-water mark). A tiny warm-up pass first
+    initialises the kernels' one-time state; gradients are then freed so the measured pass allocates
+    them again. Memory the allocator keeps after a free stays resident and hides later growth: run one
+    measurement per fresh process, or set ``MALLOC_MMAP_THRESHOLD_=65536`` (glibc) for the process so every
+    large block goes back to the system when freed, and measure patch sizes smallest first.
+    """
+    import torch
+
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError("measure_forward_backward_peak reads /proc and runs on Linux only")
+    network.train()
+    for size, batch in ((_warmup_size(network), 1), (tuple(patch_size), batch_size)):
+        network.zero_grad(set_to_none=True)
+        x = torch.randn(batch, input_channels, *size)
+        baseline = _status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark (VmHWM) to the current resident size
+        out = network(x)
+        loss = sum(o.float().square().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
+        loss.backward()
+        peak = _status_bytes("VmHWM") - baseline
+        del out, loss, x
+    network.zero_grad(set_to_none=True)
+    return peak
+
+
+def _warmup_size(network) -> tuple[int, ...]:
+    """A small input every pooling divides, with a 2-voxel bottleneck (instance norm needs more than one)."""
+    import torch
+
+    strides = torch.tensor([[s] * 3 if isinstance(s, int) else list(s) for s in network.encoder.strides])
+    return tuple(2 * int(v) for v in strides.prod(0))
 
 
 # glibc: serve every block above 64 KiB by mmap and give it back on free (no dynamic threshold), so the

@@ -26,11 +26,13 @@ __all__ = [
     "grid_rotations",
     "axis_flips",
     "flips_of",
+    "all_flip_sets",
     "transform_volume",
     "irreps_D",
     "tolerance",
     "equivariance_error",
     "assert_equivariant",
+    "plans_configuration",
 ]
 
 
@@ -39,9 +41,14 @@ def axis_flips(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> torch
     return flip_matrix(axes, dtype)
 
 
+def all_flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes`` (the flip sets nnU-Net's predictor averages over), empty set first."""
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
 def flips_of(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     """Reflection matrices of every non-empty subset of ``axes`` (data axes 0..2)."""
-    return [flip_matrix(c, dtype) for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
+    return [flip_matrix(c, dtype) for c in all_flip_sets(axes)[1:]]
 
 
 def _signed_permutation(R: torch.Tensor) -> tuple[list[int], list[int]]:
@@ -151,3 +158,34 @@ def assert_equivariant(
         f"for the grid symmetry {worst_R.tolist() if worst_R is not None else None}"
     )
     return worst
+
+
+def plans_configuration(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]] | None,
+                        features: Sequence[int], n_conv: int = 2, patch_size: Sequence[int] | None = None,
+                        spacing: Sequence[float] | None = None,
+                        conv_op: str = "torch.nn.modules.conv.Conv3d",
+                        network: str = "dynamic_network_architectures.architectures.unet.PlainConvUNet"):
+    """A plans configuration (nnU-Net's ``ConfigurationManager``) as nnU-Net's default planner writes it:
+    a ``PlainConvUNet`` with the given per-stage ``strides``, ``kernel_sizes`` (``None``: 3 on every axis)
+    and ``features``, to build networks from plans in tests; ``patch_size`` and ``spacing`` are only written
+    when given (a network builder that needs them then fails as it would on such plans)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    n = len(strides)
+    kernel_sizes = [[3] * len(strides[0])] * n if kernel_sizes is None else kernel_sizes
+    configuration = {"batch_size": 2, "data_identifier": "tests", "architecture": {
+        "network_class_name": network,
+        "arch_kwargs": {
+            "n_stages": n, "features_per_stage": features, "conv_op": conv_op, "kernel_sizes": kernel_sizes,
+            "strides": strides, "n_conv_per_stage": [n_conv] * n, "n_conv_per_stage_decoder": [n_conv] * (n - 1),
+            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }}
+    if patch_size is not None:
+        configuration["patch_size"] = list(patch_size)
+    if spacing is not None:
+        configuration["spacing"] = list(spacing)
+    return ConfigurationManager(configuration)

@@ -125,6 +125,14 @@ def trained_model(nnunet_workspace):
 
 
 @pytest.fixture
+def trainer_env(nnunet_workspace, monkeypatch):
+    """The workspace, with ``nnUNet_extTrainer`` set in this process as for the console commands, so an
+    in-process ``nnUNetPredictor`` finds the test-only trainers too."""
+    monkeypatch.setenv("nnUNet_extTrainer", nnunet_workspace.env["nnUNet_extTrainer"])
+    return nnunet_workspace
+
+
+@pytest.fixture
 def float64_default():
     """Default dtype float64 (and a fixed seed) while the test runs: modules built inside compute their
     buffers in float64 too, so equivariance can be checked to float64 precision."""

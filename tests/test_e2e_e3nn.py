@@ -63,7 +63,7 @@ def _read(path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
-def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspace, trained_model, monkeypatch):
+def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(trainer_env, trained_model):
     """nnU-Net's predictor with the checkpoint's axes (2 passes) gives the 8-pass result.
 
     Exactly in float64: nnU-Net's own mirroring step (``_internal_maybe_mirror_and_predict``) on the trained
@@ -75,7 +75,6 @@ def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspac
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     model = trained_model(TRAINER)
-    monkeypatch.setenv("nnUNet_extTrainer", nnunet_workspace.env["nnUNet_extTrainer"])  # finds the _tiny trainer
     torch.set_num_threads(2)
     predictor = nnUNetPredictor(use_gaussian=False, device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
@@ -94,7 +93,7 @@ def test_e3nn_reduced_mirroring_equals_full_mirroring_end_to_end(nnunet_workspac
         f"float64: 2 mirror passes give the 8-pass logits (max difference {(reduced - full).abs().max():.2g})"
 
     predictor.network.float()
-    image = str(nnunet_workspace.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz")
+    image = str(trainer_env.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz")
     data, properties = predictor.plans_manager.image_reader_writer_class().read_images([image])
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     data = preprocessor.run_case_npy(data, None, properties, predictor.plans_manager,

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.e2e
 TRAINER = "nnUNetTrainerMirror_tiny"
 
 
-def test_mirror_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_model, tmp_path, monkeypatch):
-    ws = nnunet_workspace
+def test_mirror_trainer_trains_predicts_and_evaluates(trainer_env, trained_model, tmp_path):
+    ws = trainer_env
     model = trained_model(TRAINER)
     checkpoint = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == TRAINER
@@ -43,7 +43,6 @@ def test_mirror_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_
     # In process, on the same case: nnU-Net's predictor with the checkpoint's axes (1 pass) and with full
     # 8-pass mirroring give the same probabilities (nnU-Net accumulates tiles in float16: equal up to its
     # rounding) and segmentation, and the 1-pass segmentation is what nnUNetv2_predict wrote.
-    monkeypatch.setenv("nnUNet_extTrainer", ws.env["nnUNet_extTrainer"])
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
     assert predictor.allowed_mirroring_axes is None

@@ -10,7 +10,7 @@ from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.networks import E3nnUNet
 from nnunet_equivariant.networks.e3nn_unet import irreps_for_width
 from nnunet_equivariant.symmetry import get_symmetry
-from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries
+from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries, plans_configuration
 from nnunet_equivariant.training import e3nn as trainers
 
 ISO_STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
@@ -156,17 +156,8 @@ def test_unet_rejects_bad_arguments(kwargs, match):
         _net(**kwargs)
 
 
-def _configuration(patch_size, spacing, strides, features, **extra):
-    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
-
-    n = len(strides)
-    arch = {"n_stages": n, "features_per_stage": features, "kernel_sizes": [[3] * len(patch_size)] * n,
-            "strides": strides, "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1),
-            "conv_op": "torch.nn.modules.conv.Conv3d"}
-    return ConfigurationManager({
-        "patch_size": patch_size, "spacing": spacing, "batch_size": 2, "data_identifier": "x",
-        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                         "arch_kwargs": arch, "_kw_requires_import": ["conv_op"]}, **extra})
+def _configuration(patch_size, spacing, strides, features):
+    return plans_configuration(strides, None, features, patch_size=patch_size, spacing=spacing)
 
 
 @pytest.mark.parametrize("trainer, ratio_dim, kernel", [

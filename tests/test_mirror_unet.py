@@ -2,39 +2,21 @@
 
 import pytest
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.layers import SYMMETRIES, mirror_conv_op, symmetry_axes
-from nnunet_equivariant.networks.mirror_unet import MirrorUNet, mirror_unet_from_plans, plans_arch_kwargs
+from nnunet_equivariant.networks.mirror_unet import MirrorUNet, mirror_unet_from_plans
 from nnunet_equivariant.networks.parameter_matching import count_parameters
 from nnunet_equivariant.symmetry import get_symmetry
-from nnunet_equivariant.testing import assert_equivariant, axis_flips, equivariance_error, flips_of
+from nnunet_equivariant.testing import (assert_equivariant, axis_flips, equivariance_error, flips_of,
+                                        plans_configuration)
 from nnunet_equivariant.training import mirror as mirror_trainers
 
 PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-
-
-def plans_configuration(strides, kernel_sizes, features, n_conv=2, conv_op="torch.nn.modules.conv.Conv3d",
-                        network=PLAIN_CONV_UNET) -> ConfigurationManager:
-    """A 3d_fullres configuration as nnU-Net's default planner writes it."""
-    n = len(strides)
-    return ConfigurationManager({"architecture": {
-        "network_class_name": network,
-        "arch_kwargs": {
-            "n_stages": n, "features_per_stage": features, "conv_op": conv_op, "kernel_sizes": kernel_sizes,
-            "strides": strides, "n_conv_per_stage": [n_conv] * n, "n_conv_per_stage_decoder": [n_conv] * (n - 1),
-            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }})
-
 
 # (configuration, input size): isotropic 2x pooling; anisotropic [1, 2, 2] first pooling with 1x3x3
 # kernels; an axis that is never pooled. Sizes are divisible by the total stride, with even and odd
@@ -71,8 +53,11 @@ def test_nnunet_strided_conv_downsampling_is_refused():
     """nnU-Net's own encoder downsamples with stride-2 3x3x3 convolutions: on the planner's even lengths
     their windows are off-centre (the known trap), so the same U-Net built from our symmetric convs
     refuses to run instead of silently losing the symmetry."""
-    kwargs = plans_arch_kwargs(TOPOLOGIES["isotropic"][0])
-    trap = PlainConvUNet(1, num_classes=2, **{**kwargs, "conv_op": mirror_conv_op("f123")})
+    configuration = TOPOLOGIES["isotropic"][0]
+    op = mirror_conv_op("f123")
+    trap = get_network_from_plans(PLAIN_CONV_UNET, {**configuration.network_arch_init_kwargs,
+                                                    "conv_op": f"{op.__module__}.{op.__qualname__}"},
+                                  configuration.network_arch_init_kwargs_req_import, 1, 2)
     with pytest.raises(ValueError, match="off-centre"):
         trap(torch.randn(1, 1, 16, 16, 16))
 
@@ -171,8 +156,10 @@ def test_trainer_network_and_reduced_test_time_mirroring(name):
 ])
 def test_keep_params_matches_the_stock_network_within_1_percent(strides, kernel_sizes):
     configuration = plans_configuration(strides, kernel_sizes, [32, 64, 128, 256, 320, 320])
-    kwargs = plans_arch_kwargs(configuration)
-    stock = count_parameters(lambda: PlainConvUNet(1, num_classes=3, **kwargs))
+    kwargs = configuration.network_arch_init_kwargs
+    stock = count_parameters(lambda: get_network_from_plans(PLAIN_CONV_UNET, kwargs,
+                                                            configuration.network_arch_init_kwargs_req_import,
+                                                            1, 3, allow_init=False))
     with torch.device("meta"):
         keep_arch = mirror_trainers.nnUNetTrainerMirror.build_network_architecture(None, configuration, 1, 3)
         keep_params = mirror_trainers.nnUNetTrainerMirrorKeepParams.build_network_architecture(

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from nnunet_equivariant.inference.mirroring import all_flip_sets, flip_group, non_redundant_mirror_axes
+from nnunet_equivariant.inference.mirroring import flip_group, non_redundant_mirror_axes
+from nnunet_equivariant.testing import all_flip_sets
 
 
 def _mirror_mean(net, x, axes):

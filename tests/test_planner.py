@@ -1,4 +1,5 @@
 """nnUNetPlannerEquivariant: isotropic spacing, 5^3 kernels, divisible patches, sized by the memory estimate."""
+import functools
 import json
 
 import numpy as np
@@ -75,6 +76,27 @@ def test_plans_are_isotropic_with_5cubed_kernels_and_fit_the_memory_target(ct_li
     small, _ = _plan(ct_like_dataset, 3)
     small = small["configurations"]["3d_fullres"]
     assert np.prod(small["patch_size"]) * small["batch_size"] < np.prod(patch) * batch, "less memory, less data"
+
+
+def test_plans_sized_for_a_given_steerable_variant(ct_like_dataset):
+    """The planner builds the E3nnUNet it sizes for from the given irreps ratio (here the wider
+    nnUNetTrainerE3nn_4x4x4's), not from a trainer's defaults, and the plans fit the target for it."""
+    from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn_4x4x4 as wide
+
+    planner = functools.partial(nnUNetPlannerEquivariant, symmetry=wide.symmetry, irreps_ratio=wide.irreps_ratio,
+                                kernel_size=wide.kernel_size)
+    config = plan_experiment_dataset(ct_like_dataset, planner, gpu_memory_target_in_gb=8)[0]
+    config = config["configurations"]["3d_fullres"]
+    networks = networks_on_plans(config, 1, 3, irreps_ratio=wide.irreps_ratio)
+    assert str(networks["E3nnUNet"].encoder.output_irreps[0]) == "4x0e+4x1e+4x2e", "sized for the given ratio"
+    default = networks_on_plans(config, 1, 3)["E3nnUNet"]
+    patch, batch = config["patch_size"], config["batch_size"]
+    assert estimate_training_bytes(networks["E3nnUNet"], patch, batch) > \
+        estimate_training_bytes(default, patch, batch), "the wider variant needs more memory"
+    assert max(estimate_training_bytes(n, patch, batch) for n in networks.values()) <= 8 * GiB, \
+        "a training step of the wider variant fits the target"
+    with pytest.raises(ValueError, match="steerable E3nnUNet.*'f123'"):
+        nnUNetPlannerEquivariant(ct_like_dataset, symmetry="f123")
 
 
 def test_bad_planner_settings(ct_like_dataset):

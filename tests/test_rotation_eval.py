@@ -10,13 +10,6 @@ from nnunet_equivariant.evaluation.rotation_eval import rotation_eval
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def trainer_env(nnunet_workspace, monkeypatch):
-    """Let the in-process predictor find the test-only trainers, as the console commands do."""
-    monkeypatch.setenv("nnUNet_extTrainer", nnunet_workspace.env["nnUNet_extTrainer"])
-    return nnunet_workspace
-
-
 def _dice_table(result):
     return {(r["model"], r["plane"], r["angle_deg"], r["case"], r["label"]): r["dice"] for r in result.rows}
 

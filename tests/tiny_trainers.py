@@ -1,10 +1,14 @@
 """Test-only trainers: the public trainers with a schedule short enough for CPU tests.
 
 Shims in ``tests/trainers`` re-export them (the same layout as the package's own shims), so the
-classes live in an importable module and can be pickled.
+classes live in an importable module and can be pickled. nnU-Net's trainer lookup imports every shim
+in that folder (in name order) anyway, so one module for all of them costs no extra imports.
 """
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn
+from nnunet_equivariant.training.mirror import nnUNetTrainerMirror
 
 
 class TinySchedule:
@@ -19,4 +23,12 @@ class TinySchedule:
 
 
 class nnUNetTrainer_tiny(TinySchedule, nnUNetTrainer):
+    pass
+
+
+class nnUNetTrainerE3nn_tiny(TinySchedule, nnUNetTrainerE3nn):
+    pass
+
+
+class nnUNetTrainerMirror_tiny(TinySchedule, nnUNetTrainerMirror):
     pass

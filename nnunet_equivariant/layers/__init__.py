@@ -2,9 +2,11 @@
 
 Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
 ``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``, ``GaussianBlur3d``
-(anti-aliasing of pooling and upsampling).
+(anti-aliasing of pooling and upsampling), and the block ``SteerableBlock`` (conv -- norm -- gate);
+``parse_irreps`` checks an irreps argument.
 Mirror-symmetric (plain channels): ``MirrorSymmetricConv3d``, ``MirrorSymmetricConvTranspose3d``.
 """
+from ._irreps import parse_irreps
 from .blur import GaussianBlur3d
 from .gate import EquivariantGate
 from .mirror_conv import (
@@ -16,11 +18,12 @@ from .mirror_conv import (
 )
 from .norm import EquivariantInstanceNorm
 from .pool import NormMaxPool3d
+from .steerable_block import SteerableBlock
 from .steerable_conv import SteerableConv3d
 from .upsample import TrilinearUpsample
 
 __all__ = [
     "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "TrilinearUpsample",
-    "GaussianBlur3d",
+    "GaussianBlur3d", "SteerableBlock", "parse_irreps",
     "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
 ]

@@ -1,28 +1,29 @@
-"""E3nnUNet: an SO(3)/O(3)-steerable U-Net that follows nnU-Net's network protocol (like ``PlainConvUNet``)."""
+"""E3nnUNet: an SO(3)/O(3)-steerable U-Net that follows nnU-Net's network protocol (like ``PlainConvUNet``),
+and ``e3nn_unet_from_plans``, the network of an nnU-Net plans configuration."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 import torch
+from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 from e3nn import o3
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from ..layers import (EquivariantGate, EquivariantInstanceNorm, GaussianBlur3d, NormMaxPool3d, SteerableConv3d,
-                      TrilinearUpsample)
-from ..layers._irreps import parse_irreps
-from ..layers._norm_gate import norm_gate, norm_gate_layout
+from ..layers import (GaussianBlur3d, NormMaxPool3d, SteerableBlock, SteerableConv3d, TrilinearUpsample,
+                      parse_irreps)
 from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
-from ..symmetry import GROUPS
+from ..symmetry import GROUPS, get_symmetry
 from .ddp import skip_constant_buffers_in_ddp
 
-__all__ = ["E3nnUNet", "SteerableBlock", "irreps_for_width", "DEFAULT_IRREPS_RATIO"]
+__all__ = ["E3nnUNet", "e3nn_unet_from_plans", "e3nn_unet_kwargs", "irreps_for_width", "DEFAULT_IRREPS_RATIO"]
 
 # The paper's 8:4:2 ratio of scalars, vectors and rank-2 tensors per steerable group (see symmetry.py).
 DEFAULT_IRREPS_RATIO = {name: s.irreps_ratio for name, s in GROUPS.items() if s.family == "steerable"}
 
 
-def irreps_for_width(width: int, ratio="8x0e+4x1e+2x2e") -> o3.Irreps:
+def irreps_for_width(width: int, ratio: str = DEFAULT_IRREPS_RATIO["so3"]) -> o3.Irreps:
     """``ratio`` scaled by the whole number of units whose dimension is closest to ``width`` (at least 1).
 
     Scalars come first (``0e`` then ``0o``), then the other irreps in the ratio's order: the layout the
@@ -49,37 +50,6 @@ def _per_stage(value, n: int, name: str) -> list:
     if len(values) != n:
         raise ValueError(f"{name} must have {n} entries, got {value!r}")
     return values
-
-
-class SteerableBlock(nn.Module):
-    """``-- SteerableConv3d -- EquivariantInstanceNorm -- EquivariantGate --``
-
-    The convolution outputs ``irreps_hidden``'s scalars, one gate scalar per copy of a non-scalar irrep,
-    and the non-scalar irreps; the block outputs ``irreps_hidden``. The convolution has no bias: the
-    instance norm right after it removes any constant per channel. In eager mode norm and gate run as one
-    autograd node when the irreps allow (see ``layers/_norm_gate.py``): same result, fewer passes and one
-    activation-sized tensor less kept for backward; under ``torch.compile`` the composition is traced.
-    """
-
-    def __init__(self, irreps_in, irreps_hidden, kernel_size: int, spacing, parity: bool, num_radial_basis: int,
-                 lmax: int, scalar_activation: str, radial_basis: str = DEFAULT_RADIAL_BASIS):
-        super().__init__()
-        irreps_hidden = parse_irreps(irreps_hidden, "irreps_hidden")
-        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0])
-        gated = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l > 0])
-        self.gate = EquivariantGate(scalars, gated, scalar_activation)
-        self.conv = SteerableConv3d(irreps_in, self.gate.irreps_in, kernel_size, spacing, num_radial_basis, lmax,
-                                    parity=parity, bias=False, radial_basis=radial_basis)
-        self.norm = EquivariantInstanceNorm(self.gate.irreps_in)
-        self.irreps_in, self.irreps_out = self.conv.irreps_in, self.gate.irreps_out
-        self._fused = norm_gate_layout(self.norm, self.gate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self._fused is None or torch.compiler.is_compiling():
-            # compiled: inductor fuses the composition itself (and recomputes it for backward)
-            return self.gate(self.norm(x))
-        return norm_gate(x, self.norm.weight, self.norm.bias, self._fused)
 
 
 def _antialias_blur(stride: Sequence[int], antialias: float) -> list[nn.Module]:
@@ -166,7 +136,7 @@ class E3nnDecoder(nn.Module):
         return seg_outputs if self.deep_supervision else seg_outputs[0]
 
 
-class E3nnUNet(nn.Module):
+class E3nnUNet(AbstractDynamicNetworkArchitectures):
     """SO(3)- or O(3)-equivariant U-Net (Diaz et al.) with nnU-Net's network protocol.
 
     Topology as ``PlainConvUNet``: ``n_stages`` stages, ``strides`` per stage (pooling before the stage's
@@ -243,13 +213,19 @@ class E3nnUNet(nn.Module):
         if not (antialias >= 0 and upsample_antialias >= 0):
             raise ValueError(f"antialias and upsample_antialias must be >= 0 (Gaussian sigma per stride), got "
                              f"{antialias!r}, {upsample_antialias!r}")
-        block_kwargs = dict(kernel_size=kernel_size, parity=symmetry == "o3", num_radial_basis=num_radial_basis,
-                            lmax=lmax, scalar_activation=scalar_activation, radial_basis=radial_basis)
+        block_kwargs = dict(kernel_size=kernel_size, parity=get_symmetry(symmetry).parity,
+                            num_radial_basis=num_radial_basis, lmax=lmax, scalar_activation=scalar_activation,
+                            radial_basis=radial_basis)
         self.symmetry, self.num_classes, self.input_channels = symmetry, num_classes, input_channels
         self.encoder = E3nnEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, stage_spacing,
                                    n_conv_per_stage, block_kwargs, antialias)
         self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
                                    block_kwargs, upsample_antialias)
+        # where the encoder, the stem and the input-dependent weights are (dynamic-network-architectures' keys)
+        self.key_to_encoder = "encoder.stages"
+        self.key_to_stem = "encoder.stages.0"
+        first_block = len(self.encoder.stages[0]) - n_conv_per_stage[0]  # 1 when stage 0 pools first
+        self.keys_to_in_proj = (f"encoder.stages.0.{first_block}.conv",)
         skip_constant_buffers_in_ddp(self)
 
     def check_input_size(self, size: Sequence[int], what: str = "input size") -> None:
@@ -300,3 +276,49 @@ class E3nnUNet(nn.Module):
         (unit output second moment, any random weights keep equivariance)."""
         if isinstance(module, SteerableConv3d):
             module.reset_parameters()
+
+
+def e3nn_unet_kwargs(configuration_manager, trainer_name: str = "E3nnUNet") -> dict:
+    """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans).
+
+    Uses the stages, strides, convolutions per stage, feature widths, voxel spacing and patch size;
+    the plans' kernel sizes are not used (steerable kernels are sized in mm by the trainer's
+    ``kernel_size``). Raises ``ValueError`` for 2D configurations and plans without these entries.
+    """
+    patch_size = list(configuration_manager.patch_size)
+    if len(patch_size) != 3:
+        raise ValueError(f"{trainer_name} is a 3D trainer: this configuration is {len(patch_size)}D "
+                         f"(patch size {patch_size}); use a 3D configuration such as 3d_fullres")
+    arch = configuration_manager.network_arch_init_kwargs
+    missing = [k for k in ("n_stages", "features_per_stage", "strides", "n_conv_per_stage",
+                           "n_conv_per_stage_decoder") if k not in arch]
+    if missing:
+        raise ValueError(f"{trainer_name} needs PlainConvUNet-style plans (as nnU-Net's default nnUNetPlans); "
+                         f"the configuration's architecture {configuration_manager.network_arch_class_name} "
+                         f"lacks {missing}")
+    return dict(
+        n_stages=arch["n_stages"],
+        features_per_stage=list(arch["features_per_stage"]),
+        strides=[list(s) for s in arch["strides"]],
+        n_conv_per_stage=list(arch["n_conv_per_stage"]),
+        n_conv_per_stage_decoder=list(arch["n_conv_per_stage_decoder"]),
+        spacing=list(configuration_manager.spacing),
+        patch_size=patch_size,
+    )
+
+
+def e3nn_unet_from_plans(configuration_manager, num_input_channels: int, num_output_channels: int,
+                         deep_supervision: bool = True, symmetry: str = "so3", irreps_ratio: str | None = None,
+                         kernel_size: int = 5, trainer_name: str = "E3nnUNet", **network_kwargs) -> E3nnUNet:
+    """The ``E3nnUNet`` of a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
+
+    The topology comes from the plans (:func:`e3nn_unet_kwargs`); ``symmetry``, ``irreps_ratio``,
+    ``kernel_size`` and any further ``network_kwargs`` are ``E3nnUNet``'s. Built by nnU-Net's
+    ``get_network_from_plans``, as the stock trainers build theirs. ``trainer_name`` only names the caller
+    in error messages.
+    """
+    kwargs = dict(e3nn_unet_kwargs(configuration_manager, trainer_name), symmetry=symmetry,
+                  irreps_ratio=irreps_ratio, kernel_size=kernel_size, **network_kwargs)
+    return get_network_from_plans(f"{E3nnUNet.__module__}.{E3nnUNet.__qualname__}", kwargs, (),
+                                  num_input_channels, num_output_channels, allow_init=True,
+                                  deep_supervision=deep_supervision)

@@ -24,16 +24,15 @@ axis 0).
 """
 from __future__ import annotations
 
-import pydoc
 from collections.abc import Sequence
 
 import numpy as np
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
-from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import Tensor, nn
 
 from nnunet_equivariant.layers.mirror_conv import (
@@ -45,7 +44,7 @@ from nnunet_equivariant.layers.mirror_conv import (
 from nnunet_equivariant.networks.ddp import skip_constant_buffers_in_ddp
 from nnunet_equivariant.networks.parameter_matching import count_parameters, match_widths
 
-__all__ = ["MirrorUNet", "mirror_unet_from_plans", "plans_arch_kwargs"]
+__all__ = ["MirrorUNet", "mirror_unet_from_plans"]
 
 _PLAIN_CONV_UNET = f"{PlainConvUNet.__module__}.{PlainConvUNet.__name__}"
 
@@ -147,13 +146,7 @@ class MirrorUNet(AbstractDynamicNetworkArchitectures):
             InitWeights_He(1e-2)(module)
 
 
-def plans_arch_kwargs(configuration_manager) -> dict:
-    """The plans' ``arch_kwargs`` with class names imported, as ``get_network_from_plans`` does."""
-    kwargs = dict(configuration_manager.network_arch_init_kwargs)
-    for key in configuration_manager.network_arch_init_kwargs_req_import:
-        if kwargs[key] is not None:
-            kwargs[key] = pydoc.locate(kwargs[key])
-    return kwargs
+_MIRROR_UNET = f"{MirrorUNet.__module__}.{MirrorUNet.__name__}"
 
 
 def mirror_unet_from_plans(configuration_manager, num_input_channels: int, num_output_channels: int,
@@ -161,31 +154,29 @@ def mirror_unet_from_plans(configuration_manager, num_input_channels: int, num_o
                            keep_parameters: bool = False) -> MirrorUNet:
     """The ``MirrorUNet`` of a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
 
-    ``keep_parameters``: scale every stage's width by the one factor whose rounded widths bring the
-    parameter count closest to the stock ``PlainConvUNet`` of the same plans (about 0.1 % off for nnU-Net's
-    default plans). Raises ``ValueError`` for plans that are not for nnU-Net's ``PlainConvUNet`` or not 3D.
+    The plans' ``PlainConvUNet`` arguments plus ``symmetry``, built by nnU-Net's ``get_network_from_plans``
+    as the stock trainers build theirs. ``keep_parameters``: scale every stage's width by the one factor
+    whose rounded widths bring the parameter count closest to the stock ``PlainConvUNet`` of the same plans
+    (about 0.1 % off for nnU-Net's default plans). Raises ``ValueError`` for plans that are not for
+    nnU-Net's ``PlainConvUNet`` or not 3D.
     """
     name = configuration_manager.network_arch_class_name
     if name != _PLAIN_CONV_UNET:
         raise ValueError(f"MirrorUNet follows plans for {_PLAIN_CONV_UNET}; this configuration uses {name}")
-    kwargs = plans_arch_kwargs(configuration_manager)
-    if not (isinstance(kwargs["conv_op"], type) and convert_conv_op_to_dim(kwargs["conv_op"]) == 3):
-        raise ValueError(f"the mirror-symmetric trainers are 3D only; this configuration uses "
-                         f"conv_op {configuration_manager.network_arch_init_kwargs['conv_op']}")
+    kwargs = dict(configuration_manager.network_arch_init_kwargs)
     kwargs["features_per_stage"] = [int(f) for f in np.broadcast_to(kwargs["features_per_stage"], kwargs["n_stages"])]
 
-    def build(**changes) -> nn.Module:
-        return MirrorUNet(num_input_channels, num_classes=num_output_channels, deep_supervision=deep_supervision,
-                          symmetry=symmetry, **{**kwargs, **changes})
+    def build(network_class: str = _MIRROR_UNET, allow_init: bool = False, **changes) -> nn.Module:
+        return get_network_from_plans(network_class, {**kwargs, **changes},
+                                      configuration_manager.network_arch_init_kwargs_req_import,
+                                      num_input_channels, num_output_channels, allow_init=allow_init,
+                                      deep_supervision=deep_supervision)
 
     if keep_parameters:
-        target = count_parameters(lambda: PlainConvUNet(num_input_channels, num_classes=num_output_channels,
-                                                        **kwargs))
+        target = count_parameters(lambda: build(_PLAIN_CONV_UNET))
         kwargs["features_per_stage"] = list(match_widths(
             kwargs["features_per_stage"],
-            lambda widths: count_parameters(lambda: build(features_per_stage=list(widths))),
+            lambda widths: count_parameters(lambda: build(symmetry=symmetry, features_per_stage=list(widths))),
             target, absorb_last=False,
         ))
-    network = build()
-    network.apply(network.initialize)
-    return network
+    return build(symmetry=symmetry, allow_init=True)

@@ -1,4 +1,4 @@
-"""Training-memory estimate of the networks that train on the equivariant plans, and its measurement.
+"""Training-memory estimate of the networks that train on the equivariant plans.
 
 A forward + backward pass peaks at one of two moments (float32, measured on the CPU with
 ``benchmarks/planner_memory.py``; data and fit in ``docs/planner.md``):
@@ -22,7 +22,6 @@ the same plans need less there; nnU-Net's own planner budgets about 7.7 bytes pe
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 __all__ = ["MemoryModel", "MEMORY_MODELS", "largest_kernel_values", "estimate_forward_backward_bytes",
-           "estimate_training_bytes", "measure_forward_backward_peak"]
+           "estimate_training_bytes"]
 
 
 @dataclass(frozen=True)
@@ -87,45 +86,3 @@ def estimate_training_bytes(network: nn.Module, patch_size: Sequence[int], batch
     """Peak memory of one SGD training step: weights, momentum, and the forward + backward pass."""
     parameters = sum(p.numel() for p in network.parameters())
     return 8.0 * parameters + estimate_forward_backward_bytes(network, patch_size, batch_size)
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
-def measure_forward_backward_peak(network: nn.Module, patch_size: Sequence[int], batch_size: int,
-                                  input_channels: int = 1) -> int:
-    """Peak resident memory (bytes) a forward + backward pass adds to this process, on the CPU.
-
-    Linux only (resets and reads the process's resident high-water mark). A tiny warm-up pass first
-    initialises the kernels' one-time state; gradients are then freed so the measured pass allocates
-    them again. Memory the allocator keeps after a free stays resident and hides later growth: run one
-    measurement per fresh process, or set ``MALLOC_MMAP_THRESHOLD_=65536`` (glibc) for the process so every
-    large block goes back to the system when freed, and measure patch sizes smallest first.
-    """
-    if not sys.platform.startswith("linux"):
-        raise RuntimeError("measure_forward_backward_peak reads /proc and runs on Linux only")
-    network.train()
-    for size, batch in ((_warmup_size(network), 1), (tuple(patch_size), batch_size)):
-        network.zero_grad(set_to_none=True)
-        x = torch.randn(batch, input_channels, *size)
-        baseline = _status_bytes("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the high-water mark (VmHWM) to the current resident size
-        out = network(x)
-        loss = sum(o.float().square().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
-        loss.backward()
-        peak = _status_bytes("VmHWM") - baseline
-        del out, loss, x
-    network.zero_grad(set_to_none=True)
-    return peak
-
-
-def _warmup_size(network: nn.Module) -> tuple[int, ...]:
-    """A small input every pooling divides, with a 2-voxel bottleneck (instance norm needs more than one)."""
-    strides = torch.tensor([[s] * 3 if isinstance(s, int) else list(s) for s in network.encoder.strides])
-    return tuple(2 * int(v) for v in strides.prod(0))

@@ -18,6 +18,10 @@ One configuration, ``3d_fullres``, in plans ``nnUNetPlansEquivariant``:
   shape shrinks until a training step at batch size 2 fits ``gpu_memory_target_in_gb`` for the largest
   network training on the plans (``E3nnUNet`` or the 5^3 ``PlainConvUNet``, see ``memory.py``); the batch
   size then grows while it fits, capped as nnU-Net caps it (5 % of the dataset's voxels per batch).
+  The ``E3nnUNet`` sized for is ``nnUNetTrainerE3nn``'s (SO(3), 8:4:2, 5-voxel kernels) unless the planner
+  is given another ``symmetry``, ``irreps_ratio`` or ``kernel_size`` (a wider variant such as
+  ``nnUNetTrainerE3nn_4x4x4`` needs more memory per voxel). The planner builds networks through
+  ``nnunet_equivariant.networks``, never through a trainer.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
+from ..networks.e3nn_unet import DEFAULT_IRREPS_RATIO, e3nn_unet_from_plans
+from ..symmetry import get_symmetry
 from .memory import estimate_training_bytes
 
 __all__ = ["nnUNetPlannerEquivariant", "PLANS_IDENTIFIER", "isotropic_architecture", "networks_on_plans"]
@@ -62,18 +68,26 @@ def isotropic_architecture(n_stages: int, base_features: int = 32, max_features:
     }
 
 
-def networks_on_plans(configuration: dict, num_input_channels: int, num_output_channels: int) -> dict[str, nn.Module]:
+def networks_on_plans(configuration: dict, num_input_channels: int, num_output_channels: int,
+                      symmetry: str = "so3", irreps_ratio: str | None = None,
+                      kernel_size: int = KERNEL_SIZE) -> dict[str, nn.Module]:
     """The networks that train on a configuration of these plans, with deep supervision and on the CPU: the
-    stock ``PlainConvUNet`` it names and ``nnUNetTrainerE3nn``'s ``E3nnUNet``."""
-    from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn
-
+    stock ``PlainConvUNet`` it names and the ``E3nnUNet`` of ``symmetry``, ``irreps_ratio`` (``None``: the
+    group's default) and ``kernel_size`` (the steerable trainers' class attributes of the same names)."""
     manager = ConfigurationManager(configuration)
     plain = get_network_from_plans(manager.network_arch_class_name, manager.network_arch_init_kwargs,
                                    manager.network_arch_init_kwargs_req_import, num_input_channels,
                                    num_output_channels, allow_init=False, deep_supervision=True)
-    steerable = nnUNetTrainerE3nn.build_network_architecture(None, manager, num_input_channels,
-                                                             num_output_channels, True)
+    steerable = e3nn_unet_from_plans(manager, num_input_channels, num_output_channels, deep_supervision=True,
+                                     symmetry=symmetry, irreps_ratio=irreps_ratio, kernel_size=kernel_size)
     return {"PlainConvUNet": plain, "E3nnUNet": steerable}
+
+
+def check_steerable_symmetry(symmetry: str) -> None:
+    """``ValueError`` unless ``symmetry`` names a group an ``E3nnUNet`` can have."""
+    if get_symmetry(symmetry).family != "steerable":
+        raise ValueError(f"the planner sizes plans for a steerable E3nnUNet: symmetry must be one of "
+                         f"{sorted(DEFAULT_IRREPS_RATIO)}, got {symmetry!r}")
 
 
 class nnUNetPlannerEquivariant(ExperimentPlanner):
@@ -81,14 +95,18 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
 
     def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = PLANS_IDENTIFIER,
-                 overwrite_target_spacing: Sequence[float] | None = None, suppress_transpose: bool = False):
+                 overwrite_target_spacing: Sequence[float] | None = None, suppress_transpose: bool = False,
+                 symmetry: str = "so3", irreps_ratio: str | None = None, kernel_size: int = KERNEL_SIZE):
         if gpu_memory_target_in_gb <= 0:
             raise ValueError(f"gpu_memory_target_in_gb must be positive, got {gpu_memory_target_in_gb}")
+        check_steerable_symmetry(symmetry)
         if overwrite_target_spacing is not None and len(set(map(float, overwrite_target_spacing))) != 1:
             raise ValueError(f"the equivariant plans need an isotropic target spacing, got {overwrite_target_spacing}")
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
                          overwrite_target_spacing, suppress_transpose)
         self.lowres_creation_threshold = 0  # no 3d_lowres / cascade: one isotropic configuration
+        # the steerable network the plans are sized for (see networks_on_plans)
+        self.steerable_kwargs = dict(symmetry=symmetry, irreps_ratio=irreps_ratio, kernel_size=kernel_size)
 
     def determine_fullres_target_spacing(self) -> np.ndarray:
         if self.overwrite_target_spacing is not None:
@@ -165,7 +183,7 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
         key = ("equivariant", configuration["architecture"]["arch_kwargs"]["n_stages"])
         if key not in cache:
             cache[key] = networks_on_plans(configuration, len(self.dataset_json["channel_names"]),
-                                           len(self.dataset_json["labels"]))
+                                           len(self.dataset_json["labels"]), **self.steerable_kwargs)
         networks = cache[key].values()
         return lambda batch: max(estimate_training_bytes(n, patch, batch) for n in networks)
 

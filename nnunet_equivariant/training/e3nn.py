@@ -12,11 +12,10 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from ..inference.mirroring import NonRedundantMirroringMixin
 from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
-from ..networks.e3nn_unet import E3nnUNet
+from ..networks.e3nn_unet import E3nnUNet, e3nn_unet_from_plans, e3nn_unet_kwargs
 from .rotation import RotationAugmentationMixin
 
 __all__ = [
-    "e3nn_unet_kwargs",
     "nnUNetTrainerE3nn",
     "nnUNetTrainerE3nnO3",
     "nnUNetTrainerE3nnRotDA",
@@ -27,34 +26,6 @@ __all__ = [
     "nnUNetTrainerE3nnShells",
     "nnUNetTrainerE3nnAntialias",
 ]
-
-def e3nn_unet_kwargs(configuration_manager: ConfigurationManager, trainer_name: str = "E3nnUNet") -> dict:
-    """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans).
-
-    Uses the stages, strides, convolutions per stage, feature widths, voxel spacing and patch size;
-    the plans' kernel sizes are not used (steerable kernels are sized in mm by the trainer's
-    ``kernel_size``). Raises ``ValueError`` for 2D configurations and plans without these entries.
-    """
-    patch_size = list(configuration_manager.patch_size)
-    if len(patch_size) != 3:
-        raise ValueError(f"{trainer_name} is a 3D trainer: this configuration is {len(patch_size)}D "
-                         f"(patch size {patch_size}); use a 3D configuration such as 3d_fullres")
-    arch = configuration_manager.network_arch_init_kwargs
-    missing = [k for k in ("n_stages", "features_per_stage", "strides", "n_conv_per_stage",
-                           "n_conv_per_stage_decoder") if k not in arch]
-    if missing:
-        raise ValueError(f"{trainer_name} needs PlainConvUNet-style plans (as nnU-Net's default nnUNetPlans); "
-                         f"the configuration's architecture {configuration_manager.network_arch_class_name} "
-                         f"lacks {missing}")
-    return dict(
-        n_stages=arch["n_stages"],
-        features_per_stage=list(arch["features_per_stage"]),
-        strides=[list(s) for s in arch["strides"]],
-        n_conv_per_stage=list(arch["n_conv_per_stage"]),
-        n_conv_per_stage_decoder=list(arch["n_conv_per_stage_decoder"]),
-        spacing=list(configuration_manager.spacing),
-        patch_size=patch_size,
-    )
 
 
 class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, nnUNetTrainerVanillaAdam):
@@ -93,18 +64,10 @@ class nnUNetTrainerE3nn(RotationAugmentationMixin, NonRedundantMirroringMixin, n
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> E3nnUNet:
-        return E3nnUNet(
-            input_channels=num_input_channels,
-            num_classes=num_output_channels,
-            deep_supervision=enable_deep_supervision,
-            kernel_size=cls.kernel_size,
-            symmetry=cls.symmetry,
-            irreps_ratio=cls.irreps_ratio,
-            radial_basis=cls.radial_basis,
-            antialias=cls.antialias,
-            upsample_antialias=cls.upsample_antialias,
-            **e3nn_unet_kwargs(configuration_manager, cls.__name__),
-        )
+        return e3nn_unet_from_plans(configuration_manager, num_input_channels, num_output_channels,
+                                    enable_deep_supervision, cls.symmetry, cls.irreps_ratio, cls.kernel_size,
+                                    trainer_name=cls.__name__, radial_basis=cls.radial_basis,
+                                    antialias=cls.antialias, upsample_antialias=cls.upsample_antialias)
 
 
 class nnUNetTrainerE3nnO3(nnUNetTrainerE3nn):

@@ -1,1 +1,1 @@
-from tiny_trainers_e3nn import nnUNetTrainerE3nn_tiny  # noqa: F401
+from tiny_trainers import nnUNetTrainerE3nn_tiny  # noqa: F401

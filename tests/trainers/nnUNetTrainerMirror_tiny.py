@@ -1,1 +1,1 @@
-from tiny_trainers_mirror import nnUNetTrainerMirror_tiny  # noqa: F401
+from tiny_trainers import nnUNetTrainerMirror_tiny  # noqa: F401
