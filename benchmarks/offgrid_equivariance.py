@@ -197,8 +197,8 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", help="nnU-Net checkpoint of the demo's nnUNetTrainerE3nn")
     parser.add_argument("--angle", type=float, default=45.0)
     parser.add_argument("--edge-width", type=float, nargs="+", default=[0.0, 0.8])
-    parser.add_argument("--radial-basis", default="gaussian_shells", choices=["gaussian_shells", "smooth_finite"],
-                        help="rods and discs: the kernel basis (smooth_finite for checkpoints of the paper's basis)")
+    parser.add_argument("--radial-basis", default="smooth_finite", choices=["smooth_finite", "gaussian_shells"],
+                        help="rods and discs: the kernel basis of the checkpoint (gaussian_shells for nnUNetTrainerE3nnShells)")
     parser.add_argument("--proxy", action="store_true", help="issue 13's proxy, one row per network variant")
     parser.add_argument("--window", action="store_true", help="proxy input faded out by a spherical window")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "stock"], choices=[*VARIANTS, "stock"])

@@ -11,8 +11,10 @@
 5. Dice per structure (mean over test subjects) against angle: ``dice_vs_angle.csv``, ``dice_vs_angle.md``
    (the table, and the largest drop from 0 degrees per trainer and structure) and ``dice_vs_angle.png``.
 
-Runs on a GPU (``--device cuda``) or any CPU; the default schedule is the small one that fits a
-shared 2-core CPU (docs/offgrid.md). Usage::
+Runs on a GPU (``--device cuda``) or any CPU. The default schedule (8 epochs x 20 iterations) is small;
+still, on a 2-core CPU shared by seven jobs one epoch of 10 iterations of ``nnUNetTrainerE3nn`` took 14
+minutes (docs/offgrid.md): run it on a GPU or a larger CPU. Every step is skipped when its output exists,
+so an interrupted run resumes. Usage::
 
     python benchmarks/offgrid_training.py -o /tmp/offgrid_bench --device cpu
     python benchmarks/offgrid_training.py -o /data/offgrid_bench --device cuda --epochs 100 --iterations 50 \\
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 DATASET_NAME = "OffgridAnatomy"
-DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnAntialias", "nnUNetTrainerE3nnPaperBasis", "nnUNetTrainerNoRot",
+DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnShells", "nnUNetTrainerE3nnAntialias", "nnUNetTrainerNoRot",
                     "nnUNetTrainer")
 AXES = {"x": 0, "y": 1, "z": 2}
 

@@ -164,7 +164,7 @@ def _configuration(patch_size, spacing, strides, features):
     (trainers.nnUNetTrainerE3nn, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnO3, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnRotDA, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_30x0e, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_8x8x0, 32, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_4x4x4, 36, (5, 5, 5)),
-    (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnPaperBasis, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnShells, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)),
 ])
 def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
@@ -179,12 +179,12 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 
 
-@pytest.mark.parametrize("trainer, low, high", [(trainers.nnUNetTrainerE3nnPaperBasis, 15, 18),
-                                                 (trainers.nnUNetTrainerE3nn, 26, 30)])
+@pytest.mark.parametrize("trainer, low, high", [(trainers.nnUNetTrainerE3nn, 15, 18),
+                                                 (trainers.nnUNetTrainerE3nnShells, 26, 30)])
 def test_parameters_fewer_than_stock_on_default_plans(trainer, low, high):
     """README's claim: on nnU-Net's default 5-stage plans (32..320 features, 3^3 kernels) the steerable
-    network has ~28x fewer parameters than the stock PlainConvUNet built from the same plans with the
-    band-limited shells (3 radial elements per path), ~16x with the paper's basis (5)."""
+    network has ~16x fewer parameters than the stock PlainConvUNet built from the same plans (the paper's
+    basis), ~28x with the band-limited shells (fewer radial elements per path)."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     config = _configuration([64, 64, 64], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]] * 2, [32, 64, 128, 256, 320])

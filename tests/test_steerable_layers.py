@@ -93,14 +93,16 @@ def test_gaussian_shells_cut_the_angular_order_per_radius(float64_default):
     """Shells at radii 0, 1, 2 voxels (5-voxel kernel): l = 0 on all three, l = 1 from radius 1, l = 2 only on
     the outermost; l > 0 elements vanish at the centre tap."""
     def n_elements(irreps_in, irreps_out, **kw):
-        return SteerableConv3d(irreps_in, irreps_out, kernel_size=5, bias=False, **kw).weight.numel()
+        return SteerableConv3d(irreps_in, irreps_out, kernel_size=5, bias=False, radial_basis="gaussian_shells",
+                               **kw).weight.numel()
 
     assert n_elements("1x0e", "1x0e") == 3 + 1, "3 shells + the self-connection"
     assert n_elements("1x0e", "1x1e") == 2 and n_elements("1x0e", "1x2e") == 1
     assert n_elements("1x0e", "1x0e", self_connection=False) == 3
-    k3 = SteerableConv3d("1x0e", "1x2e", kernel_size=3)
+    k3 = SteerableConv3d("1x0e", "1x2e", kernel_size=3, radial_basis="gaussian_shells")
     assert k3.weight.numel() == 1, "3-voxel kernel: the outermost shell (radius 1) carries l = 2"
-    kernel = SteerableConv3d("1x1e", "2x1e + 1x2e", kernel_size=5, self_connection=False).build_kernel()
+    kernel = SteerableConv3d("1x1e", "2x1e + 1x2e", kernel_size=5, self_connection=False,
+                             radial_basis="gaussian_shells").build_kernel()
     assert kernel[6:, :, 2, 2, 2].abs().max() < 1e-14, "no 1e -> 2e coupling at the centre (l = 1, 2 vanish there)"
 
 

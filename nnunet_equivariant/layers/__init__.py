@@ -1,8 +1,8 @@
 """Equivariant layers.
 
 Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
-``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``, and the block
-``SteerableBlock`` (conv -- norm -- gate), ``GaussianBlur3d`` (anti-aliasing of pooling and upsampling);
+``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``, ``GaussianBlur3d``
+(anti-aliasing of pooling and upsampling), and the block ``SteerableBlock`` (conv -- norm -- gate);
 ``parse_irreps`` checks an irreps argument.
 Mirror-symmetric (plain channels): ``MirrorSymmetricConv3d``, ``MirrorSymmetricConvTranspose3d``.
 """
@@ -24,6 +24,6 @@ from .upsample import TrilinearUpsample
 
 __all__ = [
     "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "TrilinearUpsample",
-    "SteerableBlock", "parse_irreps", "GaussianBlur3d",
+    "GaussianBlur3d", "SteerableBlock", "parse_irreps",
     "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
 ]

@@ -23,6 +23,7 @@ class SteerableBlock(nn.Module):
     instance norm right after it removes any constant per channel. In eager mode norm and gate run as one
     autograd node when the irreps allow (see ``layers/_norm_gate.py``): same result, fewer passes and one
     activation-sized tensor less kept for backward; under ``torch.compile`` the composition is traced.
+    ``radial_basis``: the convolution's kernel basis (see ``SteerableConv3d``).
     """
 
     def __init__(self, irreps_in, irreps_hidden, kernel_size: int, spacing, parity: bool, num_radial_basis: int,

@@ -11,7 +11,8 @@ from e3nn import o3
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from ..layers import GaussianBlur3d, NormMaxPool3d, SteerableBlock, SteerableConv3d, TrilinearUpsample, parse_irreps
+from ..layers import (GaussianBlur3d, NormMaxPool3d, SteerableBlock, SteerableConv3d, TrilinearUpsample,
+                      parse_irreps)
 from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
 from ..symmetry import GROUPS, get_symmetry
 from .ddp import skip_constant_buffers_in_ddp
@@ -155,6 +156,11 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     Output: ``(batch, num_classes, x, y, z)`` logits, or with ``deep_supervision`` a list of them at every
     decoder resolution, highest first. All arguments are JSON-able, so the class can stand in a plans file.
 
+    Off-grid options (docs/offgrid.md): ``radial_basis`` (``"smooth_finite"``, the paper's, default;
+    ``"gaussian_shells"``, band-limited and far closer to equivariant between the grid rotations; see
+    ``SteerableConv3d``); ``antialias`` / ``upsample_antialias``: an isotropic ``GaussianBlur3d`` of
+    ``value * stride`` voxels before every pooling / after every upsampling (0: none).
+
     Equivariance is exact for the grid symmetries that preserve the stage spacings and strides when every
     spatial size is divisible by the product of the strides (checked in ``forward``).
     """
@@ -212,8 +218,9 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         if not (antialias >= 0 and upsample_antialias >= 0):
             raise ValueError(f"antialias and upsample_antialias must be >= 0 (Gaussian sigma per stride), got "
                              f"{antialias!r}, {upsample_antialias!r}")
-        block_kwargs = dict(kernel_size=kernel_size, parity=get_symmetry(symmetry).parity, num_radial_basis=num_radial_basis,
-                            lmax=lmax, scalar_activation=scalar_activation, radial_basis=radial_basis)
+        block_kwargs = dict(kernel_size=kernel_size, parity=get_symmetry(symmetry).parity,
+                            num_radial_basis=num_radial_basis, lmax=lmax, scalar_activation=scalar_activation,
+                            radial_basis=radial_basis)
         self.symmetry, self.num_classes, self.input_channels = symmetry, num_classes, input_channels
         self.encoder = E3nnEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, stage_spacing,
                                    n_conv_per_stage, block_kwargs, antialias)
