@@ -75,7 +75,7 @@ def _radial_profiles(dist: torch.Tensor, radius: float, unit: float, num_radial_
 
     - ``"smooth_finite"`` (the paper's): ``num_radial_basis`` of e3nn's ``smooth_finite`` functions evenly
       spaced in ``[0, radius]`` with a cutoff at ``radius``; each carries every ``l <= lmax``.
-    - ``"gaussian_shells"``: band-limited shells ``exp(-(|r| - k u)^2 / (2 (0.6 u)^2))`` at the radii the
+    - ``"gaussian_shells"``: band-limited shells ``exp(-(|r| - k u)^2 / (2 (SHELL_WIDTH u)^2))`` at the radii the
       lattice resolves, ``k = 0 .. floor(radius / u)`` with ``u`` the finest voxel size; shell ``k`` carries
       ``l <= min(lmax, SHELL_MAX_L[k])`` (the last entry for larger ``k``), the outermost shell every
       ``l <= lmax`` (so a 3-voxel kernel still maps scalars to ``l = 2``). ``num_radial_basis`` is unused.
@@ -258,11 +258,12 @@ class SteerableConv3d(nn.Module):
       points resolve (radius 0: ``l = 0``; radius 1: ``l <= 1``; the outermost: ``l <= lmax``). Band-limited,
       so the sampled kernel stays close to rotation-consistent off the grid (``_radial_profiles``). The
       shells are not cut at the radius: the kernel fills its box of taps (tails below 0.2 there).
-    - ``"smooth_finite"`` (Diaz et al.'s, the default): ``num_radial_basis`` e3nn ``smooth_finite`` functions cut off at
-      the kernel radius (they vanish at ``r = 0``), every ``l <= lmax`` at every radius; the kernel is a
+    - ``"smooth_finite"`` (Diaz et al.'s, the default): ``num_radial_basis`` e3nn ``smooth_finite``
+      functions cut off at the kernel radius (they vanish at ``r = 0``), every ``l <= lmax`` at every radius; the kernel is a
       ball. Exact on the grid like the shells, but far from rotation-consistent off it.
 
-    The self-connection (a pointwise equivariant linear map between equal irreps) is folded into the centre tap, so the forward pass is one ``F.conv3d``. The basis of each irrep pair is
+    The self-connection (a pointwise equivariant linear map between equal irreps) is folded into the centre
+    tap, so the forward pass is one convolution. The basis of each irrep pair is
     computed once at construction and orthonormalised (see ``_pair_basis``); the weight is a flat vector
     of the coefficients, initialised so the output has unit second moment for unit-variance white input.
 
