@@ -279,6 +279,21 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
+@command("compare", "accuracy, pose robustness and cost of several trainers on one dataset: one report "
+                    "(docs/compare.md)")
+def _compare(args: argparse.Namespace) -> int:
+    from nnunet_equivariant.evaluation.compare import run_from_args
+
+    return run_from_args(args)
+
+
+@_compare.arguments
+def _(p: argparse.ArgumentParser) -> None:
+    from nnunet_equivariant.evaluation.compare import add_arguments
+
+    add_arguments(p)
+
+
 @command("demo", "train a steerable and a stock nnU-Net on a built-in synthetic dataset and plot their Dice "
                  "against rotation angle (no download)")
 def _demo(args: argparse.Namespace) -> int:

@@ -23,7 +23,8 @@ import numpy as np
 from nnunet_equivariant.atomic import atomic_folder
 from nnunet_equivariant.evaluation.rotate import PLANES, Geometry, plane_rotation, rotate_case
 
-__all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases"]
+__all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases",
+           "check_angles_and_planes"]
 
 DEFAULT_ANGLES = (0, 15, 30, 45, 60, 90, 120, 150, 180)
 
@@ -127,13 +128,7 @@ def rotation_eval(
     if labels is None:
         raise ValueError("no label folder given: rotation_eval needs reference labels (-l, or a dataset folder "
                          "with imagesTs and labelsTs)")
-    angles = [float(a) for a in angles]
-    bad_angles = [a for a in angles if not -180 <= a <= 180]
-    if bad_angles or not angles:
-        raise ValueError(f"angles must be a non-empty list of degrees in [-180, 180], got {bad_angles or angles}")
-    bad_planes = [p for p in planes if p not in PLANES]
-    if bad_planes or not planes:
-        raise ValueError(f"planes must be among {sorted(PLANES)}, got {list(planes)}")
+    angles = check_angles_and_planes(angles, planes)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise FileExistsError(f"output folder {output} is not empty; pass --overwrite to replace it")
     if not model_folders:
@@ -152,6 +147,18 @@ def rotation_eval(
     rows = _evaluate(cases, models, predictors, reader, label_reader, planes, angles, regions, label_names,
                      ignore_label)
     return _write_outputs(output, rows, models, folds, len(cases), overwrite)
+
+
+def check_angles_and_planes(angles: Sequence[float], planes: Sequence[str]) -> list[float]:
+    """The angles as floats; ``ValueError`` naming the bad ones if any is outside [-180, 180] or a plane unknown."""
+    angles = [float(a) for a in angles]
+    bad_angles = [a for a in angles if not -180 <= a <= 180]
+    if bad_angles or not angles:
+        raise ValueError(f"angles must be a non-empty list of degrees in [-180, 180], got {bad_angles or angles}")
+    bad_planes = [p for p in planes if p not in PLANES]
+    if bad_planes or not planes:
+        raise ValueError(f"planes must be among {sorted(PLANES)}, got {list(planes)}")
+    return angles
 
 
 def _check_same_task(models: list[ModelFolder]) -> None:
