@@ -397,7 +397,8 @@ def _measure_cost(entries, trainer_classes, preprocessed, configuration, device,
         for e in entries:
             print(f"[compare] train-step {measure} of {e.name}", flush=True)
             try:
-                measured = measure_train_step(trainer_classes[e.trainer], *inputs[id(e)], configuration, device,
+                plans, dataset_json = inputs[id(e)]
+                measured = measure_train_step(trainer_classes[e.trainer], plans, configuration, dataset_json, device,
                                               measure=measure, repeats=repeats)
             except Exception as exc:  # e.g. out of memory: report it, measure the others
                 e.notes.append(f"train-step {measure} not measured: {type(exc).__name__}: {exc}")

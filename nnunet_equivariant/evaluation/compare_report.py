@@ -273,15 +273,19 @@ def _plot_cost(rows, path: Path) -> None:
     panels = [(c, what) for c, what, _ in RATIO_COLUMNS if any(not np.isnan(r[c]) for r in rows)]
     models = [r["model"] for r in rows]
     with matplotlib.style.context("default"):
-        fig = _figure(3.0 * max(1, len(panels)), 0.5 * len(models) + 1.6)
-        axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
-        for ax, (column, what) in zip(axes, panels):
+        columns = min(3, max(1, len(panels)))
+        grid_rows = -(-max(1, len(panels)) // columns)
+        fig = _figure(3.6 * columns, grid_rows * (0.4 * len(models) + 1.4) + 0.4)
+        axes = fig.subplots(grid_rows, columns, squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for i, (ax, (column, what)) in enumerate(zip(axes.flat, panels)):
             values = [r[column] for r in rows]
             ax.barh(range(len(models)), [0 if np.isnan(v) else v for v in values],
                     color=[f"C{i}" for i in range(len(models))])
             for y, (v, row) in enumerate(zip(values, rows)):
                 ax.text(0, y, " n/a" if np.isnan(v) else f" {row[column + '_ratio']:.2f}x", va="center", fontsize=8)
-            ax.set_yticks(range(len(models)), models if ax is axes[0] else [""] * len(models), fontsize=8)
+            ax.set_yticks(range(len(models)), models if i % columns == 0 else [""] * len(models), fontsize=8)
             ax.invert_yaxis()
             ax.set_title(what, fontsize=9)
             ax.grid(axis="x", alpha=0.3)
