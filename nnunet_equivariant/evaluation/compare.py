@@ -386,23 +386,25 @@ def _measure_cost(entries, trainer_classes, preprocessed, configuration, device,
     """Train-step time of every trainer, then peak memory of every trainer (memory last: see cost.py)."""
     from nnunet_equivariant.evaluation.cost import measure_train_step
 
-    inputs = {}
-    for e in entries:
+    def inputs(e):  # what the trainer was trained with, else what it would train with
         if e.model is not None:
-            inputs[id(e)] = (e.model.plans, e.model.dataset_json)
-        else:
-            plans = _check_preprocessed_plans(preprocessed, e.plans, configuration)
-            inputs[id(e)] = (plans, json.loads((preprocessed / "dataset.json").read_text()))
+            return e.model.plans, e.model.dataset_json
+        return (_check_preprocessed_plans(preprocessed, e.plans, configuration),
+                json.loads((preprocessed / "dataset.json").read_text()))
+
     for measure in ("time", "memory"):
         for e in entries:
             print(f"[compare] train-step {measure} of {e.name}", flush=True)
             try:
-                plans, dataset_json = inputs[id(e)]
+                plans, dataset_json = inputs(e)
                 measured = measure_train_step(trainer_classes[e.trainer], plans, configuration, dataset_json, device,
                                               measure=measure, repeats=repeats)
             except Exception as exc:  # e.g. out of memory: report it, measure the others
                 e.notes.append(f"train-step {measure} not measured: {type(exc).__name__}: {exc}")
                 continue
+            if measure == "memory" and np.isnan(measured.peak_memory_mib):
+                e.notes.append("train-step peak memory not measurable here (the CPU measurement needs Linux's "
+                               "/proc/self/clear_refs and glibc)")
             if e.cost is None:
                 e.cost = measured
             elif measure == "memory":
