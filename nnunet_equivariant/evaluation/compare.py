@@ -311,6 +311,7 @@ def _read_folds(e: TrainerEntry, configuration: str, dataset_name: str) -> None:
     import torch
 
     from nnunet_equivariant.evaluation.cost import training_times
+    from nnunet_equivariant.evaluation.rotation_eval import label_key_names
 
     for fold in e.folds:
         fold_folder = e.folder / f"fold_{fold}"
@@ -335,21 +336,12 @@ def _read_folds(e: TrainerEntry, configuration: str, dataset_name: str) -> None:
                            f"run; `nnUNetv2_train ... {fold} --val` runs it)")
             continue
         result = json.loads(summary.read_text())
-        names = _label_names(e.model.dataset_json)
+        names = label_key_names(e.model.dataset_json)
         for label, metrics in result["mean"].items():
             e.accuracy.append({"model": e.name, "fold": fold, "label": label,
                                "label_name": names.get(label, label), "dice": float(metrics["Dice"])})
         e.accuracy.append({"model": e.name, "fold": fold, "label": "foreground", "label_name": "foreground mean",
                            "dice": float(result["foreground_mean"]["Dice"])})
-
-
-def _label_names(dataset_json: dict) -> dict[str, str]:
-    """``summary.json``'s label keys (``"1"``, or ``"(1, 2)"`` for regions) -> names in dataset.json."""
-    names = {}
-    for name, value in dataset_json["labels"].items():
-        key = value if isinstance(value, int) else tuple(value) if len(value) > 1 else value[0]
-        names[str(key)] = name
-    return names
 
 
 def _rotation(trained, cases, planes, angles, device) -> list[dict]:

@@ -24,7 +24,7 @@ from nnunet_equivariant.atomic import atomic_folder
 from nnunet_equivariant.evaluation.rotate import PLANES, Geometry, plane_rotation, rotate_case
 
 __all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases",
-           "check_angles_and_planes"]
+           "check_angles_and_planes", "label_key_names"]
 
 DEFAULT_ANGLES = (0, 15, 30, 45, 60, 90, 120, 150, 180)
 
@@ -187,6 +187,16 @@ def _make_names_unique(models: list[ModelFolder]) -> None:
                 m.name = attempt(i, m)
 
 
+def label_key_names(dataset_json: dict) -> dict[str, str]:
+    """nnU-Net's label keys (``"1"``, or ``"(1, 2)"`` for a region, as in ``summary.json``) -> names in
+    ``dataset.json``."""
+    names = {}
+    for name, value in dataset_json["labels"].items():
+        key = value if isinstance(value, int) else tuple(value) if len(value) > 1 else value[0]
+        names[str(key)] = name
+    return names
+
+
 def _readers_and_labels(model: ModelFolder, first_case):
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -196,10 +206,7 @@ def _readers_and_labels(model: ModelFolder, first_case):
     label_reader = determine_reader_writer_from_dataset_json(model.dataset_json, first_case[2], verbose=False)()
     label_manager = plans_manager.get_label_manager(model.dataset_json)
     regions = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
-    names = {}
-    for name, value in model.dataset_json["labels"].items():
-        key = value if isinstance(value, int) else tuple(value) if len(value) > 1 else value[0]
-        names[str(key)] = name
+    names = label_key_names(model.dataset_json)
     label_names = {str(r): names.get(str(r), str(r)) for r in regions}
     return reader, label_reader, regions, label_names, label_manager.ignore_label
 
