@@ -220,7 +220,8 @@ def training_times(fold_folder: str | os.PathLike, checkpoint: dict | None = Non
     durations = [e - s for s, e in zip(starts, ends)]
     source = "checkpoint_final.pth logging"
     if not durations:
-        for log in sorted(Path(fold_folder).glob("training_log_*.txt"), reverse=True):
+        # newest first by modification time (nnU-Net's log names do not zero-pad month and day)
+        for log in sorted(Path(fold_folder).glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime, reverse=True):
             durations = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", log.read_text(errors="replace"))]
             if durations:
                 source = log.name
