@@ -2,7 +2,8 @@
 fold (and reports one that fails), the report holds every column for both trainers, its Dice numbers are
 nnU-Net's ``summary.json`` and rotation_eval's CSV exactly, and the plots are PNGs.
 
-Trains fold 1 of ``nnUNetTrainer_tiny`` in the shared workspace (other tests use fold 0 only)."""
+Trains fold 1 of ``nnUNetTrainer_tiny`` in the shared workspace (other tests use fold 0 only); the training
+of fold 1 of the steerable trainer is made to fail."""
 import csv
 import json
 
@@ -18,11 +19,11 @@ STOCK, E3NN = "nnUNetTrainer_tiny", "nnUNetTrainerE3nn_tiny"
 
 @pytest.fixture
 def nnunet_env(nnunet_workspace, monkeypatch):
-    """nnU-Net's variables of the shared workspace for this process (compare trains and predicts in-process)."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-        monkeypatch.setenv(name, nnunet_workspace.env[name])
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    monkeypatch.setenv("nnUNet_compile", "false")
+    """The shared workspace's environment for this process (compare predicts here, trains in a child)."""
+    for name, value in nnunet_workspace.env.items():
+        if name.startswith("nnUNet_") or name in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # augmentation in the training process, as trained_model does
     return nnunet_workspace
 
 
@@ -32,19 +33,19 @@ def _rows(path):
 
 
 def test_compare_trains_what_is_missing_and_reports_everything(nnunet_env, trained_model, tmp_path, monkeypatch):
-    import nnunetv2.run.run_training as nnunet_run_training
+    from nnunet_equivariant.evaluation import compare
 
     models = {STOCK: trained_model(STOCK), E3NN: trained_model(E3NN)}
     fold0 = {name: (m / "fold_0" / "checkpoint_final.pth").stat().st_mtime_ns for name, m in models.items()}
-    real_run_training, calls = nnunet_run_training.run_training, []
+    real_train_fold, calls = compare._train_fold, []
 
-    def run_training(dataset, configuration, fold, trainer, plans, **kwargs):
+    def train_fold(dataset, configuration, fold, trainer, plans, device, resume):
         calls.append((trainer, fold))
         if trainer == E3NN:
-            raise RuntimeError("simulated failure")
-        return real_run_training(dataset, configuration, fold, trainer, plans, **kwargs)
+            return "simulated failure"
+        return real_train_fold(dataset, configuration, fold, trainer, plans, device, resume)
 
-    monkeypatch.setattr(nnunet_run_training, "run_training", run_training)
+    monkeypatch.setattr(compare, "_train_fold", train_fold)
     out = tmp_path / "compare"
     code = cli.main(["compare", "-d", "901", "-tr", STOCK, E3NN, "-f", "0", "1", "--train", "--angles", "0", "45",
                      "-o", str(out), "-device", "cpu", "--cost_repeats", "1"])
@@ -52,10 +53,11 @@ def test_compare_trains_what_is_missing_and_reports_everything(nnunet_env, train
 
     # --train: only the missing folds, through nnU-Net's entry point; a failure is reported, the rest goes on
     assert calls == [(STOCK, 1), (E3NN, 1)], "fold 0 of both trainers exists and is not retrained"
+    assert (models[STOCK] / "fold_1" / "checkpoint_final.pth").is_file(), "nnUNetv2_train trained fold 1"
     assert {n: (m / "fold_0" / "checkpoint_final.pth").stat().st_mtime_ns for n, m in models.items()} == fold0
     assert (models[STOCK] / "fold_1" / "validation" / "summary.json").is_file(), "nnU-Net's validation ran"
     report = (out / "report.md").read_text()
-    assert f"{E3NN} fold 1 failed to train: RuntimeError: simulated failure" in report
+    assert f"{E3NN} fold 1 failed to train: simulated failure" in report
     for section in ("## Verdict", "## Accuracy", "## Pose robustness", "## Cost"):
         assert section in report
 

@@ -4,9 +4,10 @@ one report.
 For each trainer (with its plans; one ``-p`` for all or one per trainer) and the given configuration:
 
 1. **Models**: the trained folders ``nnUNet_results/DatasetX/Trainer__Plans__configuration``. With
-   ``train=True`` every fold without ``checkpoint_final.pth`` is trained first through nnU-Net's own entry
-   point (``nnunetv2.run.run_training.run_training``, which also runs nnU-Net's final validation), resuming
-   from ``checkpoint_latest.pth`` where one exists; a fold that fails is reported and the rest goes on.
+   ``train=True`` every fold without ``checkpoint_final.pth`` is trained first with ``nnUNetv2_train``
+   (nnU-Net's ``run_training_entry`` in a child process, which also runs nnU-Net's final validation),
+   resuming (``--c``) from ``checkpoint_latest.pth`` where one exists; a fold that fails is reported and the
+   rest goes on.
 2. **Accuracy**: nnU-Net's cross-validation result of each fold, ``fold_X/validation/summary.json``
    (Dice per label and ``foreground_mean``), and its mean and standard deviation over the folds.
 3. **Pose robustness**: :mod:`~nnunet_equivariant.evaluation.rotation_eval` on the dataset's test cases
@@ -265,26 +266,39 @@ def _check_preprocessed_plans(preprocessed: Path | None, plans: str, configurati
 
 
 def _train_missing(entries, missing, dataset_name, configuration, device) -> None:
-    """Train each missing fold through nnU-Net's ``run_training`` (then nnU-Net's final validation); resume
-    from ``checkpoint_latest.pth``; record a failure and go on."""
-    import traceback
-
-    from nnunetv2.run.run_training import run_training
-
+    """Train each missing fold with ``nnUNetv2_train`` (then nnU-Net's final validation), resuming from
+    ``checkpoint_latest.pth``; record a failure and go on."""
     jobs = [(e, f) for e in entries for f in missing[id(e)]]
     for i, (e, fold) in enumerate(jobs):
         resume = (e.folder / f"fold_{fold}" / "checkpoint_latest.pth").is_file()
         print(f"[compare] training {e.trainer} ({e.plans}, {configuration}) fold {fold}"
               f"{' (resuming)' if resume else ''}: {i + 1}/{len(jobs)}", flush=True)
-        try:
-            run_training(dataset_name, configuration, fold, e.trainer, e.plans, device=device,
-                         continue_training=resume)
-        except Exception as exc:  # one failed fold must not lose the others' work
-            e.failures[fold] = f"{type(exc).__name__}: {exc}".strip()
-            print(f"[compare] {e.trainer} fold {fold} failed to train:\n{traceback.format_exc()}", file=sys.stderr)
-            continue
-        if not (e.folder / f"fold_{fold}" / CHECKPOINT).is_file():
-            e.failures[fold] = f"training ended without {CHECKPOINT}"
+        failure = _train_fold(dataset_name, configuration, fold, e.trainer, e.plans, device, resume)
+        if failure is None and not (e.folder / f"fold_{fold}" / CHECKPOINT).is_file():
+            failure = f"training ended without {CHECKPOINT}"
+        if failure is not None:
+            e.failures[fold] = failure
+            print(f"[compare] {e.trainer} fold {fold} failed to train: {failure}", file=sys.stderr, flush=True)
+
+
+def _train_fold(dataset_name: str, configuration: str, fold, trainer: str, plans: str, device, resume: bool):
+    """``nnUNetv2_train`` (nnU-Net's ``run_training_entry``, with this interpreter) in a child process, so a
+    crash or an out-of-memory kill costs one fold and the training's memory is returned before the cost
+    measurement. Its output goes to the console; returns ``None`` or why it failed."""
+    import collections
+    import subprocess
+
+    cmd = [sys.executable, "-m", "nnunetv2.run.run_training", dataset_name, configuration, str(fold), "-tr", trainer,
+           "-p", plans, "-device", device.type, *(["--c"] if resume else [])]
+    tail = collections.deque(maxlen=30)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            tail.append(line.rstrip())
+    if proc.returncode == 0:
+        return None
+    last = next((line for line in reversed(tail) if line.strip()), "")
+    return f"nnUNetv2_train exited with code {proc.returncode}: {last}"
 
 
 def _load_models(entries, raw_json: dict, configuration: str) -> None:
