@@ -84,7 +84,7 @@ def test_models_of_different_label_sets(results, tmp_path):
 def test_models_of_different_datasets(results, tmp_path):
     _model(results, "nnUNetTrainer")
     _model(results, "nnUNetTrainerNoMirroring", dataset="Dataset903_Other")
-    with pytest.raises(ValueError, match="different datasets.*Dataset903_Other"):
+    with pytest.raises(ValueError, match="different datasets: Dataset903_Other"):
         _run(tmp_path)
 
 

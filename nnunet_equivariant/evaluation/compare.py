@@ -158,6 +158,8 @@ def compare(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     entries = [TrainerEntry(t, p, _model_folder(dataset_name, t, p, configuration)) for t, p in pairs]
 
+    for e in entries:
+        _check_model_folder(e.folder, dataset_name, raw_json, configuration)
     missing = {id(e): [f for f in folds if not (e.folder / f"fold_{f}" / CHECKPOINT).is_file()] for e in entries}
     if any(missing.values()):
         if not train:
@@ -174,7 +176,7 @@ def compare(
         e.folds = [f for f in folds if (e.folder / f"fold_{f}" / CHECKPOINT).is_file()]
     trained = [e for e in entries if e.folds]
     if not trained:
-        raise RuntimeError("no trainer has a trained fold: " + "; ".join(
+        raise FileNotFoundError("no trainer has a trained fold: " + "; ".join(
             f"{e.trainer} fold {f}: {why}" for e in entries for f, why in e.failures.items()))
     _load_models(entries, raw_json, configuration)
     for e in trained:
@@ -301,6 +303,22 @@ def _train_fold(dataset_name: str, configuration: str, fold, trainer: str, plans
     return f"nnUNetv2_train exited with code {proc.returncode}: {last}"
 
 
+def _check_model_folder(folder: Path, dataset_name: str, raw_json: dict, configuration: str) -> None:
+    """An existing model folder must belong to this dataset, its label set and the configuration."""
+    if not (folder / "plans.json").is_file() or not (folder / "dataset.json").is_file():
+        return  # not trained yet (or not at all): ModelFolder.load names what is missing
+    plans = json.loads((folder / "plans.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    if plans.get("dataset_name") != dataset_name:
+        raise ValueError(f"{folder} was trained on different datasets: {plans.get('dataset_name')} "
+                         f"(its plans.json), not {dataset_name}")
+    if dataset_json.get("labels") != raw_json.get("labels"):
+        raise ValueError(f"{folder} was trained with labels {dataset_json.get('labels')}, the raw dataset has "
+                         f"{raw_json.get('labels')}")
+    if configuration not in plans.get("configurations", {}):
+        raise ValueError(f"{folder / 'plans.json'} has no configuration {configuration!r}")
+
+
 def _load_models(entries, raw_json: dict, configuration: str) -> None:
     """``ModelFolder`` per trained entry; the same dataset, label set, channels and file type for all, and
     the raw dataset's label set; display names unique."""
@@ -309,11 +327,7 @@ def _load_models(entries, raw_json: dict, configuration: str) -> None:
     trained = [e for e in entries if e.folds]
     for e in trained:
         e.model = ModelFolder.load(e.folder, e.folds, CHECKPOINT)
-        if e.model.dataset_json.get("labels") != raw_json.get("labels"):
-            raise ValueError(f"{e.folder} was trained with labels {e.model.dataset_json.get('labels')}, the raw "
-                             f"dataset has {raw_json.get('labels')}")
-        if configuration not in e.model.plans.get("configurations", {}):
-            raise ValueError(f"{e.folder / 'plans.json'} has no configuration {configuration!r}")
+        _check_model_folder(e.folder, e.model.plans["dataset_name"], raw_json, configuration)
     _check_same_task([e.model for e in trained])
     _make_names_unique([e.model for e in trained])
     for e in entries:
