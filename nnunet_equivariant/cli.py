@@ -294,8 +294,8 @@ def _(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
-@command("demo", "train a steerable and a stock nnU-Net on a built-in synthetic dataset and plot their Dice "
-                 "against rotation angle (no download)")
+@command("demo", "train a steerable and a stock nnU-Net on a built-in synthetic dataset and compare them: "
+                 "Dice, Dice against rotation angle, cost (no download)")
 def _demo(args: argparse.Namespace) -> int:
     from nnunet_equivariant.demo import run_demo
 
