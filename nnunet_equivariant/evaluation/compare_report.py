@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -145,7 +146,6 @@ def _verdict(rows) -> list[str]:
 
 
 def _machine(device: str) -> list[str]:
-    import os
     from importlib.metadata import version
 
     import torch
@@ -154,9 +154,16 @@ def _machine(device: str) -> list[str]:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return [f"- machine: {platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'}), "
             f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads; GPU: {gpu}; "
-            f"measured on: {device}",
+            f"measured on: {device}; load average at the end {_load_average()} (other jobs inflate the times)",
             f"- versions: python {platform.python_version()}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
             f"cuDNN {cudnn}, nnunetv2 {version('nnunetv2')}, e3nn {version('e3nn')}"]
+
+
+def _load_average() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except (AttributeError, OSError):
+        return "n/a"
 
 
 def _report(entries, rows, context: ReportContext) -> str:
