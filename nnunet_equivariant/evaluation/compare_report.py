@@ -11,8 +11,9 @@
   and ``worst_drop_at`` (``plane angle``)
 - ``parameters, patch_size, batch_size, train_step_s, peak_memory_mib, memory_kind``: the train step
   measured in this run (:mod:`~nnunet_equivariant.evaluation.cost`)
-- ``epochs, epoch_s, train_hours``: from the training logs, total epochs, median epoch time (mean over
-  folds) and summed training time over folds
+- ``epochs, epoch_s, train_hours_per_fold, train_hours_total``: from the training logs, total epochs,
+  median epoch time (mean over folds), training time per fold (mean) and summed over the folds (the
+  cross-validation's compute time)
 - ``predict_s_per_case`` (median over ``predictions``), ``tta_passes`` (network evaluations per window)
 - ``<quantity>_ratio``: against the first trainer listed.
 """
@@ -35,7 +36,7 @@ __all__ = ["ReportContext", "comparison_rows", "write_all", "RATIO_COLUMNS"]
 # (column, what, better) for the ratios and the verdict
 RATIO_COLUMNS = (("parameters", "parameters", "lower"), ("train_step_s", "train step (s)", "lower"),
                  ("peak_memory_mib", "train-step peak memory (MiB)", "lower"), ("epoch_s", "epoch time (s)", "lower"),
-                 ("train_hours", "total training time (h)", "lower"),
+                 ("train_hours_per_fold", "training time per fold (h)", "lower"),
                  ("predict_s_per_case", "predict time per case (s)", "lower"))
 _NAN = float("nan")
 
@@ -96,7 +97,8 @@ def comparison_rows(entries, rotation_rows: Sequence[dict], context: ReportConte
         times = list(e.times.values())
         row["epochs"] = sum(t.epochs for t in times) if times else _NAN
         row["epoch_s"] = float(np.mean([t.median_epoch_seconds for t in times])) if times else _NAN
-        row["train_hours"] = sum(t.total_seconds for t in times) / 3600 if times else _NAN
+        row["train_hours_per_fold"] = float(np.mean([t.total_seconds for t in times])) / 3600 if times else _NAN
+        row["train_hours_total"] = sum(t.total_seconds for t in times) / 3600 if times else _NAN
         row["predict_s_per_case"] = float(np.median(e.predict_seconds)) if e.predict_seconds else _NAN
         row["predictions"] = len(e.predict_seconds)
         row["tta_passes"] = e.tta_passes if e.tta_passes is not None else _NAN
@@ -139,8 +141,10 @@ def _verdict(rows) -> list[str]:
             continue
         pick = max if better == "higher" else min
         winner, best = pick(values, key=lambda mv: mv[1])
-        others = ", ".join(f"{m} {_fmt(v, 4)}" for m, v in values if m != winner)
-        lines.append(f"- **{what}** ({better} is better): **{winner}** {_fmt(best, 4)}"
+        show = ((lambda v: f"{v:.4f}") if "dice" in column or "drop" in column
+                else (lambda v: f"{int(v):,}") if column == "parameters" else (lambda v: f"{v:.4g}"))
+        others = ", ".join(f"{m} {show(v)}" for m, v in values if m != winner)
+        lines.append(f"- **{what}** ({better} is better): **{winner}** {show(best)}"
                      + (f"; {others}" if others else ""))
     return lines
 
@@ -204,11 +208,12 @@ def _report(entries, rows, context: ReportContext) -> str:
               f"in this process. Peak memory: {rows[0]['memory_kind']} of one step, counted from before the network "
               "was built (weights, gradients, optimizer state, activations). Epoch time: median over the epochs "
               "in nnU-Net's training log (mean over folds; measured where and when the model was trained); "
-              "training time: summed over epochs and folds. Predict: median wall time of one test case "
+              "training time: summed over the epochs of a fold, mean over folds (`train_hours_total` in "
+              "`comparison.csv`: summed over folds). Predict: median wall time of one test case "
               "(sliding window, the trainer's own test-time mirroring: `TTA passes` network evaluations per window), "
               "over every rotation predicted above.", "",
               "| model | parameters | patch x batch | train step (s) | peak memory (MiB) | epoch (s) | "
-              "training (h) | predict (s/case) | TTA passes |", "|---" * 9 + "|"]
+              "training per fold (h) | predict (s/case) | TTA passes |", "|---" * 9 + "|"]
     for row in rows:
         lines.append(
             f"| {row['model']} | {_fmt(row['parameters'])}{_ratio(row['parameters_ratio'])} | "
@@ -216,7 +221,7 @@ def _report(entries, rows, context: ReportContext) -> str:
             f"{_fmt(row['train_step_s'])}{_ratio(row['train_step_s_ratio'])} | "
             f"{_fmt(row['peak_memory_mib'], 0)}{_ratio(row['peak_memory_mib_ratio'])} | "
             f"{_fmt(row['epoch_s'], 2)}{_ratio(row['epoch_s_ratio'])} | "
-            f"{_fmt(row['train_hours'], 4)}{_ratio(row['train_hours_ratio'])} | "
+            f"{_fmt(row['train_hours_per_fold'], 4)}{_ratio(row['train_hours_per_fold_ratio'])} | "
             f"{_fmt(row['predict_s_per_case'])}{_ratio(row['predict_s_per_case_ratio'])} | {_fmt(row['tta_passes'])} |")
     problems = [f"- {e.name} fold {f} failed to train: {why}" for e in entries for f, why in e.failures.items()]
     problems += [f"- {e.name}: {note}" for e in entries for note in e.notes]
