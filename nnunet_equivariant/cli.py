@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "nnunet_equivariant.commands.synthetic",
     "nnunet_equivariant.commands.plan_and_preprocess",
     "nnunet_equivariant.commands.rotation_eval",
+    "nnunet_equivariant.commands.compare",
     "nnunet_equivariant.commands.mesh",
     "nnunet_equivariant.commands.predict",
     "nnunet_equivariant.commands.export",

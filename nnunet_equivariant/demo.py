@@ -6,10 +6,10 @@
 2. Plans and preprocesses it with ``nnUNetPlannerEquivariant`` (``nnUNetPlansEquivariant``).
 3. Trains fold 0 of ``nnUNetTrainerE3nn`` (steerable, no rotation augmentation) and of
    ``nnUNetTrainerNoRot`` (stock nnU-Net without rotation augmentation) with a short schedule (see
-   ``DemoSchedule``), through nnU-Net's own trainer; nnU-Net's final validation is skipped, rotation_eval
-   evaluates the test cases.
-4. Runs ``rotation_eval`` on the test cases rotated in the axial plane and prints where the plot and the
-   summary are.
+   ``DemoSchedule``), through nnU-Net's own trainer, then nnU-Net's final validation of the fold.
+4. Runs ``nnunet-equivariant compare`` (:mod:`nnunet_equivariant.evaluation.compare`) on the two models:
+   accuracy from nnU-Net's validation, Dice against rotation in the axial plane on the test cases, and
+   cost; prints where the report and the plots are.
 
 Everything lives under the output folder, including nnU-Net's ``nnUNet_raw``, ``nnUNet_preprocessed`` and
 ``nnUNet_results`` (set for this process), so it works in a fresh shell and the trained models can be used
@@ -70,7 +70,7 @@ SCHEDULES = {
 
 def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool = False, device: str | None = None,
              overwrite: bool = False, schedule: DemoSchedule | None = None):
-    """Run the demo into ``output`` and return the ``RotationEvalResult`` (plot, summary, CSV paths).
+    """Run the demo into ``output`` and return compare's ``CompareResult`` (report, CSV paths).
 
     ``schedule``: default ``SCHEDULES["quick"]`` with ``quick``, else ``"gpu"`` or ``"cpu"`` by device."""
     import torch
@@ -85,25 +85,26 @@ def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool 
         shutil.rmtree(output)
     _set_nnunet_environment(output, device)
 
-    from nnunet_equivariant.evaluation.rotation_eval import rotation_eval
+    from nnunet_equivariant.evaluation.compare import compare
     from nnunet_equivariant.planning.plan_and_preprocess import plan_and_preprocess
 
     print(f"[demo] 1/4 writing the synthetic dataset ({schedule.num_train} training, {schedule.num_test} test cases)")
-    dataset = write_rods_and_discs_dataset(output / "nnUNet_raw", DEMO_DATASET_ID, name="RodsDiscsDemo",
-                                           num_train=schedule.num_train, num_test=schedule.num_test,
-                                           shape=schedule.shape, train_orientation="fixed", test_orientation="fixed", seed=1,
-                                           geometry=DEMO_GEOMETRY)
+    write_rods_and_discs_dataset(output / "nnUNet_raw", DEMO_DATASET_ID, name="RodsDiscsDemo",
+                                 num_train=schedule.num_train, num_test=schedule.num_test, shape=schedule.shape,
+                                 train_orientation="fixed", test_orientation="fixed", seed=1, geometry=DEMO_GEOMETRY)
     print("[demo] 2/4 planning and preprocessing with nnUNetPlannerEquivariant")
     plans = plan_and_preprocess(DEMO_DATASET_ID, num_processes=min(4, os.cpu_count() or 1))
-    models = []
     for i, trainer in enumerate(DEMO_TRAINERS):
         print(f"[demo] 3/4 training {trainer} ({i + 1}/{len(DEMO_TRAINERS)}): {schedule.epochs[trainer]} epochs of "
               f"{schedule.iterations_per_epoch} iterations on {device.type}")
-        models.append(_train(trainer, plans, schedule, device))
-    print("[demo] 4/4 rotation_eval: Dice against rotation angle in the axial plane")
-    result = rotation_eval(dataset, None, models, output / "rotation_eval", folds=[0], planes=["axial"],
-                           angles=schedule.angles, device=str(device))
-    print(f"[demo] done.\n  plot:    {result.plot}\n  summary: {result.summary}\n  table:   {result.csv}")
+        _train(trainer, plans, schedule, device)
+    print("[demo] 4/4 compare: validation Dice, Dice against rotation angle in the axial plane, cost")
+    result = compare(DEMO_DATASET_ID, DEMO_TRAINERS[::-1], output / "compare", plans=[plans], folds=[0],
+                     planes=["axial"], angles=schedule.angles, device=str(device),  # stock first: ratios against it
+                     cost_repeats=1 if schedule is SCHEDULES["quick"] else 3,
+                     command_line=f"nnunet-equivariant demo{' --quick' if quick else ''} --output {output}")
+    print(f"[demo] done.\n  report:  {result.report}\n  plot:    {result.output / 'dice_vs_angle.png'}\n"
+          f"  table:   {result.csv}")
     return result
 
 
@@ -128,4 +129,5 @@ def _train(trainer_name: str, plans: str, schedule: DemoSchedule, device) -> Pat
     trainer.num_iterations_per_epoch = schedule.iterations_per_epoch
     trainer.num_val_iterations_per_epoch = max(1, schedule.iterations_per_epoch // 5)
     trainer.run_training()
+    trainer.perform_actual_validation(False)  # nnU-Net's validation/summary.json: compare's accuracy
     return Path(trainer.output_folder_base)

@@ -1,5 +1,5 @@
 """``nnunet-equivariant demo --quick`` end to end in a fresh process: dataset, plans, two trained models,
-rotation_eval reports, all under the output folder."""
+and compare's report, all under the output folder."""
 import csv
 import json
 
@@ -14,7 +14,7 @@ def test_demo_quick(nnunet_workspace, tmp_path):
     proc = nnunet_workspace.run("nnunet-equivariant", "demo", "--quick", "--output", out, "-device", "cpu",
                                 env=elsewhere)
     assert not (tmp_path / "not_used").exists(), "the demo sets nnU-Net's folders itself, under its output"
-    assert str(out / "rotation_eval" / "dice_vs_angle.png") in proc.stdout, "the demo says where its plot is"
+    assert str(out / "compare" / "report.md") in proc.stdout, "the demo says where its report is"
     results = out / "nnUNet_results" / "Dataset990_RodsDiscsDemo"
     for trainer in ("nnUNetTrainerE3nn", "nnUNetTrainerNoRot"):
         model = results / f"{trainer}__nnUNetPlansEquivariant__3d_fullres"
@@ -22,10 +22,13 @@ def test_demo_quick(nnunet_workspace, tmp_path):
     plans = json.loads((out / "nnUNet_preprocessed" / "Dataset990_RodsDiscsDemo" / "nnUNetPlansEquivariant.json")
                        .read_text())
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["kernel_sizes"][0] == [5, 5, 5]
-    rows = list(csv.DictReader(open(out / "rotation_eval" / "rotation_eval.csv")))
+    rows = list(csv.DictReader(open(out / "compare" / "rotation_eval.csv")))
     assert {r["model"] for r in rows} == {"nnUNetTrainerE3nn", "nnUNetTrainerNoRot"}
     assert {float(r["angle_deg"]) for r in rows} == {0.0, 45.0, 90.0}
     assert len(rows) == 2 * 3 * 2 * 2, "models x angles x test cases x labels"
-    assert "nnUNetTrainerE3nn" in (out / "rotation_eval" / "summary.md").read_text()
+    report = (out / "compare" / "report.md").read_text()
+    assert "nnUNetTrainerE3nn" in report and "## Cost" in report
+    table = {r["model"]: r for r in csv.DictReader(open(out / "compare" / "comparison.csv"))}
+    assert table["nnUNetTrainerE3nn"]["cv_dice_foreground"] != "nan", "nnU-Net's validation ran after training"
     with pytest.raises(AssertionError, match="--overwrite"):  # a second run keeps the first one's results
         nnunet_workspace.run("nnunet-equivariant", "demo", "--quick", "--output", out, "-device", "cpu")

@@ -5,8 +5,8 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    help_text = ("train a steerable and a stock nnU-Net on a built-in synthetic dataset and plot their Dice "
-                 "against rotation angle (no download)")
+    help_text = ("train a steerable and a stock nnU-Net on a built-in synthetic dataset and compare them: "
+                 "Dice, Dice against rotation angle, cost (no download)")
     p = subparsers.add_parser("demo", help=help_text, description=help_text)
     p.add_argument("--output", default="nnunet_equivariant_demo", help="folder for everything the demo writes")
     p.add_argument("--quick", action="store_true", help="a smoke run of a few minutes (untrained models)")

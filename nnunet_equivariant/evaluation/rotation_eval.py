@@ -20,10 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
-from nnunet_equivariant.atomic import atomic_folder
+from nnunet_equivariant.io import atomic_folder
 from nnunet_equivariant.evaluation.rotate import PLANES, Geometry, plane_rotation, rotate_case
 
-__all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases"]
+__all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases",
+           "check_angles_and_planes", "label_key_names"]
 
 DEFAULT_ANGLES = (0, 15, 30, 45, 60, 90, 120, 150, 180)
 
@@ -127,13 +128,7 @@ def rotation_eval(
     if labels is None:
         raise ValueError("no label folder given: rotation_eval needs reference labels (-l, or a dataset folder "
                          "with imagesTs and labelsTs)")
-    angles = [float(a) for a in angles]
-    bad_angles = [a for a in angles if not -180 <= a <= 180]
-    if bad_angles or not angles:
-        raise ValueError(f"angles must be a non-empty list of degrees in [-180, 180], got {bad_angles or angles}")
-    bad_planes = [p for p in planes if p not in PLANES]
-    if bad_planes or not planes:
-        raise ValueError(f"planes must be among {sorted(PLANES)}, got {list(planes)}")
+    angles = check_angles_and_planes(angles, planes)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise FileExistsError(f"output folder {output} is not empty; pass --overwrite to replace it")
     if not model_folders:
@@ -152,6 +147,18 @@ def rotation_eval(
     rows = _evaluate(cases, models, predictors, reader, label_reader, planes, angles, regions, label_names,
                      ignore_label)
     return _write_outputs(output, rows, models, folds, len(cases), overwrite)
+
+
+def check_angles_and_planes(angles: Sequence[float], planes: Sequence[str]) -> list[float]:
+    """The angles as floats; ``ValueError`` naming the bad ones if any is outside [-180, 180] or a plane unknown."""
+    angles = [float(a) for a in angles]
+    bad_angles = [a for a in angles if not -180 <= a <= 180]
+    if bad_angles or not angles:
+        raise ValueError(f"angles must be a non-empty list of degrees in [-180, 180], got {bad_angles or angles}")
+    bad_planes = [p for p in planes if p not in PLANES]
+    if bad_planes or not planes:
+        raise ValueError(f"planes must be among {sorted(PLANES)}, got {list(planes)}")
+    return angles
 
 
 def _check_same_task(models: list[ModelFolder]) -> None:
@@ -180,6 +187,16 @@ def _make_names_unique(models: list[ModelFolder]) -> None:
                 m.name = attempt(i, m)
 
 
+def label_key_names(dataset_json: dict) -> dict[str, str]:
+    """nnU-Net's label keys (``"1"``, or ``"(1, 2)"`` for a region, as in ``summary.json``) -> names in
+    ``dataset.json``."""
+    names = {}
+    for name, value in dataset_json["labels"].items():
+        key = value if isinstance(value, int) else tuple(value) if len(value) > 1 else value[0]
+        names[str(key)] = name
+    return names
+
+
 def _readers_and_labels(model: ModelFolder, first_case):
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -189,10 +206,7 @@ def _readers_and_labels(model: ModelFolder, first_case):
     label_reader = determine_reader_writer_from_dataset_json(model.dataset_json, first_case[2], verbose=False)()
     label_manager = plans_manager.get_label_manager(model.dataset_json)
     regions = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
-    names = {}
-    for name, value in model.dataset_json["labels"].items():
-        key = value if isinstance(value, int) else tuple(value) if len(value) > 1 else value[0]
-        names[str(key)] = name
+    names = label_key_names(model.dataset_json)
     label_names = {str(r): names.get(str(r), str(r)) for r in regions}
     return reader, label_reader, regions, label_names, label_manager.ignore_label
 

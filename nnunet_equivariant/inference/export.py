@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import check_target
+from ..io import check_target
 from ..layers import SteerableConv3d
 from ..layers.mirror_conv import MirrorSymmetricConv3d, MirrorSymmetricConvTranspose3d
 

@@ -221,7 +221,7 @@ def write_merged_dataset(raw: str | os.PathLike, source: int | str, target_id: i
     ``dataset.json`` with the merged ``labels`` plus ``"laterality"``: the original labels and the pairs."""
     import SimpleITK as sitk
 
-    from ..atomic import atomic_folder
+    from ..io import atomic_folder
 
     raw = Path(raw)
     src = _dataset_folder(raw, source)

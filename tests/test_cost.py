@@ -1,0 +1,29 @@
+"""Epoch times read back from nnU-Net's checkpoint logging, or from its text log."""
+from nnunet_equivariant.evaluation.cost import training_times
+
+
+def test_epoch_times_from_checkpoint_logging(tmp_path):
+    checkpoint = {"logging": {"epoch_start_timestamps": [100.0, 110.0, 125.0],
+                              "epoch_end_timestamps": [108.0, 120.0, 130.0]}}
+    (tmp_path / "training_log_2026_1_1_00_00_00.txt").write_text("Epoch time: 99.0 s\n")
+    times = training_times(tmp_path, checkpoint)
+    assert (times.epochs, times.median_epoch_seconds, times.total_seconds) == (3, 8.0, 23.0)
+    assert times.source == "checkpoint_final.pth logging", "the checkpoint wins over the text log"
+
+
+def test_epoch_times_from_the_newest_text_log(tmp_path):
+    import os
+
+    old = tmp_path / "training_log_2026_9_1_00_00_00.txt"  # sorts after the newer one by name
+    old.write_text("Epoch time: 99.0 s\n")
+    os.utime(old, (1_000_000, 1_000_000))
+    (tmp_path / "training_log_2026_10_2_00_00_00.txt").write_text(
+        "2026-01-02 00:00:01: Epoch 0\n2026-01-02 00:00:13: Epoch time: 12.5 s\n"
+        "2026-01-02 00:00:14: Epoch 1\n2026-01-02 00:00:24: Epoch time: 10.0 s\n")
+    times = training_times(tmp_path, {"logging": {}})
+    assert (times.epochs, times.median_epoch_seconds, times.total_seconds) == (2, 11.25, 22.5)
+    assert times.source == "training_log_2026_10_2_00_00_00.txt"
+
+
+def test_no_epoch_times(tmp_path):
+    assert training_times(tmp_path) is None
