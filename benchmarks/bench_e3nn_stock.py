@@ -196,8 +196,10 @@ def main(argv=None) -> None:
                     times[name] += res["times"]
                     rows.setdefault((patch, batch, mode, name), {}).update(params=res["params"],
                                                                           choices=res["choices"])
+                    fft = sum(v != "direct" for v in res["choices"].values())
+                    note = f" (FFT for {fft} of {len(res['choices'])} shapes)" if name == "fast" else ""
                     print(f"  {patch}^3 b{batch} {mode:5s} round {r + 1} {name:6s} "
-                          f"{' '.join(f'{t:.2f}' for t in res['times'])} s; {_load()}", flush=True)
+                          f"{' '.join(f'{t:.2f}' for t in res['times'])} s{note}; {_load()}", flush=True)
             for name in CONFIGS:
                 row = rows[patch, batch, mode, name]
                 row["time_s"] = statistics.median(times[name])
