@@ -7,9 +7,12 @@ derives with ``get_pool_and_conv_props``: 4 and 5 stages, 32..320 features) it m
 (forward + backward with deep supervision, cross-entropy on random labels; under ``--amp`` autocast and a
 ``GradScaler`` as nnU-Net trains) and an eval forward (inference mode, one output), in fresh worker processes:
 
-- the workers run **interleaved** (stock, direct, fast, stock, direct, fast, ... for ``--rounds`` rounds),
-  each doing one warm-up step (it also does the fast path's per-shape measurement and fills the eval
-  kernel caches) and then ``--repeats`` timed steps; the table shows the median over all rounds;
+- times: each of ``--rounds`` fresh worker processes builds all three networks, runs one warm-up step of
+  each (it also does the fast path's per-shape measurement and fills the eval kernel caches), then
+  ``--repeats`` rounds of one step of each, **interleaved** (stock, direct, fast, stock, ...) in the same
+  process, so load changes and the allocator's state hit all three alike; the table shows the median
+  over all steps (separate processes per network gave the fast path a warmer heap: a spurious 2x);
+- memory: one fresh process per network;
 - peak memory: CUDA ``max_memory_allocated`` above what was allocated before the step, or on CPU the step's
   peak resident set size (``VmHWM``, reset before the step) above the resident size before it, with glibc returning blocks over 64 KiB to the
   system (``MALLOC_MMAP_THRESHOLD_``) so the resident size follows the live tensors.
@@ -67,20 +70,19 @@ def build(name: str, patch: int, trainer: str):
     return getattr(e3nn_trainers, trainer).build_network_architecture(None, config, 1, 3, True)
 
 
-def worker(name: str, mode: str, patch: int, batch: int, args) -> dict:
+def _make_step(name: str, mode: str, patch: int, batch: int, args):
+    """``(step, params)``: one training step or eval forward of configuration ``name``."""
     import torch
 
     from nnunet_equivariant.layers import _fft_conv
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    _fft_conv.set_conv_algorithm("direct" if name == "direct" else "auto")
     net = build(name, patch, args.trainer).to(device)
     x = torch.randn(batch, 1, patch, patch, patch, device=device)
     amp = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
                          enabled=args.amp)
-    result = {"params": sum(p.numel() for p in net.parameters())}
+    algorithm = "direct" if name == "direct" else "auto"
     if mode == "train":
         net.train()
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
@@ -90,9 +92,10 @@ def worker(name: str, mode: str, patch: int, batch: int, args) -> dict:
 
         def step():
             optimizer.zero_grad(set_to_none=True)
-            with amp:
+            with _fft_conv.conv_algorithm(algorithm), amp:
                 loss = sum(torch.nn.functional.cross_entropy(o, t) for o, t in zip(net(x), targets))
-            scaler.scale(loss).backward()
+            with _fft_conv.conv_algorithm(algorithm):
+                scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
     else:
@@ -100,36 +103,56 @@ def worker(name: str, mode: str, patch: int, batch: int, args) -> dict:
         net.decoder.deep_supervision = False
 
         def step():
-            with torch.inference_mode(), amp:
+            with _fft_conv.conv_algorithm(algorithm), torch.inference_mode(), amp:
                 net(x)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    step()  # warm-up: the fast path measures its per-shape choices here, eval caches fill
-    sync()
+
+    def synced_step():
+        step()
+        sync()
+
+    return synced_step, sum(p.numel() for p in net.parameters())
+
+
+def worker(name: str, mode: str, patch: int, batch: int, args) -> dict:
+    """Memory of configuration ``name``, or (``name == "all"``) the times of every configuration measured
+    in one process, interleaved step by step (one allocator and cache state for all of them)."""
+    import torch
+
+    from nnunet_equivariant.layers import _fft_conv
+
+    torch.set_num_threads(args.threads)
+    names = list(CONFIGS) if name == "all" else [name]
+    steps, result = {}, {}
+    for n in names:
+        steps[n], params = _make_step(n, mode, patch, batch, args)
+        steps[n]()  # warm-up: the fast path measures its per-shape choices here, eval caches fill
+        result[n] = {"params": params}
     if args.measure == "memory":
-        if device.type == "cuda":
+        if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
-            step()
-            sync()
+            steps[name]()
             peak = torch.cuda.max_memory_allocated() - before
         else:  # the high-water mark is reset first: the warm-up's per-shape measurement must not count
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             before = _status_kib("VmRSS")
-            step()
+            steps[name]()
             peak = (_status_kib("VmHWM") - before) * 1024
-        result["peak_mib"] = max(peak, 0) / 2 ** 20
+        result[name]["peak_mib"] = max(peak, 0) / 2 ** 20
         return result
-    times = []
+    for n in names:
+        result[n]["times"] = []
     for _ in range(args.repeats):
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    result["times"] = times
-    result["choices"] = {str(k[:6]): v for k, v in _fft_conv.algorithm_cache().items() if k[0] != "fft"}
+        for n in names:
+            start = time.perf_counter()
+            steps[n]()
+            result[n]["times"].append(time.perf_counter() - start)
+    choices = {str(k[:6]): v for k, v in _fft_conv.algorithm_cache().items() if k[0] != "fft"}
+    for n in names:
+        result[n]["choices"] = choices if n == "fast" else {}
     return result
 
 
@@ -191,18 +214,21 @@ def main(argv=None) -> None:
         for mode in modes:
             times = {name: [] for name in CONFIGS}
             for r in range(args.rounds):
+                measured = _spawn("all", mode, "time", patch, batch, args)
                 for name in CONFIGS:
-                    res = _spawn(name, mode, "time", patch, batch, args)
+                    res = measured[name]
                     times[name] += res["times"]
                     rows.setdefault((patch, batch, mode, name), {}).update(params=res["params"],
                                                                           choices=res["choices"])
+                    fft = sum(v != "direct" for v in res["choices"].values())
+                    note = f" (FFT for {fft} of {len(res['choices'])} shapes)" if name == "fast" else ""
                     print(f"  {patch}^3 b{batch} {mode:5s} round {r + 1} {name:6s} "
-                          f"{' '.join(f'{t:.2f}' for t in res['times'])} s; {_load()}", flush=True)
+                          f"{' '.join(f'{t:.2f}' for t in res['times'])} s{note}; {_load()}", flush=True)
             for name in CONFIGS:
                 row = rows[patch, batch, mode, name]
                 row["time_s"] = statistics.median(times[name])
                 if not args.no_memory:
-                    row["peak_mib"] = _spawn(name, mode, "memory", patch, batch, args)["peak_mib"]
+                    row["peak_mib"] = _spawn(name, mode, "memory", patch, batch, args)[name]["peak_mib"]
     print(f"\n{_load()} at the end\n")
     for (patch, batch, mode, name), row in rows.items():
         if name == "fast":
