@@ -19,6 +19,8 @@ import subprocess
 import sys
 from typing import Sequence
 
+from nnunet_equivariant.evaluation.cost import process_status_bytes
+
 
 def measure(network_name: str, sizes: list[int], batch: int, stages: int, threads: int) -> list[dict]:
     import torch
@@ -43,14 +45,6 @@ def measure(network_name: str, sizes: list[int], batch: int, stages: int, thread
     return rows
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
 def measure_forward_backward_peak(network, patch_size: Sequence[int], batch_size: int,
                                   input_channels: int = 1) -> int:
     """Peak resident memory (bytes) a forward + backward pass adds to this process, on the CPU.
@@ -69,13 +63,13 @@ def measure_forward_backward_peak(network, patch_size: Sequence[int], batch_size
     for size, batch in ((_warmup_size(network), 1), (tuple(patch_size), batch_size)):
         network.zero_grad(set_to_none=True)
         x = torch.randn(batch, input_channels, *size)
-        baseline = _status_bytes("VmRSS")
+        baseline = process_status_bytes("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the high-water mark (VmHWM) to the current resident size
         out = network(x)
         loss = sum(o.float().square().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
         loss.backward()
-        peak = _status_bytes("VmHWM") - baseline
+        peak = process_status_bytes("VmHWM") - baseline
         del out, loss, x
     network.zero_grad(set_to_none=True)
     return peak

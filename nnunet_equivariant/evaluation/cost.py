@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["TrainStepCost", "TrainingTimes", "measure_train_step", "training_times", "count_parameters",
-           "memory_kind"]
+           "memory_kind", "process_status_bytes"]
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
@@ -173,7 +173,7 @@ def measure_train_step(trainer_class, plans: dict, configuration: str, dataset_j
         elif baseline is not None:
             _reset_resident_peak()
             trainer.train_step(batch)
-            cost.peak_memory_mib = (_status_bytes("VmHWM") - baseline) / 2 ** 20
+            cost.peak_memory_mib = (process_status_bytes("VmHWM") - baseline) / 2 ** 20
         del trainer, batch
         gc.collect()
         if cuda:
@@ -181,7 +181,8 @@ def measure_train_step(trainer_class, plans: dict, configuration: str, dataset_j
     return cost
 
 
-def _status_bytes(field: str) -> int:
+def process_status_bytes(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...) in bytes (Linux)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -206,7 +207,7 @@ def _cpu_memory_baseline() -> int | None:
             return None
         libc.malloc_trim(0)
         _reset_resident_peak()
-        return _status_bytes("VmRSS")
+        return process_status_bytes("VmRSS")
     except (OSError, AttributeError):
         return None
 
