@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 from torch import nn
 
 __all__ = ["MemoryModel", "MEMORY_MODELS", "largest_kernel_values", "estimate_forward_backward_bytes",
