@@ -34,7 +34,9 @@ CONFIGS = {
     "stock": "nnU-Net PlainConvUNet (3^3, stock)",
     "direct": "E3nnUNet, conv3d only",
     "fast": "E3nnUNet, per-layer conv3d / FFT",
+    "lean": "E3nnUNet lean (nnUNetTrainerE3nnLean), conv3d only",
 }
+NNUNET_TRAINERS = "nnUNetTrainer,nnUNetTrainerE3nn,nnUNetTrainerE3nnLean"
 
 
 def configuration(patch: int):
@@ -67,6 +69,7 @@ def build(name: str, patch: int, trainer: str):
         return get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
                                       config.network_arch_init_kwargs_req_import, 1, 3, allow_init=True,
                                       deep_supervision=True)
+    trainer = "nnUNetTrainerE3nnLean" if name == "lean" else trainer
     return getattr(e3nn_trainers, trainer).build_network_architecture(None, config, 1, 3, True)
 
 
@@ -82,7 +85,7 @@ def _make_step(name: str, mode: str, patch: int, batch: int, args):
     x = torch.randn(batch, 1, patch, patch, patch, device=device)
     amp = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
                          enabled=args.amp)
-    algorithm = "direct" if name == "direct" else "auto"
+    algorithm = "auto" if name == "fast" else "direct"
     if mode == "train":
         net.train()
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
@@ -123,7 +126,7 @@ def worker(name: str, mode: str, patch: int, batch: int, args) -> dict:
     from nnunet_equivariant.layers import _fft_conv
 
     torch.set_num_threads(args.threads)
-    names = list(CONFIGS) if name == "all" else [name]
+    names = args.configs.split(",") if name == "all" else [name]
     steps, result = {}, {}
     for n in names:
         steps[n], params = _make_step(n, mode, patch, batch, args)
@@ -163,7 +166,8 @@ def _status_kib(field: str) -> int:
 
 def _spawn(name, mode, measure, patch, batch, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, mode, measure, str(patch), str(batch), "--device", args.device,
-           "--threads", str(args.threads), "--repeats", str(args.repeats), "--trainer", args.trainer]
+           "--threads", str(args.threads), "--repeats", str(args.repeats), "--trainer", args.trainer,
+           "--configs", args.configs]
     cmd += ["--amp"] if args.amp else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     if measure == "memory":
@@ -191,7 +195,15 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", default="48x2,64x1", help="comma-separated PATCHxBATCH")
     parser.add_argument("--modes", default="train,eval")
     parser.add_argument("--trainer", default="nnUNetTrainerE3nn", help="E3nn trainer whose network is measured")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"networks measured per step, of {list(CONFIGS)}")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory workers")
+    parser.add_argument("--nnunet", action="store_true",
+                        help="also an epoch through nnUNetv2_train and a case through nnUNetv2_predict")
+    parser.add_argument("--nnunet-trainers", default=NNUNET_TRAINERS, help="trainers for --nnunet, comma-separated")
+    parser.add_argument("--nnunet-size", type=int, default=48, help="training image size (= nnU-Net's patch)")
+    parser.add_argument("--nnunet-case-size", type=int, default=64, help="size of the predicted cases")
+    parser.add_argument("--nnunet-iterations", type=int, default=5, help="training iterations per epoch")
+    parser.add_argument("--workdir", help="folder for --nnunet's nnU-Net folders (default: a temporary one)")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -203,7 +215,10 @@ def main(argv=None) -> None:
 
     import torch
 
-    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",") if c]
+    configs = args.configs.split(",")
+    if "stock" not in configs or set(configs) - set(CONFIGS):
+        parser.error(f"--configs must include stock (the reference) and name only {list(CONFIGS)}, got {args.configs}")
     modes = args.modes.split(",")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"device {args.device}{' (' + torch.cuda.get_device_name() + ')' if args.device == 'cuda' else ''}, "
@@ -212,10 +227,10 @@ def main(argv=None) -> None:
     rows = {}
     for patch, batch in cases:
         for mode in modes:
-            times = {name: [] for name in CONFIGS}
+            times = {name: [] for name in configs}
             for r in range(args.rounds):
                 measured = _spawn("all", mode, "time", patch, batch, args)
-                for name in CONFIGS:
+                for name in configs:
                     res = measured[name]
                     times[name] += res["times"]
                     rows.setdefault((patch, batch, mode, name), {}).update(params=res["params"],
@@ -224,7 +239,7 @@ def main(argv=None) -> None:
                     note = f" (FFT for {fft} of {len(res['choices'])} shapes)" if name == "fast" else ""
                     print(f"  {patch}^3 b{batch} {mode:5s} round {r + 1} {name:6s} "
                           f"{' '.join(f'{t:.2f}' for t in res['times'])} s{note}; {_load()}", flush=True)
-            for name in CONFIGS:
+            for name in configs:
                 row = rows[patch, batch, mode, name]
                 row["time_s"] = statistics.median(times[name])
                 if not args.no_memory:
@@ -239,8 +254,8 @@ def main(argv=None) -> None:
           "eval fwd (s) | x stock | eval peak (MiB) | x stock |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for patch, batch in cases:
-        for name, label in CONFIGS.items():
-            cells = []
+        for name in configs:
+            label, cells = CONFIGS[name], []
             for mode in ("train", "eval"):
                 row, ref = rows.get((patch, batch, mode, name)), rows.get((patch, batch, mode, "stock"))
                 if row is None:
@@ -251,6 +266,72 @@ def main(argv=None) -> None:
                 cells.append(f"{row['time_s']:.2f} | {row['time_s'] / ref['time_s']:.2f} | {mem}")
             params = next(r["params"] for (p, b, _, n), r in rows.items() if (p, b, n) == (patch, batch, name))
             print(f"| {patch}^3, {batch} | {label} | {params:,} | {' | '.join(cells)} |")
+
+    if args.nnunet:
+        nnunet_commands(args)
+
+
+def nnunet_commands(args) -> None:
+    """An epoch through ``nnUNetv2_train`` and a case through ``nnUNetv2_predict`` per trainer, on rods and
+    discs planned by nnU-Net's default planner (``--nnunet-size``^3 images at 1 mm: the patch is the image).
+
+    Epoch: median of 3 epochs of ``--nnunet-iterations`` iterations and nnU-Net's validation iterations (a
+    schedule shim per trainer). Case: ``(t(3 cases) - t(1 case)) / 2`` of ``nnUNetv2_predict`` with each
+    trainer's own test-time mirroring (stock 8 passes, SO(3) 2), so the process start and model loading cancel.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from nnunet_runs import nnunet_env, run_command, schedule_trainer
+
+    from nnunet_equivariant.evaluation.cost import training_times
+    from nnunet_equivariant.synthetic import write_rods_and_discs_dataset
+
+    out = Path(args.workdir or tempfile.mkdtemp(prefix="bench_e3nn_stock_")).resolve()
+    env = {**nnunet_env(out, args.device), "OMP_NUM_THREADS": str(args.threads)}
+    log = out / "commands.log"
+    dataset_id, name = 914, "BenchRodsDiscs"
+    raw = out / "nnUNet_raw"
+    dataset = raw / f"Dataset{dataset_id}_{name}"
+    if not dataset.is_dir():
+        write_rods_and_discs_dataset(raw, dataset_id, name, num_train=6, num_test=0, shape=[args.nnunet_size] * 3)
+    cases = out / "predict_cases"
+    if not cases.is_dir():  # larger cases: nnU-Net's sliding window over several patch positions
+        write_rods_and_discs_dataset(out / "cases_raw", dataset_id + 1, name, num_train=3, num_test=0,
+                                     shape=[args.nnunet_case_size] * 3)
+        (out / "cases_raw" / f"Dataset{dataset_id + 1}_{name}" / "imagesTr").rename(cases)
+    if not (out / "nnUNet_preprocessed" / dataset.name / "nnUNetPlans.json").is_file():
+        run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
+                    "3d_fullres", "-np", "1", log=log)
+    one = out / "predict_one_case"
+    one.mkdir(exist_ok=True)
+    first = min(cases.glob("*.nii.gz"))
+    if not (one / first.name).exists():
+        (one / first.name).symlink_to(first)
+    rows = []
+    for base in args.nnunet_trainers.split(","):
+        trainer = schedule_trainer(out / "trainers", base, 3, args.nnunet_iterations)
+        fold = out / "nnUNet_results" / dataset.name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        if not (fold / "checkpoint_final.pth").is_file():
+            run_command(env, "nnUNetv2_train", dataset_id, "3d_fullres", "0", "-tr", trainer, "-device", args.device,
+                        log=log)
+        seconds = {}
+        for label, images in (("one", one), ("three", cases)):
+            predictions = out / "predictions" / f"{trainer}_{label}"
+            seconds[label] = run_command(env, "nnUNetv2_predict", "-i", images, "-o", predictions, "-d", dataset_id,
+                                         "-c", "3d_fullres", "-tr", trainer, "-f", "0", "-device", args.device,
+                                         "-npp", "0", "-nps", "0", log=log)
+        rows.append({"trainer": base, "epoch_s": training_times(fold).median_epoch_seconds,
+                     "case_s": (seconds["three"] - seconds["one"]) / 2})
+    stock = next((r for r in rows if r["trainer"] == "nnUNetTrainer"), rows[0])
+    print(f"\nnnU-Net's commands ({args.nnunet_size}^3 training images, epochs of {args.nnunet_iterations} "
+          f"iterations; {args.nnunet_case_size}^3 cases predicted with each trainer's test-time mirroring; "
+          f"work folder {out}):\n")
+    print(f"| trainer | epoch (s) | x {stock['trainer']} | case predict (s) | x {stock['trainer']} |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['trainer']} | {r['epoch_s']:.1f} | {r['epoch_s'] / stock['epoch_s']:.2f} | {r['case_s']:.1f} | "
+              f"{r['case_s'] / stock['case_s']:.2f} |")
 
 
 if __name__ == "__main__":

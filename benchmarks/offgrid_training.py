@@ -27,13 +27,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from nnunet_runs import nnunet_env, run_command, schedule_trainer
 
 DATASET_NAME = "OffgridAnatomy"
 DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnShells", "nnUNetTrainerE3nnAntialias", "nnUNetTrainerNoRot",
@@ -102,43 +99,6 @@ def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, 
         "description": "SynthSeg-style anatomy in one pose (benchmarks/offgrid_training.py)"}, indent=2))
     (test / "done").write_text(json.dumps({"poses": jobs}))
     return dataset, test
-
-
-def schedule_trainer(folder: Path, base: str, epochs: int, iterations: int) -> str:
-    """Write a shim ``<base>_offgrid<E>x<I>`` that only sets the schedule; return its name."""
-    name = f"{base}_offgrid{epochs}x{iterations}"
-    folder.mkdir(parents=True, exist_ok=True)
-    if base.startswith("nnUNetTrainerE3nn") or base in ("nnUNetTrainerNoRot", "nnUNetTrainerRot20",
-                                                          "nnUNetTrainerRot180"):
-        module = ("nnunet_equivariant.training.e3nn" if base.startswith("nnUNetTrainerE3nn")
-                  else "nnunet_equivariant.training.rotation_baselines")
-    else:
-        module = "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
-    # nnU-Net records the constructor's arguments by name: the signature must stay exactly nnU-Net's
-    (folder / f"{name}.py").write_text(
-        f"import torch\n\nfrom {module} import {base}\n\n\n"
-        f"class {name}({base}):\n"
-        f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
-        f"                 device: torch.device = torch.device('cuda')):\n"
-        f"        super().__init__(plans, configuration, fold, dataset_json, device)\n"
-        f"        self.num_epochs = {epochs}\n"
-        f"        self.num_iterations_per_epoch = {iterations}\n"
-        f"        self.num_val_iterations_per_epoch = {max(1, iterations // 5)}\n")
-    return name
-
-
-def _run(env: dict, *cmd: str, log: Path) -> None:
-    exe = Path(sys.executable).parent / cmd[0]
-    args = [str(exe) if exe.exists() else cmd[0], *map(str, cmd[1:])]
-    print(f"[offgrid] {' '.join(args)}", flush=True)
-    start = time.time()
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(args)}\n")
-        f.flush()
-        proc = subprocess.run(args, env=env, stdout=f, stderr=subprocess.STDOUT)
-    print(f"[offgrid]   {time.time() - start:.0f} s", flush=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed with exit code {proc.returncode}; see {log}")
 
 
 def dice_table(test: Path, predictions: Path, labels: dict) -> list[dict]:
@@ -237,18 +197,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     out = Path(args.output).resolve()
-    env = dict(os.environ)
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (out / name).mkdir(parents=True, exist_ok=True)
-        env[name] = str(out / name)
-    env.setdefault("nnUNet_compile", "false")
-    if args.device == "cpu":
-        env.setdefault("nnUNet_n_proc_DA", "0")
-        env.setdefault("nnUNet_def_n_proc", "1")
-    ext = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    env["nnUNet_extTrainer"] = os.pathsep.join([str(out / "trainers"), *ext])
-    repo = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    env = nnunet_env(out, args.device)
     log = out / "commands.log"
     spacing = (1.0, 1.0, 1.0)
 
@@ -257,18 +206,18 @@ def main(argv=None) -> None:
     plans = out / "nnUNet_preprocessed" / dataset.name / "nnUNetPlans.json"
     if not plans.is_file():
         # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA): it must be >= 1 there
-        _run({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", args.dataset_id, "-c",
+        run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", args.dataset_id, "-c",
              "3d_fullres", "-np", "1", "--verify_dataset_integrity", log=log)
     rows = []
     for base in args.trainers:
         trainer = schedule_trainer(out / "trainers", base, args.epochs, args.iterations)
         model = out / "nnUNet_results" / dataset.name / f"{trainer}__nnUNetPlans__3d_fullres"
         if not (model / "fold_0" / "checkpoint_final.pth").is_file():
-            _run(env, "nnUNetv2_train", args.dataset_id, "3d_fullres", "0", "-tr", trainer, "-device", args.device,
+            run_command(env, "nnUNetv2_train", args.dataset_id, "3d_fullres", "0", "-tr", trainer, "-device", args.device,
                  log=log)
         predictions = out / "predictions" / trainer
         if not (predictions / "done").is_file():
-            _run(env, "nnUNetv2_predict", "-i", test / "images", "-o", predictions, "-d", args.dataset_id,
+            run_command(env, "nnUNetv2_predict", "-i", test / "images", "-o", predictions, "-d", args.dataset_id,
                  "-c", "3d_fullres", "-tr", trainer, "-f", "0", "-device", args.device, "-npp", "0", "-nps", "0",
                  *([] if args.tta else ["--disable_tta"]), log=log)
             (predictions / "done").write_text("")

@@ -165,7 +165,7 @@ def _configuration(patch_size, spacing, strides, features):
     (trainers.nnUNetTrainerE3nnRotDA, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_30x0e, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_8x8x0, 32, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_4x4x4, 36, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnShells, 30, (5, 5, 5)),
-    (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnLean, 15, (5, 5, 5)),
 ])
 def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
     config = _configuration([32, 32, 32], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
@@ -194,6 +194,27 @@ def test_parameters_fewer_than_stock_on_default_plans(trainer, low, high):
                                    deep_supervision=True)
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     assert low < count(stock) / count(steerable) < high
+
+
+def test_lean_trainer_halves_every_stage_and_stays_equivariant(float64_default):
+    """nnUNetTrainerE3nnLean: the plans' widths x 0.5 in units of 4x0e+2x1e+1x2e (dim 15): exactly half the
+    irreps of nnUNetTrainerE3nn at every stage, so a quarter of its convolution multiply-adds, and still
+    equivariant on the 24 grid rotations."""
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
+    torch.manual_seed(0)
+    lean = trainers.nnUNetTrainerE3nnLean.build_network_architecture(None, config, 1, 3, False).eval()
+    full = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 3, False)
+    assert [ir.dim for ir in lean.encoder.output_irreps] == [ir.dim // 2 for ir in full.encoder.output_irreps] \
+        == [15, 30, 60, 135]
+    assert str(lean.encoder.output_irreps[0]) == "4x0e+2x1e+1x2e"
+    assert_equivariant(lean, torch.randn(1, 1, 16, 16, 16), grid_rotations(), rep_in=None, rep_out=None, tol=1e-5)
+
+
+def test_width_scale_is_checked():
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 128])
+    for bad in (0, -0.5, "half"):
+        with pytest.raises(ValueError, match="width_scale must be a positive number"):
+            trainers.e3nn_unet_from_plans(config, 1, 3, width_scale=bad)
 
 
 def test_trainer_attributes():

@@ -314,16 +314,27 @@ def e3nn_unet_kwargs(configuration_manager, trainer_name: str = "E3nnUNet") -> d
 
 def e3nn_unet_from_plans(configuration_manager, num_input_channels: int, num_output_channels: int,
                          deep_supervision: bool = True, symmetry: str = "so3", irreps_ratio: str | None = None,
-                         kernel_size: int = 5, trainer_name: str = "E3nnUNet", **network_kwargs) -> E3nnUNet:
+                         kernel_size: int = 5, trainer_name: str = "E3nnUNet", width_scale: float = 1.0,
+                         **network_kwargs) -> E3nnUNet:
     """The ``E3nnUNet`` of a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
 
     The topology comes from the plans (:func:`e3nn_unet_kwargs`); ``symmetry``, ``irreps_ratio``,
-    ``kernel_size`` and any further ``network_kwargs`` are ``E3nnUNet``'s. Built by nnU-Net's
+    ``kernel_size`` and any further ``network_kwargs`` are ``E3nnUNet``'s. ``width_scale`` multiplies the
+    plans' feature widths (rounded, at least 1) before they become irreps: ``0.5`` with the ratio
+    ``4x0e+2x1e+1x2e`` halves every stage's irreps (``nnUNetTrainerE3nnLean``). Built by nnU-Net's
     ``get_network_from_plans``, as the stock trainers build theirs. ``trainer_name`` only names the caller
     in error messages.
     """
+    if not (isinstance(width_scale, (int, float)) and width_scale > 0):
+        raise ValueError(f"width_scale must be a positive number, got {width_scale!r}")
     kwargs = dict(e3nn_unet_kwargs(configuration_manager, trainer_name), symmetry=symmetry,
                   irreps_ratio=irreps_ratio, kernel_size=kernel_size, **network_kwargs)
+    if width_scale != 1:
+        widths = kwargs["features_per_stage"]
+        if any(isinstance(f, str) for f in widths):
+            raise ValueError(f"{trainer_name}: width_scale {width_scale} needs integer feature widths in the plans, "
+                             f"got features_per_stage {widths}")
+        kwargs["features_per_stage"] = [max(1, int(round(f * width_scale))) for f in widths]
     return get_network_from_plans(f"{E3nnUNet.__module__}.{E3nnUNet.__qualname__}", kwargs, (),
                                   num_input_channels, num_output_channels, allow_init=True,
                                   deep_supervision=deep_supervision)

@@ -26,6 +26,7 @@ __all__ = [
     "nnUNetTrainerE3nn_k3",
     "nnUNetTrainerE3nnShells",
     "nnUNetTrainerE3nnAntialias",
+    "nnUNetTrainerE3nnLean",
 ]
 
 
@@ -38,7 +39,8 @@ class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedu
     ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation), ``radial_basis``
     (``"smooth_finite"``: the paper's basis, the default; ``"gaussian_shells"``: band-limited shells, see
     ``SteerableConv3d``), ``antialias`` / ``upsample_antialias`` (Gaussian blur of ``sigma = value * stride``
-    voxels before each pooling / after each upsampling; 0: none).
+    voxels before each pooling / after each upsampling; 0: none), ``width_scale`` (multiplies the plans'
+    feature widths).
     Test-time mirroring keeps only the axes the network is not already equivariant to: SO(3) one axis
     (2 passes), O(3) none (1 pass).
 
@@ -55,6 +57,7 @@ class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedu
     radial_basis: str = DEFAULT_RADIAL_BASIS
     antialias: float = 0.0
     upsample_antialias: float = 0.0
+    width_scale: float = 1.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -69,7 +72,8 @@ class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedu
         return e3nn_unet_from_plans(configuration_manager, num_input_channels, num_output_channels,
                                     enable_deep_supervision, cls.symmetry, cls.irreps_ratio, cls.kernel_size,
                                     trainer_name=cls.__name__, radial_basis=cls.radial_basis,
-                                    antialias=cls.antialias, upsample_antialias=cls.upsample_antialias)
+                                    antialias=cls.antialias, upsample_antialias=cls.upsample_antialias,
+                                    width_scale=cls.width_scale)
 
 
 class nnUNetTrainerE3nnO3(nnUNetTrainerE3nn):
@@ -124,3 +128,14 @@ class nnUNetTrainerE3nnAntialias(nnUNetTrainerE3nnShells):
 
     antialias = 0.5
     upsample_antialias = 0.5
+
+
+class nnUNetTrainerE3nnLean(nnUNetTrainerE3nn):
+    """Half the irreps at every stage (ratio ``4x0e+2x1e+1x2e`` per unit of dimension 15, widths x 0.5: 15, 30,
+    60, 135, 165 for nnU-Net's 32..320), so its convolutions cost about the multiply-adds of stock nnU-Net's
+    3^3 convolutions at full width (a 5^3 kernel from 15 to 18 channels against 3^3 from 32 to 32: 1.2x) and
+    a quarter of ``nnUNetTrainerE3nn``'s. Same equivariance and kernel basis; ~1/4 of its parameters
+    (docs/benchmarks_e3nn.md)."""
+
+    irreps_ratio = "4x0e+2x1e+1x2e"
+    width_scale = 0.5
