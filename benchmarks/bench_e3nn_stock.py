@@ -1,6 +1,7 @@
 """The steerable network's bill against stock nnU-Net (issue 8): stock ``PlainConvUNet`` (3^3 kernels), E3nnUNet
-with ``conv3d`` only, and E3nnUNet with the per-layer choice between ``conv3d`` and the tiled FFT convolution
-(``layers/_fft_conv.py``), each built by its trainer from nnU-Net's default plans for the patch.
+with ``conv3d`` only, E3nnUNet with the per-layer choice between ``conv3d`` and the tiled FFT convolution
+(``layers/_fft_conv.py``) and the lean E3nnUNet (``nnUNetTrainerE3nnLean``: half the irreps per stage), each
+built by its trainer from nnU-Net's default plans for the patch.
 
 For each ``(patch, batch)`` (default: 48^3 batch 2 and 64^3 batch 1 at 1 mm, the topology nnU-Net's planner
 derives with ``get_pool_and_conv_props``: 4 and 5 stages, 32..320 features) it measures a training step
@@ -17,8 +18,13 @@ derives with ``get_pool_and_conv_props``: 4 and 5 stages, 32..320 features) it m
   peak resident set size (``VmHWM``, reset before the step) above the resident size before it, with glibc returning blocks over 64 KiB to the
   system (``MALLOC_MMAP_THRESHOLD_``) so the resident size follows the live tensors.
 
+With ``--nnunet``, then through nnU-Net's own commands on rods and discs (``nnunet_commands``): an epoch of
+``nnUNetv2_train`` and a case of ``nnUNetv2_predict`` (each trainer's own test-time mirroring) for
+``--nnunet-trainers`` (stock, ``nnUNetTrainerE3nn``, ``nnUNetTrainerE3nnLean``).
+
 Usage: ``python benchmarks/bench_e3nn_stock.py [--device cpu|cuda] [--amp] [--threads 2] [--rounds 2]
-[--repeats 2] [--cases 48x2,64x1] [--trainer nnUNetTrainerE3nn]``. On a GPU: ``--device cuda --amp``.
+[--repeats 2] [--cases 48x2,64x1] [--configs stock,direct,fast,lean] [--trainer nnUNetTrainerE3nn] [--nnunet]``.
+On a GPU: ``--device cuda --amp --nnunet``.
 """
 from __future__ import annotations
 
