@@ -73,34 +73,41 @@ def _case(subject: int, axis: str, angle: float) -> str:
 
 def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, spacing, axes, angles,
                   seed: int) -> tuple[Path, Path]:
-    """The training set (canonical pose) in nnU-Net's raw layout and the test poses beside it."""
+    """The training set (canonical pose) in nnU-Net's raw layout and the test poses beside it, in
+    ``test_<n_test>subjects_<axes>`` (each written once: more test subjects or axes later make a new test
+    folder and leave the training set, hence the trained models, as they are)."""
     from tqdm import tqdm
 
     from nnunet_equivariant.synthetic_anatomy import LABELS, render_subject, sample_subject
 
     dataset = raw / f"Dataset{dataset_id:03d}_{DATASET_NAME}"
-    test = dataset.parent.parent / "test_poses"
+    test = dataset.parent.parent / f"test_{n_test}subjects_{''.join(axes)}"
+    jobs = [(i, a, t) for i in range(n_train, n_train + n_test) for a, t in _poses(axes, angles)]
+    if (test / "done").is_file() and json.loads((test / "done").read_text())["poses"] != [list(j) for j in jobs]:
+        raise FileExistsError(f"{test} holds other poses than --angles {angles}: remove it or use another --output")
     if (dataset / "dataset.json").is_file() and (test / "done").is_file():
         return dataset, test
-    for sub in ("imagesTr", "labelsTr"):
-        (dataset / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)  # subject i is the same for any number of test subjects
+    subjects = [sample_subject(rng) for _ in range(n_train + n_test)]
+    if not (dataset / "dataset.json").is_file():
+        for sub in ("imagesTr", "labelsTr"):
+            (dataset / sub).mkdir(parents=True, exist_ok=True)
+        for i in tqdm(range(n_train), desc="training subjects"):
+            image, label = render_subject(subjects[i], shape, spacing)
+            _write_nifti(image, spacing, dataset / "imagesTr" / f"{DATASET_NAME}_{i:03d}_0000.nii.gz")
+            _write_nifti(label, spacing, dataset / "labelsTr" / f"{DATASET_NAME}_{i:03d}.nii.gz")
+        (dataset / "dataset.json").write_text(json.dumps({
+            "channel_names": {"0": "synthetic"}, "labels": LABELS, "numTraining": n_train, "file_ending": ".nii.gz",
+            "name": DATASET_NAME,
+            "description": "SynthSeg-style anatomy in one pose (benchmarks/offgrid_training.py)"}, indent=2))
+    elif json.loads((dataset / "dataset.json").read_text())["numTraining"] != n_train:
+        raise FileExistsError(f"{dataset} has another number of training subjects than --train {n_train}")
     for sub in ("images", "labels"):
         (test / sub).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    subjects = [sample_subject(rng) for _ in range(n_train + n_test)]
-    for i in tqdm(range(n_train), desc="training subjects"):
-        image, label = render_subject(subjects[i], shape, spacing)
-        _write_nifti(image, spacing, dataset / "imagesTr" / f"{DATASET_NAME}_{i:03d}_0000.nii.gz")
-        _write_nifti(label, spacing, dataset / "labelsTr" / f"{DATASET_NAME}_{i:03d}.nii.gz")
-    jobs = [(i, a, t) for i in range(n_train, n_train + n_test) for a, t in _poses(axes, angles)]
     for i, a, t in tqdm(jobs, desc="test poses"):
         image, label = render_subject(subjects[i], shape, spacing, _rotation(a, t))
         _write_nifti(image, spacing, test / "images" / f"{_case(i, a, t)}_0000.nii.gz")
         _write_nifti(label, spacing, test / "labels" / f"{_case(i, a, t)}.nii.gz")
-    (dataset / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "synthetic"}, "labels": LABELS, "numTraining": n_train, "file_ending": ".nii.gz",
-        "name": DATASET_NAME,
-        "description": "SynthSeg-style anatomy in one pose (benchmarks/offgrid_training.py)"}, indent=2))
     (test / "done").write_text(json.dumps({"poses": jobs}))
     return dataset, test
 
@@ -233,7 +240,7 @@ def main(argv=None) -> None:
                 resume = ["--c"]
             run_command(env, "nnUNetv2_train", args.dataset_id, "3d_fullres", "0", "-tr", trainer, "-device",
                         args.device, *resume, log=log)
-        predictions = out / "predictions" / trainer
+        predictions = out / "predictions" / test.name / trainer
         if not (predictions / "done").is_file():
             run_command(env, "nnUNetv2_predict", "-i", test / "images", "-o", predictions, "-d", args.dataset_id,
                  "-c", "3d_fullres", "-tr", trainer, "-f", "0", "-device", args.device, "-npp", "0", "-nps", "0",
