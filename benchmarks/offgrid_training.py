@@ -18,7 +18,7 @@ the ``E``-epoch run (``nnUNetv2_train --c``). Every step is skipped when its out
 run resumes. Usage::
 
     python benchmarks/offgrid_training.py -o /tmp/offgrid_bench --device cpu
-    python benchmarks/offgrid_training.py -o /tmp/offgrid_bench --device cpu --epochs 24 --continue-from 12 \
+    python benchmarks/offgrid_training.py -o /tmp/offgrid_bench --device cpu --epochs 24 --continue-from 12 \\
         --trainers nnUNetTrainerE3nn
     python benchmarks/offgrid_training.py -o /data/offgrid_bench --device cuda --epochs 100 --iterations 50 \\
         --train 40 --test 10 --axes z x y
