@@ -8,8 +8,9 @@
    ``--iterations``): schedule shims ``<Trainer>_offgrid<E>x<I>`` (subclasses that only set the schedule)
    are written into ``<output>/trainers`` and added to ``nnUNet_extTrainer``.
 4. ``nnUNetv2_predict`` of every test pose (one call per trainer; ``--disable_tta`` unless ``--tta``).
-5. Dice per structure (mean over test subjects) against angle: ``dice_vs_angle.csv``, ``dice_vs_angle.md``
-   (the table, and the largest drop from 0 degrees per trainer and structure) and ``dice_vs_angle.png``.
+5. Dice per structure (mean over test subjects) against angle, in ``<output>/results/<E>x<I>_<test set>/``:
+   ``dice_vs_angle.csv``, ``dice_vs_angle.md`` (the table, and the largest drop from 0 degrees per trainer and
+   structure), ``dice_vs_angle.png`` and ``dice_per_case.csv``.
 
 Runs on a GPU (``--device cuda``) or any CPU. The default schedule (12 epochs x 25 iterations) is what
 docs/offgrid.md reports: on an idle 2-core CPU an epoch of ``nnUNetTrainerE3nn`` takes 70-80 s (stock 40 s),
@@ -248,7 +249,9 @@ def main(argv=None) -> None:
             (predictions / "done").write_text("")
         labels = json.loads((dataset / "dataset.json").read_text())["labels"]
         rows += [{"trainer": base, **r} for r in dice_table(test, predictions, labels)]
-    summarise(rows, out, f"{args.train} training subjects in one pose, {args.epochs} epochs x {args.iterations} "
+    results = out / "results" / f"{args.epochs}x{args.iterations}_{test.name}"
+    results.mkdir(parents=True, exist_ok=True)
+    summarise(rows, results, f"{args.train} training subjects in one pose, {args.epochs} epochs x {args.iterations} "
                          f"iterations, {args.test} test subjects, {args.shape[0]}^3 at 1 mm, device {args.device}")
 
 
