@@ -33,6 +33,7 @@ import torch
 from scipy.ndimage import affine_transform
 
 from nnunet_equivariant.layers._irreps import blocks
+from nnunet_equivariant.layers.steerable_conv import DEFAULT_RADIAL_BASIS
 from nnunet_equivariant.networks.e3nn_unet import E3nnUNet
 from nnunet_equivariant.synthetic import _cylinder_distance
 
@@ -197,8 +198,9 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", help="nnU-Net checkpoint of the demo's nnUNetTrainerE3nn")
     parser.add_argument("--angle", type=float, default=45.0)
     parser.add_argument("--edge-width", type=float, nargs="+", default=[0.0, 0.8])
-    parser.add_argument("--radial-basis", default="smooth_finite", choices=["smooth_finite", "gaussian_shells"],
-                        help="rods and discs: the kernel basis of the checkpoint (gaussian_shells for nnUNetTrainerE3nnShells)")
+    parser.add_argument("--radial-basis", default=DEFAULT_RADIAL_BASIS, choices=["smooth_finite", "gaussian_shells"],
+                        help="rods and discs: the kernel basis of the checkpoint (smooth_finite for "
+                             "nnUNetTrainerE3nnPaperBasis)")
     parser.add_argument("--proxy", action="store_true", help="issue 13's proxy, one row per network variant")
     parser.add_argument("--window", action="store_true", help="proxy input faded out by a spherical window")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "stock"], choices=[*VARIANTS, "stock"])

@@ -38,7 +38,7 @@ import numpy as np
 from nnunet_runs import nnunet_env, run_command, schedule_trainer
 
 DATASET_NAME = "OffgridAnatomy"
-DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnShells", "nnUNetTrainerE3nnAntialias",
+DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnPaperBasis", "nnUNetTrainerE3nnAntialias",
                     "nnUNetTrainerE3nnLean", "nnUNetTrainerNoRot", "nnUNetTrainer")
 AXES = {"x": 0, "y": 1, "z": 2}
 

@@ -166,6 +166,7 @@ def _configuration(patch_size, spacing, strides, features):
     (trainers.nnUNetTrainerE3nn_8x8x0, 32, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_4x4x4, 36, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnShells, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnLean, 15, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nnPaperBasis, 30, (5, 5, 5)),
 ])
 def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
     config = _configuration([32, 32, 32], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
@@ -179,12 +180,13 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 
 
-@pytest.mark.parametrize("trainer, low, high", [(trainers.nnUNetTrainerE3nn, 15, 18),
-                                                 (trainers.nnUNetTrainerE3nnShells, 26, 30)])
+@pytest.mark.parametrize("trainer, low, high", [(trainers.nnUNetTrainerE3nn, 26, 30),
+                                                 (trainers.nnUNetTrainerE3nnPaperBasis, 15, 18),
+                                                 (trainers.nnUNetTrainerE3nnLean, 100, 120)])
 def test_parameters_fewer_than_stock_on_default_plans(trainer, low, high):
     """README's claim: on nnU-Net's default 5-stage plans (32..320 features, 3^3 kernels) the steerable
-    network has ~16x fewer parameters than the stock PlainConvUNet built from the same plans (the paper's
-    basis), ~28x with the band-limited shells (fewer radial elements per path)."""
+    network has ~28x fewer parameters than the stock PlainConvUNet built from the same plans (band-limited
+    shells, the default), ~16x with the paper's basis (more radial elements per path), ~110x lean."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     config = _configuration([64, 64, 64], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]] * 2, [32, 64, 128, 256, 320])
@@ -215,6 +217,18 @@ def test_width_scale_is_checked():
     for bad in (0, -0.5, "half"):
         with pytest.raises(ValueError, match="width_scale must be a positive number"):
             trainers.e3nn_unet_from_plans(config, 1, 3, width_scale=bad)
+
+
+def test_default_kernel_basis_is_the_shells():
+    """docs/offgrid.md: the shells became the default after the trained off-grid benchmark."""
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 128])
+    for trainer, basis in ((trainers.nnUNetTrainerE3nn, "gaussian_shells"),
+                           (trainers.nnUNetTrainerE3nnShells, "gaussian_shells"),
+                           (trainers.nnUNetTrainerE3nnPaperBasis, "smooth_finite")):
+        net = trainer.build_network_architecture(None, config, 1, 3, False)
+        assert {m.radial_basis for m in net.modules() if type(m).__name__ == "SteerableConv3d" and m.kernel_size > 1} \
+            == {basis}
+    assert E3nnUNet(1, 2, 2, [8, 16], [1, 2], 1, 1).encoder.stages[0][0].conv.radial_basis == "gaussian_shells"
 
 
 def test_trainer_attributes():

@@ -156,8 +156,8 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     Output: ``(batch, num_classes, x, y, z)`` logits, or with ``deep_supervision`` a list of them at every
     decoder resolution, highest first. All arguments are JSON-able, so the class can stand in a plans file.
 
-    Off-grid options (docs/offgrid.md): ``radial_basis`` (``"smooth_finite"``, the paper's, default;
-    ``"gaussian_shells"``, band-limited and far closer to equivariant between the grid rotations; see
+    Off-grid options (docs/offgrid.md): ``radial_basis`` (``"gaussian_shells"``, the default: band-limited,
+    far closer to equivariant between the grid rotations; ``"smooth_finite"``, the paper's; see
     ``SteerableConv3d``); ``antialias`` / ``upsample_antialias``: an isotropic ``GaussianBlur3d`` of
     ``value * stride`` voxels before every pooling / after every upsampling (0: none).
 

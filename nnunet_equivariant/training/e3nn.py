@@ -24,6 +24,7 @@ __all__ = [
     "nnUNetTrainerE3nn_8x8x0",
     "nnUNetTrainerE3nn_4x4x4",
     "nnUNetTrainerE3nn_k3",
+    "nnUNetTrainerE3nnPaperBasis",
     "nnUNetTrainerE3nnShells",
     "nnUNetTrainerE3nnAntialias",
     "nnUNetTrainerE3nnLean",
@@ -32,12 +33,12 @@ __all__ = [
 
 class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedundantMirroringMixin,
                         nnUNetTrainerVanillaAdam):
-    """SO(3)-steerable ``E3nnUNet`` (8:4:2 irreps, 5-voxel kernels), no rotation augmentation.
+    """SO(3)-steerable ``E3nnUNet`` (8:4:2 irreps, 5-voxel Gaussian-shell kernels), no rotation augmentation.
 
     Class attributes (set by the variants): ``symmetry`` (``"so3"`` / ``"o3"``), ``irreps_ratio``
     (``None``: the paper's 8:4:2), ``kernel_size`` (taps along the finest axis; kernels are balls in mm),
     ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation), ``radial_basis``
-    (``"smooth_finite"``: the paper's basis, the default; ``"gaussian_shells"``: band-limited shells, see
+    (``"gaussian_shells"``: band-limited shells, the default; ``"smooth_finite"``: the paper's basis, see
     ``SteerableConv3d``), ``antialias`` / ``upsample_antialias`` (Gaussian blur of ``sigma = value * stride``
     voxels before each pooling / after each upsampling; 0: none), ``width_scale`` (multiplies the plans'
     feature widths).
@@ -112,11 +113,19 @@ class nnUNetTrainerE3nn_k3(nnUNetTrainerE3nn):
     kernel_size = 3
 
 
+class nnUNetTrainerE3nnPaperBasis(nnUNetTrainerE3nn):
+    """The paper's kernel basis (``radial_basis="smooth_finite"``: 5 radial functions, every l <= 2 at every
+    radius), ``nnUNetTrainerE3nn``'s network until the shells became the default: exact on the grid, but
+    trained in one pose it lost 0.10-0.14 Dice on thin structures at 30-60 degrees (docs/offgrid.md). For the
+    paper's ablations, and for models trained under ``nnUNetTrainerE3nn`` before the change (nnU-Net takes
+    the trainer from the checkpoint's ``trainer_name``: set it to this class's name, docs/offgrid.md)."""
+
+    radial_basis = "smooth_finite"
+
+
 class nnUNetTrainerE3nnShells(nnUNetTrainerE3nn):
-    """Band-limited Gaussian-shell kernels (``radial_basis="gaussian_shells"``): near-equivariant off the
-    grid (one convolution's l = 2 output: 1 % error at 45 degrees instead of 200 %; issue 13's windowed proxy
-    0.095 instead of 0.284; docs/offgrid.md), 0.59x the parameters. Not the default until compared with
-    the paper's basis after training (Dice at 0 degrees, ``benchmarks/offgrid_training.py``)."""
+    """Band-limited Gaussian-shell kernels, named explicitly: since the shells became the default this is
+    the same network as ``nnUNetTrainerE3nn`` (kept so models trained under this name keep loading)."""
 
     radial_basis = "gaussian_shells"
 
@@ -124,7 +133,8 @@ class nnUNetTrainerE3nnShells(nnUNetTrainerE3nn):
 class nnUNetTrainerE3nnAntialias(nnUNetTrainerE3nnShells):
     """Shells and an isotropic Gaussian blur (sigma 0.5 x stride voxels) before every pooling and after
     every upsampling: less aliasing off the grid (issue 13's windowed proxy at 45 degrees: 0.049 instead of
-    0.095; docs/offgrid.md). Not the default: not measured after training."""
+    0.095; docs/offgrid.md). Not the default: trained in one pose it did not learn the small nodule and
+    lost up to 0.085 Dice on the slab at 30 degrees, where the shells alone lost 0.003."""
 
     antialias = 0.5
     upsample_antialias = 0.5
