@@ -22,7 +22,9 @@ Exact grid rotations (90 degrees) give 0 up to the spline's error. Used in docs/
 
 Usage: ``python benchmarks/offgrid_equivariance.py [--checkpoint fold_0/checkpoint_final.pth] [--angle 45]
 [--edge-width 0.8]`` (the checkpoint of a demo's ``nnUNetTrainerE3nn``; random weights without it), or
-``python benchmarks/offgrid_equivariance.py --proxy [--window] [--variants paper shells ...]``.
+``python benchmarks/offgrid_equivariance.py --proxy [--window] [--variants paper shells ...]``, or
+``python benchmarks/offgrid_equivariance.py --context [--patch-sizes 32 48 64] [--variants ...]`` (the plain
+proxy with real content in the rotated patch's corners, at several patch sizes: ``run_context``).
 """
 from __future__ import annotations
 
@@ -193,6 +195,38 @@ def run_proxy(args) -> None:
         print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in columns) + " |")
 
 
+def run_context(args) -> None:
+    """The plain proxy with real content around every patch: one smoothed-noise field of 96^3, the patch
+    (``--patch-sizes``) cropped from its centre unrotated and from its cubic-spline rotation (so the
+    corners of the rotated patch hold new noise of the same statistics, as a rotated scan would, instead of
+    ``mode="nearest"`` padding); softmax error in a fixed ball of radius 12.8 voxels (the 32^3 proxy's)."""
+    from scipy.ndimage import gaussian_filter
+
+    torch.set_default_dtype(torch.float64)
+    theta, n_field = np.deg2rad(args.angle), 96
+    field = gaussian_filter(np.random.default_rng(0).standard_normal((n_field,) * 3), 2.0)
+    field = ((field - field.mean()) / field.std())[None]
+    rotated_field = rotate_x(field, theta)
+    print(f"| variant | {' | '.join(f'{n}^3 patch' for n in args.patch_sizes)} |")
+    print("|---" * (len(args.patch_sizes) + 1) + "|")
+    for name in args.variants:
+        torch.manual_seed(0)
+        net = (_stock_network() if name == "stock" else E3nnUNet(1, 3, **PROXY_PLANS, **VARIANTS[name])).eval()
+        errors = []
+        for n in args.patch_sizes:
+            o = (n_field - n) // 2
+            grid = np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2] * 3, indexing="ij"), -1)
+            ball = np.linalg.norm(grid, axis=-1) <= 12.8
+            outputs = []
+            for volume in (field, rotated_field):
+                patch = np.ascontiguousarray(volume[:, o:o + n, o:o + n, o:o + n])
+                with torch.no_grad():
+                    outputs.append(torch.softmax(net(torch.from_numpy(patch)[None]), 1)[0].numpy())
+            expected = rotate_x(outputs[0], theta)
+            errors.append(np.linalg.norm((expected - outputs[1])[:, ball]) / np.linalg.norm(outputs[1][:, ball]))
+        print(f"| {name} | " + " | ".join(f"{e:.3f}" for e in errors) + " |", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="nnU-Net checkpoint of the demo's nnUNetTrainerE3nn")
@@ -203,8 +237,13 @@ def main(argv=None) -> None:
                              "nnUNetTrainerE3nnPaperBasis)")
     parser.add_argument("--proxy", action="store_true", help="issue 13's proxy, one row per network variant")
     parser.add_argument("--window", action="store_true", help="proxy input faded out by a spherical window")
+    parser.add_argument("--context", action="store_true",
+                        help="proxy patches cropped from a larger field and its rotation (see run_context)")
+    parser.add_argument("--patch-sizes", type=int, nargs="+", default=[32, 48, 64], help="for --context")
     parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "stock"], choices=[*VARIANTS, "stock"])
     args = parser.parse_args(argv)
+    if args.context:
+        return run_context(args)
     if args.proxy:
         return run_proxy(args)
     torch.manual_seed(0)
