@@ -46,7 +46,7 @@ def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnun
     assert "Running in non-multiprocessing mode" in proc.stdout, "nnU-Net's own entry point ran"
     a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz"))) for c in "AB")
     pa, pb = (np.load(out / f"{c}.npz")["probabilities"] for c in "AB")
-    assert a.any() and pa.shape == (3, 32, 32, 32)
+    assert pa.shape == (3, 32, 32, 32)  # probabilities compared: whatever the barely trained model predicts
     centre = np.linalg.norm(np.indices(a.shape) - 15.5, axis=0) < 16
     difference = np.abs(np.rot90(pa, k=1, axes=(1, 3)) - pb).max(0)
     assert difference[centre].max() < 2e-3, "the probabilities rotate with the input (float16 accumulator)"
@@ -97,38 +97,54 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
     assert run.stdout.strip().endswith(trainer), "the metadata travels with the program"
     y = torch.load(tmp_path / "y.pt")
     assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
-    # float32: traced op order differs from eager, and norm max-pooling amplifies the rounding in a trained
-    # network (2.5e-3 relative measured); exactness is checked in float64 below
-    assert torch.allclose(y, reference, rtol=0, atol=1e-2 * reference.abs().max().item()), \
-        f"exported logits equal the trained network's (max diff {(y - reference).abs().max():.2g})"
-    assert (y.argmax(1) == reference.argmax(1)).float().mean() > 0.99, "same segmentation"
+    # float32: traced op order differs from eager, and norm max-pooling, discontinuous at near-equal norms,
+    # turns rounding into a switched selection in a trained network (1e-6 to 1.2e-2 of the largest logit,
+    # by training run): the class is compared here, exactness in float64 below
+    assert torch.isfinite(y).all()
+    assert (y.argmax(1) == reference.argmax(1)).float().mean() > 0.95, \
+        f"same segmentation (max logit difference {(y - reference).abs().max():.2g})"
     network64 = predictor.network.double()
+    assembled64 = assemble_network(network64)
     with torch.no_grad():
-        reference64, assembled64 = network64(x.double()), assemble_network(network64)(x.double())
-    assert torch.allclose(assembled64, reference64, rtol=0, atol=1e-10 * reference64.abs().max().item()), \
-        "float64: the assembled kernels give the trained network's logits exactly"
+        reference64, x64 = network64(x.double()), x.double()
+        traced64 = torch.export.export(assembled64, (x64,)).module()(x64)
+        for out, what in ((assembled64(x64), "the assembled kernels"), (traced64, "the traced program")):
+            assert torch.allclose(out, reference64, rtol=0, atol=1e-10 * reference64.abs().max().item()), \
+                f"float64: {what} give the trained network's logits exactly"
 
 
 def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspace, trained_model, tmp_path):
     """``-m MODEL_FOLDER`` (nnUNetv2_predict_from_modelfolder's flags) on a model whose dataset.json records a
-    merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations hold the
-    original labels, split by side, and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
+    merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations are
+    nnU-Net's own prediction of the model split by side (compared voxel by voxel, whatever the barely trained
+    model predicts), and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
+    from nnunet_equivariant.inference.laterality import Geometry, split_segmentation
+
     ws = nnunet_workspace
+    trained = trained_model("nnUNetTrainer_tiny")
     model = tmp_path / "model"
-    shutil.copytree(trained_model("nnUNetTrainer_tiny"), model)
+    shutil.copytree(trained, model)
     dataset_json = json.loads((model / "dataset.json").read_text())
     assert dataset_json["labels"] == {"background": 0, "rod": 1, "disc": 2}
-    dataset_json["laterality"] = {"labels": {"background": 0, "rod_left": 1, "rod_right": 2, "disc": 3},
-                                  "pairs": {"rod": {"left": 1, "right": 2}}}
-    (model / "dataset.json").write_text(json.dumps(dataset_json))
-    out = tmp_path / "pred"
+    record = {"labels": {"background": 0, "rod_left": 1, "rod_right": 2, "disc": 3},
+              "pairs": {"rod": {"left": 1, "right": 2}}}
+    (model / "dataset.json").write_text(json.dumps({**dataset_json, "laterality": record}))
     # nnUNetv2_predict_from_modelfolder has no sequential mode: one worker each (-npp 1 -nps 1)
-    args = ["nnunet-equivariant", "predict", "-i", ws.dataset_raw / "imagesTs", "-o", out, "-m", model, "-f", "0",
-            "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_progress_bar"]
+    flags = ["-i", ws.dataset_raw / "imagesTs", "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
+             "--disable_progress_bar"]
+    plain = tmp_path / "plain"
+    ws.run("nnUNetv2_predict_from_modelfolder", *flags, "-o", plain, "-m", trained)
+    out = tmp_path / "pred"
+    args = ["nnunet-equivariant", "predict", *flags, "-o", out, "-m", model]
     proc = ws.run(*args)
-    assert "laterality mode: 2 predictions split into left/right labels" in proc.stdout
-    segs = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(out.glob("*.nii.gz"))]
-    assert set(np.unique(np.concatenate([s.ravel() for s in segs])).tolist()) <= {0, 1, 2, 3}
-    assert any((s == 3).any() for s in segs), "merged value 2 (disc) is written as the original 3"
+    cases = sorted(p.name for p in plain.glob("*.nii.gz"))
+    assert cases and sorted(p.name for p in out.glob("*.nii.gz")) == cases
+    assert f"laterality mode: {len(cases)} predictions split into left/right labels" in proc.stdout
+    for case in cases:
+        merged = sitk.ReadImage(str(plain / case))
+        split = sitk.GetArrayFromImage(sitk.ReadImage(str(out / case)))
+        expected = split_segmentation(sitk.GetArrayFromImage(merged), Geometry.of(merged),
+                                      dataset_json["labels"], record)
+        np.testing.assert_array_equal(split, expected, err_msg=f"{case}: nnU-Net's prediction, split by side")
     proc = ws.run(*args, "--continue_prediction")
     assert "laterality mode: 0 predictions" in proc.stdout, "--c: nothing predicted, nothing split twice"

@@ -86,35 +86,42 @@ def assemble_network(network: nn.Module) -> nn.Module:
 class ExportReport:
     path: Path
     metadata: dict
+    float64_assembly_error: float  # relative: assembled network vs the trained one, both float64
+    float64_export_error: float  # relative: the traced program (float64 copy) vs the trained network
     max_abs_difference: float  # float32: exported program vs the trained network on a random patch
     max_abs_logit: float
-    float64_assembly_error: float  # relative, assembled vs trained network in float64
+    segmentation_agreement: float  # float32: fraction of voxels where both give the same class
 
     def summary(self) -> str:
         m = self.metadata
         return (f"{self.path}: {m['trainer_name']} fold {m['fold']}, input (batch, {m['input_channels']}, "
-                f"{', '.join(map(str, m['patch_size']))}) -> logits of {m['num_classes']} classes; exported vs "
-                f"trained network on a random patch: max |difference| {self.max_abs_difference:.2g} "
-                f"(max |logit| {self.max_abs_logit:.2g}); kernels assembled exactly: float64 relative difference "
-                f"{self.float64_assembly_error:.1g}")
+                f"{', '.join(map(str, m['patch_size']))}) -> logits of {m['num_classes']} classes; float64: "
+                f"kernels assembled and program traced exactly (relative difference "
+                f"{self.float64_assembly_error:.1g} and {self.float64_export_error:.1g}); float32 on a random "
+                f"patch: max |difference| {self.max_abs_difference:.2g} (max |logit| {self.max_abs_logit:.2g}), "
+                f"same class in {100 * self.segmentation_agreement:.2f} % of the voxels")
 
 
 def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fold: str | int = 0,
                  checkpoint_name: str = "checkpoint_final.pth", overwrite: bool = False,
-                 rtol: float = 1e-2) -> ExportReport:
+                 min_agreement: float = 0.95) -> ExportReport:
     """Export fold ``fold`` of a trained nnU-Net model folder (``nnUNet_results/DatasetX/Trainer__Plans__
     config``) to ``output`` (``.pt2``), written atomically; ``FileExistsError`` unless ``overwrite``.
 
-    Two checks against the trained network (as nnU-Net's predictor builds it) on random patches, else
+    Checks against the trained network (as nnU-Net's predictor builds it) on a random patch, else
     ``RuntimeError`` and nothing written:
 
-    1. float64: the assembled network (plain convolutions) gives the trained network's logits to 1e-9 of
-       the largest logit: the kernels are assembled exactly.
-    2. float32: the exported program differs from the trained network by at most ``rtol`` of the largest
-       logit. It is traced op by op (e.g. norm and gate as separate ops where the eager network fuses them),
-       so float32 rounding differs, and a trained network amplifies it where max-type selections (norm
-       pooling) switch between near-equal candidates: 2.5e-3 relative measured on a tiny trained E3nnUNet
-       whose float64 check gave 1e-16.
+    1. float64: the assembled network (plain convolutions) and the ``torch.export`` program traced from a
+       float64 copy of it give the trained network's logits to 1e-9 of the largest logit: the kernels are
+       assembled exactly and the traced graph computes the same function. The float32 program written is
+       the same trace of the float32 network.
+    2. float32: the written program and the trained network give the same class in at least
+       ``min_agreement`` of the voxels. Their logits are not compared to a tolerance: the program is traced op
+       by op where the eager network fuses some (norm and gate), so float32 rounding differs, and the
+       network itself is discontinuous where norm max-pooling selects between vectors of near-equal norm,
+       so a rounding difference there switches the selected vector. Measured on tiny trained E3nnUNets whose
+       float64 checks gave 1e-16: max |difference| from 1e-6 to 1.2e-2 of the largest logit, by training run.
+       The largest difference is reported.
     """
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -131,23 +138,24 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
     network = predictor.network.float().eval()
     patch_size = [int(s) for s in predictor.configuration_manager.patch_size]
     input_channels = _input_channels(predictor)
-    plain = assemble_network(network)
 
     example = torch.randn(2, input_channels, *patch_size, generator=torch.Generator().manual_seed(0))
-    assembly_error = _float64_assembly_error(network, example[:1])
-    if not assembly_error <= 1e-9:
-        raise RuntimeError(f"assembled network differs from the trained one in float64 by {assembly_error:.3g} "
-                           f"of the largest logit; not written")
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    assembly_error, export_error = _float64_errors(network, example[:1])
+    for what, error in (("assembled network", assembly_error), ("traced program", export_error)):
+        if not error <= 1e-9:
+            raise RuntimeError(f"{what} differs from the trained network in float64 by {error:.3g} of the "
+                               f"largest logit; not written")
+    program = _export(assemble_network(network), example)
     with torch.no_grad():
-        program = torch.export.export(plain, (example,), dynamic_shapes=({0: batch},))
         reference = network(example)
         exported = program.module()(example)
     difference = float((exported - reference).abs().max())
     scale = float(reference.abs().max())
-    if not difference <= rtol * scale:
-        raise RuntimeError(f"exported program differs from the trained network by {difference:.3g} "
-                           f"(max logit {scale:.3g}); not written")
+    agreement = float((exported.argmax(1) == reference.argmax(1)).double().mean())
+    if not agreement >= min_agreement:  # also catches NaN logits
+        raise RuntimeError(f"exported program (float32) gives the trained network's class in only "
+                           f"{100 * agreement:.2f} % of the voxels (max |difference| {difference:.3g}, max logit "
+                           f"{scale:.3g}); not written")
 
     from . import rotation_tta
 
@@ -176,16 +184,28 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportReport(output, metadata, difference, scale, assembly_error)
+    return ExportReport(output, metadata, assembly_error, export_error, difference, scale, agreement)
 
 
-def _float64_assembly_error(network: nn.Module, x: torch.Tensor) -> float:
-    """Largest |assembled - trained| logit difference over the largest logit, both in float64."""
-    network64 = copy.deepcopy(network).double().eval()
+def _export(network: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``network`` traced for ``example``'s shape with a free batch size."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
     with torch.no_grad():
-        reference = network64(x.double())
-        assembled = assemble_network(network64)(x.double())
-    return float((assembled - reference).abs().max() / reference.abs().max())
+        return torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
+
+
+def _float64_errors(network: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """Largest |assembled - trained| and |traced program - trained| logit difference over the largest logit,
+    all in float64 (an exported program keeps its dtype: the float64 one is traced from a float64 copy, for
+    ``x``'s batch size: the batch dimension is free in the program written, the graph the same)."""
+    network64 = copy.deepcopy(network).double().eval()
+    assembled = assemble_network(network64)
+    x = x.double()
+    with torch.no_grad():
+        reference = network64(x)
+        errors = [(out - reference).abs().max() / reference.abs().max()
+                  for out in (assembled(x), torch.export.export(assembled, (x,)).module()(x))]
+    return float(errors[0]), float(errors[1])
 
 
 def _input_channels(predictor) -> int:
