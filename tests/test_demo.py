@@ -2,6 +2,7 @@
 and compare's report, all under the output folder."""
 import csv
 import json
+import math
 
 import pytest
 
@@ -29,6 +30,15 @@ def test_demo_quick(nnunet_workspace, tmp_path):
     report = (out / "compare" / "report.md").read_text()
     assert "nnUNetTrainerE3nn" in report and "## Cost" in report
     table = {r["model"]: r for r in csv.DictReader(open(out / "compare" / "comparison.csv"))}
-    assert table["nnUNetTrainerE3nn"]["cv_dice_foreground"] != "nan", "nnU-Net's validation ran after training"
+    for trainer in ("nnUNetTrainerE3nn", "nnUNetTrainerNoRot"):
+        summary = results / f"{trainer}__nnUNetPlansEquivariant__3d_fullres" / "fold_0" / "validation" / "summary.json"
+        assert summary.is_file(), "nnU-Net's validation ran after training"
+        summary = json.loads(summary.read_text())
+        # a label absent from the validation case and from the prediction has Dice NaN in nnU-Net's summary
+        # (and then so has the foreground mean): the table shows nnU-Net's numbers, NaN included
+        expected = {f"cv_dice_{k}": v["Dice"] for k, v in summary["mean"].items()}
+        expected["cv_dice_foreground"] = summary["foreground_mean"]["Dice"]
+        assert {k: float(table[trainer][k]) for k in expected} == pytest.approx(expected, nan_ok=True)
+        assert any(not math.isnan(v) for v in expected.values())
     with pytest.raises(AssertionError, match="--overwrite"):  # a second run keeps the first one's results
         nnunet_workspace.run("nnunet-equivariant", "demo", "--quick", "--output", out, "-device", "cpu")
