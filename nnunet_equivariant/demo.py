@@ -5,11 +5,13 @@
    ``nnunet_equivariant.synthetic``).
 2. Plans and preprocesses it with ``nnUNetPlannerEquivariant`` (``nnUNetPlansEquivariant``).
 3. Trains fold 0 of ``nnUNetTrainerE3nn`` (steerable, no rotation augmentation) and of
-   ``nnUNetTrainerNoRot`` (stock nnU-Net without rotation augmentation) with a short schedule (see
+   ``nnUNetTrainerNoRot`` (stock nnU-Net without rotation augmentation), or of the ``trainers`` asked for
+   (``--trainers``, e.g. ``nnUNetTrainerE3nnLean`` beside them), with a short schedule (see
    ``DemoSchedule``), through nnU-Net's own trainer, then nnU-Net's final validation of the fold.
-4. Runs ``nnunet-equivariant compare`` (:mod:`nnunet_equivariant.evaluation.compare`) on the two models:
-   accuracy from nnU-Net's validation, Dice against rotation in the axial plane on the test cases, and
-   cost; prints where the report and the plots are.
+4. Runs ``nnunet-equivariant compare`` (:mod:`nnunet_equivariant.evaluation.compare`) on the models
+   (non-steerable first: the cost ratios are against the first): accuracy from nnU-Net's validation, Dice
+   against rotation in the axial plane on the test cases, and cost; prints where the report and the plots
+   are.
 
 Everything lives under the output folder, including nnU-Net's ``nnUNet_raw``, ``nnUNet_preprocessed`` and
 ``nnUNet_results`` (set for this process), so it works in a fresh shell and the trained models can be used
@@ -22,6 +24,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from nnunet_equivariant.synthetic import RodsAndDiscs, write_rods_and_discs_dataset
 
@@ -46,6 +49,8 @@ class DemoSchedule:
     The steerable network gets more epochs: it has to find orientation-free shape features (rods against
     discs), while the baseline can use "long along x", which is what the demo exposes. On the CPU schedule
     ``nnUNetTrainerE3nn`` (Adam 5e-3, poly decay) separates rods from discs within the first epoch.
+    ``epochs`` names ``nnUNetTrainerE3nn`` and ``nnUNetTrainerNoRot``; other trainers get the epochs of the
+    class they derive from (:meth:`epochs_for`), so a variant is compared on its parent's schedule.
     """
 
     num_train: int
@@ -54,6 +59,14 @@ class DemoSchedule:
     epochs: dict
     iterations_per_epoch: int
     angles: tuple[float, ...]
+
+    def epochs_for(self, trainer_class: type) -> int:
+        """Epochs of ``trainer_class``: its own entry, else that of the nearest class in its MRO with one,
+        else ``nnUNetTrainerNoRot``'s (stock nnU-Net's subclasses: the baseline's schedule)."""
+        for cls in trainer_class.__mro__:
+            if cls.__name__ in self.epochs:
+                return self.epochs[cls.__name__]
+        return self.epochs["nnUNetTrainerNoRot"]
 
 
 SCHEDULES = {
@@ -69,15 +82,19 @@ SCHEDULES = {
 
 
 def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool = False, device: str | None = None,
-             overwrite: bool = False, schedule: DemoSchedule | None = None):
+             overwrite: bool = False, schedule: DemoSchedule | None = None,
+             trainers: Sequence[str] = DEMO_TRAINERS):
     """Run the demo into ``output`` and return compare's ``CompareResult`` (report, CSV paths).
 
-    ``schedule``: default ``SCHEDULES["quick"]`` with ``quick``, else ``"gpu"`` or ``"cpu"`` by device."""
+    ``schedule``: default ``SCHEDULES["quick"]`` with ``quick``, else ``"gpu"`` or ``"cpu"`` by device.
+    ``trainers``: nnU-Net trainer names (at least one; ``ValueError`` naming one nnU-Net cannot find, before
+    anything is written)."""
     import torch
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if schedule is None:
         schedule = SCHEDULES["quick" if quick else "gpu" if device.type == "cuda" else "cpu"]
+    classes = _trainer_classes(trainers)
     output = Path(output).resolve()
     if output.exists() and any(output.iterdir()):
         if not overwrite:
@@ -94,15 +111,20 @@ def run_demo(output: str | os.PathLike = "nnunet_equivariant_demo", quick: bool 
                                  train_orientation="fixed", test_orientation="fixed", seed=1, geometry=DEMO_GEOMETRY)
     print("[demo] 2/4 planning and preprocessing with nnUNetPlannerEquivariant")
     plans = plan_and_preprocess(DEMO_DATASET_ID, num_processes=min(4, os.cpu_count() or 1))
-    for i, trainer in enumerate(DEMO_TRAINERS):
-        print(f"[demo] 3/4 training {trainer} ({i + 1}/{len(DEMO_TRAINERS)}): {schedule.epochs[trainer]} epochs of "
+    for i, (trainer, cls) in enumerate(classes.items()):
+        print(f"[demo] 3/4 training {trainer} ({i + 1}/{len(classes)}): {schedule.epochs_for(cls)} epochs of "
               f"{schedule.iterations_per_epoch} iterations on {device.type}")
-        _train(trainer, plans, schedule, device)
+        _train(trainer, plans, schedule.epochs_for(cls), schedule, device)
     print("[demo] 4/4 compare: validation Dice, Dice against rotation angle in the axial plane, cost")
-    result = compare(DEMO_DATASET_ID, DEMO_TRAINERS[::-1], output / "compare", plans=[plans], folds=[0],
-                     planes=["axial"], angles=schedule.angles, device=str(device),  # stock first: ratios against it
+    from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn
+
+    ordered = sorted(classes, key=lambda t: issubclass(classes[t], nnUNetTrainerE3nn))  # stock first: ratios
+    flags = "".join([" --quick" if quick else "", f" --trainers {' '.join(classes)}"
+                     if tuple(classes) != DEMO_TRAINERS else ""])
+    result = compare(DEMO_DATASET_ID, ordered, output / "compare", plans=[plans], folds=[0],
+                     planes=["axial"], angles=schedule.angles, device=str(device),
                      cost_repeats=1 if schedule is SCHEDULES["quick"] else 3,
-                     command_line=f"nnunet-equivariant demo{' --quick' if quick else ''} --output {output}")
+                     command_line=f"nnunet-equivariant demo{flags} --output {output}")
     print(f"[demo] done.\n  report:  {result.report}\n  plot:    {result.output / 'dice_vs_angle.png'}\n"
           f"  table:   {result.csv}")
     return result
@@ -117,15 +139,30 @@ def _set_nnunet_environment(output: Path, device) -> None:
         os.environ.setdefault("nnUNet_compile", "false")
 
 
-def _train(trainer_name: str, plans: str, schedule: DemoSchedule, device) -> Path:
-    """Fold 0 of ``trainer_name`` with the demo's schedule; returns the model folder."""
+def _trainer_classes(trainers: Sequence[str]) -> dict[str, type]:
+    """Name -> class of each trainer (duplicates dropped), found as ``nnUNetv2_train`` finds it."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    if isinstance(trainers, str) or not trainers:
+        raise ValueError(f"trainers: a list of one or more nnU-Net trainer names, got {trainers!r}")
+    classes = {}
+    for name in dict.fromkeys(trainers):
+        try:
+            classes[name] = recursive_find_trainer_class_by_name(name)
+        except RuntimeError as e:
+            raise ValueError(f"trainers: nnU-Net finds no trainer class {name!r}") from e
+    return classes
+
+
+def _train(trainer_name: str, plans: str, epochs: int, schedule: DemoSchedule, device) -> Path:
+    """Fold 0 of ``trainer_name``, ``epochs`` epochs of the demo's schedule; returns the model folder."""
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
 
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     trainer = get_trainer_from_args(str(DEMO_DATASET_ID), "3d_fullres", 0, trainer_name, plans, device=device)
-    trainer.num_epochs = schedule.epochs[trainer_name]
+    trainer.num_epochs = epochs
     trainer.num_iterations_per_epoch = schedule.iterations_per_epoch
     trainer.num_val_iterations_per_epoch = max(1, schedule.iterations_per_epoch // 5)
     trainer.run_training()

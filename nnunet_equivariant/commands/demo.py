@@ -14,12 +14,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     # the spelling of earlier releases, kept working but no longer shown
     p.add_argument("-device", dest="device", choices=("cuda", "cpu", "mps"), help=argparse.SUPPRESS)
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo output folder")
+    p.add_argument("--trainers", nargs="+", default=None, metavar="TRAINER",
+                   help="nnU-Net trainers to train and compare (default: nnUNetTrainerE3nn nnUNetTrainerNoRot); a "
+                        "variant gets the epochs of the trainer it derives from, e.g. nnUNetTrainerE3nnLean those "
+                        "of nnUNetTrainerE3nn")
     p.set_defaults(run=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunet_equivariant.demo import run_demo
+    from nnunet_equivariant.demo import DEMO_TRAINERS, run_demo
 
-    run_demo(args.output, quick=args.quick, device=args.device, overwrite=args.overwrite)
+    run_demo(args.output, quick=args.quick, device=args.device, overwrite=args.overwrite,
+             trainers=args.trainers or DEMO_TRAINERS)
     return 0
