@@ -118,7 +118,8 @@ def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspa
     merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations are
     nnU-Net's own prediction of the model split by side (compared voxel by voxel, whatever the barely trained
     model predicts), and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
-    from nnunet_equivariant.inference.laterality import Geometry, split_segmentation
+    from nnunet_equivariant.geometry import Geometry
+    from nnunet_equivariant.inference.laterality import split_segmentation
 
     ws = nnunet_workspace
     trained = trained_model("nnUNetTrainer_tiny")
@@ -143,7 +144,7 @@ def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspa
     for case in cases:
         merged = sitk.ReadImage(str(plain / case))
         split = sitk.GetArrayFromImage(sitk.ReadImage(str(out / case)))
-        expected = split_segmentation(sitk.GetArrayFromImage(merged), Geometry.of(merged),
+        expected = split_segmentation(sitk.GetArrayFromImage(merged), Geometry.from_sitk(merged),
                                       dataset_json["labels"], record)
         np.testing.assert_array_equal(split, expected, err_msg=f"{case}: nnU-Net's prediction, split by side")
     proc = ws.run(*args, "--continue_prediction")

@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from nnunet_equivariant.io import atomic_folder
-from nnunet_equivariant.evaluation.rotate import PLANES, Geometry, plane_rotation, rotate_case
+from nnunet_equivariant.evaluation.rotate import PLANES, plane_rotation, rotate_case
+from nnunet_equivariant.geometry import Geometry
 
 __all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases",
            "check_angles_and_planes", "label_key_names"]
