@@ -6,3 +6,5 @@ Importing this package is cheap (no torch); the submodules import torch and nnU-
 
 #: Values of ``--rotation_tta``: ``none`` (nnU-Net's mirroring only), ``grid`` (grid rotations too).
 ROTATION_TTA_MODES = ("none", "grid")
+#: Values of ``-device`` of ``nnunet-equivariant predict``, as ``nnUNetv2_predict`` accepts them.
+DEVICES = ("cuda", "cpu", "mps")
