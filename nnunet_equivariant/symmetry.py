@@ -1,5 +1,5 @@
 """The one home of "which group": names, parity, the flips and grid rotations each group contains, irreps ratios,
-and how a grid element acts on a volume (``transform_volume``), shared by rotation TTA, evaluation and tests.
+and how a grid element acts on a volume (``transform_volume``), shared by rotation TTA and tests.
 
 Every network of this package commutes with a group of transformations of the voxel grid. Layers,
 networks, trainers (their test-time mirroring), inference (rotation TTA, laterality) and tests read the

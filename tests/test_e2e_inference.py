@@ -43,7 +43,7 @@ def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnun
     proc = ws.run("nnunet-equivariant", "predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
                   "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
                   "--rotation_tta", "grid", "--disable_tta", "--disable_progress_bar", "--save_probabilities")
-    assert "Running in non-multiprocessing mode" in proc.stdout, "nnU-Net's own entry point ran"
+    assert "Running in non-multiprocessing mode" in proc.stdout, "-npp 0 -nps 0: sequential, as nnUNetv2_predict"
     a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz"))) for c in "AB")
     pa, pb = (np.load(out / f"{c}.npz")["probabilities"] for c in "AB")
     assert pa.shape == (3, 32, 32, 32)  # probabilities compared: whatever the barely trained model predicts

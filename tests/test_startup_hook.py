@@ -32,6 +32,8 @@ def test_hook_appends_the_shim_folder_and_keeps_user_entries(tmp_path):
 
 
 def test_shim_folder_holds_only_one_line_shims():
+    others = [p.name for p in SHIMS.iterdir() if p.suffix != ".py" and p.name != "__pycache__"]
+    assert not others, f"nnU-Net searches {SHIMS.name}/ for trainers: nothing but shims belongs there, found {others}"
     for shim in SHIMS.glob("*.py"):
         lines = [ln for ln in shim.read_text().splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("from nnunet_equivariant.training."), \

@@ -28,7 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", help=help_text, description=help_text,
                               epilog="Example: nnunet-equivariant predict -i IN -o OUT -d 1 -c 3d_fullres "
                                      "-tr nnUNetTrainerE3nn -f 0 --rotation_tta grid")
-    p.add_argument("-i", type=str, required=True, help="input folder (CASE_0000.nii.gz ...; the training dataset's file ending)")
+    p.add_argument("-i", type=str, required=True,
+                   help="input folder (CASE_0000.nii.gz ...; the training dataset's file ending)")
     p.add_argument("-o", type=str, required=True, help="output folder, created if missing")
     model = p.add_argument_group("model", "either -d and -c (with -tr and -p), as nnUNetv2_predict, or -m")
     model.add_argument("-d", type=str, help="dataset name or id")
@@ -37,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="trainer used for training (default nnUNetTrainer)")
     model.add_argument("-c", type=str, help="configuration")
     model.add_argument("-m", type=str, help="trained model folder (Trainer__Plans__configuration), as "
-                                  "nnUNetv2_predict_from_modelfolder")
+                                            "nnUNetv2_predict_from_modelfolder")
     p.add_argument("-f", nargs="+", type=str, default=(0, 1, 2, 3, 4), help="folds to ensemble (default 0 1 2 3 4)")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (default 0.5)")
     p.add_argument("--disable_tta", action="store_true", help="no test-time mirroring")
@@ -45,7 +46,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--save_probabilities", action="store_true", help="also write CASE.npz class probabilities")
     p.add_argument("--continue_prediction", "--c", action="store_true",
                    help="continue an aborted prediction (keep existing outputs)")
-    p.add_argument("-chk", type=str, default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
+    p.add_argument("-chk", type=str, default="checkpoint_final.pth",
+                   help="checkpoint name (default checkpoint_final.pth)")
     p.add_argument("-npp", type=int, default=_default_processes("nnUNet_npp"),
                    help="preprocessing processes (default $nnUNet_npp or 3; -npp 0 -nps 0: no worker processes)")
     p.add_argument("-nps", type=int, default=_default_processes("nnUNet_nps"),

@@ -190,7 +190,8 @@ def compare(
         num_cases=len(cases), device=str(device), cost_repeats=cost_repeats,
         command_line=command_line or (
             f"compare({dataset!r}, {trainers!r}, {str(output)!r}, plans={plans!r}, configuration={configuration!r}, "
-            f"folds={folds!r}, train={train!r}, planes={list(planes)!r}, angles={angles!r}, cost_repeats={cost_repeats!r})"))
+            f"folds={folds!r}, train={train!r}, planes={list(planes)!r}, angles={angles!r}, "
+            f"cost_repeats={cost_repeats!r})"))
     rows = compare_report.comparison_rows(entries, rotation_rows, context)
     empty = output.is_dir() and not any(output.iterdir())
     with atomic_folder(output, overwrite or empty) as tmp:

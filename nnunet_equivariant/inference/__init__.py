@@ -1,5 +1,6 @@
 """Inference: non-redundant test-time mirroring (``mirroring``), symmetry-aware rotation TTA
-(``rotation_tta``), ``nnunet-equivariant predict`` (``predict``) and export (``export``).
+(``rotation_tta``), ``nnunet-equivariant predict`` (``predict``), laterality mode (``laterality``) and export
+(``export``).
 
 Importing this package is cheap (no torch); the submodules import torch and nnU-Net.
 """
