@@ -12,6 +12,9 @@ import torch
 
 from conftest import DATASET_ID
 
+from nnunet_equivariant.inference.export import load_exported
+from nnunet_equivariant.networks import E3nnSpec
+
 pytestmark = pytest.mark.e2e
 
 
@@ -95,6 +98,9 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
                          env={**ws.env, "PYTHONPATH": ""})
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith(trainer), "the metadata travels with the program"
+    _, metadata = load_exported(exported)
+    expected_spec = {"nnUNetTrainerE3nn_tiny": E3nnSpec().to_dict(), "nnUNetTrainerMirror_tiny": None}[trainer]
+    assert metadata["spec"] == expected_spec, "the export records the steerable network's recipe"
     y = torch.load(tmp_path / "y.pt")
     assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
     # float32: traced op order differs from eager, and norm max-pooling, discontinuous at near-equal norms,

@@ -62,6 +62,7 @@ class TrainerEntry:
     predict_seconds: list = field(default_factory=list)
     tta_passes: int | None = None
     cost: object = None  # cost.TrainStepCost
+    network: str = ""  # network_description of the trainer class
 
 
 @dataclass
@@ -154,7 +155,8 @@ def compare(
         raise type(e)(f"no usable test cases for the pose-robustness part of compare in {raw_dataset}: {e}") from e
     trainer_classes = {t: _trainer_class(t) for t in dict.fromkeys(trainers)}
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    entries = [TrainerEntry(t, p, _model_folder(dataset_name, t, p, configuration)) for t, p in pairs]
+    entries = [TrainerEntry(t, p, _model_folder(dataset_name, t, p, configuration),
+                            network=network_description(trainer_classes[t])) for t, p in pairs]
 
     for e in entries:
         _check_model_folder(e.folder, dataset_name, raw_json, configuration)
@@ -230,6 +232,18 @@ def _dataset(dataset):
         raise FileNotFoundError(f"{raw / 'dataset.json'} does not exist: compare needs the raw dataset (its test cases)")
     preprocessed = Path(nnUNet_preprocessed.get()) / name if nnUNet_preprocessed.is_set() else None
     return name, raw, json.loads((raw / "dataset.json").read_text()), preprocessed
+
+
+def network_description(trainer_class) -> str:
+    """What decides a trainer's network, for the report: its ``E3nnSpec`` (the fields that differ from the
+    default recipe), its mirror symmetry, or the plans' network for trainers that add none."""
+    from ..networks.e3nn_spec import E3nnSpec
+
+    spec = getattr(trainer_class, "spec", None)
+    if isinstance(spec, E3nnSpec):
+        return spec.describe()
+    symmetry = getattr(trainer_class, "symmetry", None)
+    return f"mirror-symmetric ({symmetry})" if symmetry not in (None, "none") else "the plans' network"
 
 
 def _trainer_class(name: str):

@@ -162,6 +162,8 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         "format": "nnunet_equivariant.export/1",
         "trainer_name": predictor.trainer_name,
         "symmetry": rotation_tta.trainer_symmetry(predictor.trainer_name).name,
+        # the steerable network's recipe (E3nnSpec fields), None for networks without one
+        "spec": network.spec.to_dict() if hasattr(network, "spec") else None,
         "fold": fold,
         "checkpoint": checkpoint_name,
         "input_channels": input_channels,
