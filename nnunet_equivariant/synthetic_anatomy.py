@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["LABELS", "AnatomyStyle", "sample_subject", "render_subject", "subject_labels"]
+__all__ = ["LABELS", "AnatomyStyle", "sample_subject", "render_subject", "render_pose", "subject_labels"]
 
 LABELS = {"background": 0, "blob": 1, "tube": 2, "slab": 3, "nodule": 4}
 _SUPERSAMPLE = 3  # odd: every voxel centre is a point of the fine grid
@@ -35,7 +35,7 @@ _SUPERSAMPLE = 3  # odd: every voxel centre is a point of the fine grid
 
 @dataclass(frozen=True)
 class AnatomyStyle:
-    """Rendering of a subject. ``psf_sigma`` (mm): Gaussian point-spread function; ``noise``: standard
+    """Rendering of a subject. ``psf_sigma`` (mm, one or one per axis): Gaussian point-spread function; ``noise``: standard
     deviation of white Gaussian noise; ``bias``: amplitude of the log bias field; ``intensity_jitter``: per
     subject random offset of every class intensity (standard deviation)."""
 
@@ -139,6 +139,28 @@ def render_subject(subject: dict, shape: Sequence[int], spacing: Sequence[float]
 
     The subject is evaluated at ``R^T p``: no interpolation of images or labels, whatever the angle. The
     noise and bias field belong to the scanner (same for every pose of a subject)."""
+    lut = np.zeros(6)
+    for c, v in subject["intensity"].items():
+        lut[c] = _INTENSITY[c] + style.intensity_jitter * (v - _INTENSITY[c]) if c else 0.0
+    image, classes = render_pose(lambda points: subject_classes(subject, points), lut, shape, spacing, rotation,
+                                 style, subject["bias_k"], subject["bias_phase"], subject["noise_seed"])
+    classes[classes == 5] = 0
+    return image, classes
+
+
+def render_pose(classes_at, intensity: np.ndarray, shape: Sequence[int], spacing: Sequence[float],
+                rotation: np.ndarray | None, style: AnatomyStyle, bias_k: np.ndarray, bias_phase: np.ndarray,
+                noise_seed: int, edge: str = "constant") -> tuple[np.ndarray, np.ndarray]:
+    """The renderer shared by every anatomy: ``(image float32 (x, y, z), classes (x, y, z))``.
+
+    ``classes_at(points)``: integer class at each point (mm, ``(..., 3)``, the subject's frame, origin at the
+    volume centre); ``intensity[c]``: mean intensity of class ``c``. The classes are evaluated at ``R^T p``
+    on a grid ``_SUPERSAMPLE`` times finer than the voxels, mapped to intensities, blurred by the style's
+    Gaussian point-spread function and sampled at the voxel centres; times the bias field
+    ``exp(bias * sum_j sin(bias_k[j] . p + bias_phase[j]) / 3)`` and plus white noise seeded by
+    ``noise_seed`` (both fixed in the scanner frame). The returned classes are those at the voxel centres.
+    ``edge``: how the blur continues the fine grid past the field of view (``scipy.ndimage`` mode:
+    "constant" is air, "nearest" tissue that goes on)."""
     shape = tuple(int(n) for n in shape)
     spacing = np.asarray(spacing, dtype=np.float64)
     R = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
@@ -146,14 +168,12 @@ def render_subject(subject: dict, shape: Sequence[int], spacing: Sequence[float]
         raise ValueError(f"rotation must be a 3x3 orthogonal matrix, got {R!r}")
     f = _SUPERSAMPLE
     fine = _grid(shape, spacing, f)
-    classes = subject_classes(subject, fine @ R)  # rows p -> R^T p
-    lut = np.zeros(6)
-    for c, v in subject["intensity"].items():
-        lut[c] = _INTENSITY[c] + style.intensity_jitter * (v - _INTENSITY[c]) if c else 0.0
-    image = gaussian_filter(lut[classes], style.psf_sigma / (spacing / f), mode="constant")
+    classes = classes_at(fine @ R)  # rows p -> R^T p
+    image = gaussian_filter(np.asarray(intensity, dtype=np.float64)[classes],
+                            np.asarray(style.psf_sigma, dtype=np.float64) / (spacing / f), mode=edge)
     image = image[f // 2::f, f // 2::f, f // 2::f]
     centres = _grid(shape, spacing)
-    image = image * np.exp(style.bias * np.sin(centres @ subject["bias_k"].T + subject["bias_phase"]).sum(-1) / 3)
-    image = image + style.noise * np.random.default_rng(subject["noise_seed"]).normal(size=shape)
-    label = subject_labels(subject, centres @ R)
-    return image.astype(np.float32), label
+    image = image * np.exp(style.bias * np.sin(centres @ bias_k.T + bias_phase).sum(-1) / 3)
+    image = image + style.noise * np.random.default_rng(noise_seed).normal(size=shape)
+    # the voxel centres are points of the fine grid (odd supersampling): their classes are already known
+    return image.astype(np.float32), classes[f // 2::f, f // 2::f, f // 2::f].copy()
