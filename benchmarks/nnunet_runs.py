@@ -28,24 +28,53 @@ def nnunet_env(out: Path, device: str) -> dict:
     return env
 
 
-def schedule_trainer(folder: Path, base: str, epochs: int, iterations: int) -> str:
-    """Write a shim ``<base>_offgrid<E>x<I>`` that only sets the schedule; return its name."""
-    name = f"{base}_offgrid{epochs}x{iterations}"
-    folder.mkdir(parents=True, exist_ok=True)
-    # this plugin's trainers each have a one-line shim module of their own name; nnU-Net's stock trainer otherwise
+def _base_module(base: str) -> str:
+    """Module of a trainer: this plugin's trainers each have a one-line shim module of their own name,
+    nnU-Net's stock trainer otherwise."""
     plugin = Path(__file__).resolve().parent.parent / "nnunet_equivariant" / "trainer_shims" / f"{base}.py"
-    module = f"nnunet_equivariant.trainer_shims.{base}" if plugin.is_file() else "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
+    return f"nnunet_equivariant.trainer_shims.{base}" if plugin.is_file() else "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
+
+
+def _write_shim(folder: Path, name: str, base: str, body: str, bases: str = "", imports: str = "") -> str:
+    folder.mkdir(parents=True, exist_ok=True)
     # nnU-Net records the constructor's arguments by name: the signature must stay exactly nnU-Net's
     (folder / f"{name}.py").write_text(
-        f"import torch\n\nfrom {module} import {base}\n\n\n"
-        f"class {name}({base}):\n"
+        f"import random\n\nimport numpy as np\nimport torch\n\nfrom {_base_module(base)} import {base}\n{imports}\n\n"
+        f"class {name}({bases}{base}):\n"
         f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
         f"                 device: torch.device = torch.device('cuda')):\n"
-        f"        super().__init__(plans, configuration, fold, dataset_json, device)\n"
-        f"        self.num_epochs = {epochs}\n"
-        f"        self.num_iterations_per_epoch = {iterations}\n"
-        f"        self.num_val_iterations_per_epoch = {max(1, iterations // 5)}\n")
+        f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{body}")
     return name
+
+
+def _seed_lines(seed: int | None) -> str:
+    """Seeds torch, numpy and python before nnU-Net builds the network (``on_train_start``) and draws its
+    augmentation (in-process on the CPU): the initial weights and the batches follow the seed."""
+    if seed is None:
+        return ""
+    return f"        torch.manual_seed({seed})\n        np.random.seed({seed})\n        random.seed({seed})\n"
+
+
+def schedule_trainer(folder: Path, base: str, epochs: int, iterations: int, seed: int | None = None) -> str:
+    """Write a shim ``<base>_offgrid<E>x<I>[_seed<S>]`` that only sets the schedule (and seeds); return its name."""
+    name = f"{base}_offgrid{epochs}x{iterations}" + ("" if seed is None else f"_seed{seed}")
+    return _write_shim(folder, name, base,
+                       f"        self.num_epochs = {epochs}\n"
+                       f"        self.num_iterations_per_epoch = {iterations}\n"
+                       f"        self.num_val_iterations_per_epoch = {max(1, iterations // 5)}\n" + _seed_lines(seed))
+
+
+def budget_trainer(folder: Path, base: str, seconds: float, iterations: int, seed: int | None = None) -> str:
+    """Write a shim ``<base>_budget<S>s[_seed<S>]`` that trains for ``seconds`` of wall-clock time in epochs of
+    ``iterations`` iterations (``WallClockBudgetMixin``: poly learning rate over the budget); return its name."""
+    name = f"{base}_budget{seconds:g}s".replace(".", "p") + ("" if seed is None else f"_seed{seed}")
+    return _write_shim(folder, name, base,
+                       f"        self.training_budget_s = {float(seconds)}\n"
+                       "        self.num_epochs = 10 ** 6  # only the loop's length: the budget ends training\n"
+                       f"        self.num_iterations_per_epoch = {iterations}\n"
+                       f"        self.num_val_iterations_per_epoch = {max(1, iterations // 5)}\n" + _seed_lines(seed),
+                       bases="WallClockBudgetMixin, ",
+                       imports="from nnunet_equivariant.training.budget import WallClockBudgetMixin\n")
 
 
 def run_command(env: dict, *cmd, log: Path) -> float:
