@@ -64,12 +64,16 @@ def schedule_trainer(folder: Path, base: str, epochs: int, iterations: int, seed
                        f"        self.num_val_iterations_per_epoch = {max(1, iterations // 5)}\n" + _seed_lines(seed))
 
 
-def budget_trainer(folder: Path, base: str, seconds: float, iterations: int, seed: int | None = None) -> str:
-    """Write a shim ``<base>_budget<S>s[_seed<S>]`` that trains for ``seconds`` of wall-clock time in epochs of
-    ``iterations`` iterations (``WallClockBudgetMixin``: poly learning rate over the budget); return its name."""
-    name = f"{base}_budget{seconds:g}s".replace(".", "p") + ("" if seed is None else f"_seed{seed}")
+def budget_trainer(folder: Path, base: str, seconds: float, iterations: int, seed: int | None = None,
+                   clock: str = "wall") -> str:
+    """Write a shim ``<base>_budget<S>s[cpu][_seed<S>]`` that trains for ``seconds`` on ``clock`` ("wall" or
+    "cpu") in epochs of ``iterations`` iterations (``WallClockBudgetMixin``: poly learning rate over the
+    budget); return its name."""
+    name = (f"{base}_budget{seconds:g}s".replace(".", "p") + ("cpu" if clock == "cpu" else "")
+            + ("" if seed is None else f"_seed{seed}"))
     return _write_shim(folder, name, base,
                        f"        self.training_budget_s = {float(seconds)}\n"
+                       f"        self.budget_clock = {clock!r}\n"
                        "        self.num_epochs = 10 ** 6  # only the loop's length: the budget ends training\n"
                        f"        self.num_iterations_per_epoch = {iterations}\n"
                        f"        self.num_val_iterations_per_epoch = {max(1, iterations // 5)}\n" + _seed_lines(seed),

@@ -78,7 +78,7 @@ class _Budgeted(WallClockBudgetMixin, _LoopOnly):
 
 def test_budget_ends_nnunets_loop_and_anneals_over_the_seconds(tmp_path, monkeypatch):
     clock = _Clock()
-    monkeypatch.setattr(budget, "_clock", clock)
+    monkeypatch.setitem(budget._CLOCKS, "wall", clock)
     trainer = _Budgeted(tmp_path, clock, num_epochs=10 ** 6)
     trainer.training_budget_s = 10.0
     trainer.run_training()
@@ -92,7 +92,7 @@ def test_budget_ends_nnunets_loop_and_anneals_over_the_seconds(tmp_path, monkeyp
 
 def test_without_budget_the_epoch_schedule_is_nnunets(tmp_path, monkeypatch):
     clock = _Clock()
-    monkeypatch.setattr(budget, "_clock", clock)
+    monkeypatch.setitem(budget._CLOCKS, "wall", clock)
     trainer = _Budgeted(tmp_path, clock, num_epochs=4)
     trainer.run_training()
     assert trainer.current_epoch == 4 and trainer.ended == 1
@@ -101,8 +101,25 @@ def test_without_budget_the_epoch_schedule_is_nnunets(tmp_path, monkeypatch):
 
 
 def test_budget_must_be_positive(tmp_path, monkeypatch):
-    monkeypatch.setattr(budget, "_clock", _Clock())
+    monkeypatch.setitem(budget._CLOCKS, "wall", _Clock())
     trainer = _Budgeted(tmp_path, _Clock(), num_epochs=10)
     trainer.training_budget_s = 0
     with pytest.raises(ValueError, match="training_budget_s must be > 0 seconds, got 0"):
+        trainer.run_training()
+
+
+def test_cpu_clock_counts_only_its_own_seconds(tmp_path, monkeypatch):
+    """On the CPU clock, seconds the process does not run (other jobs' load) do not count."""
+    wall, cpu = _Clock(), _Clock()
+    monkeypatch.setitem(budget._CLOCKS, "wall", wall)
+    monkeypatch.setitem(budget._CLOCKS, "cpu", cpu)
+    trainer = _Budgeted(tmp_path, cpu, num_epochs=10 ** 6)  # iterations advance the CPU clock
+    trainer.training_budget_s, trainer.budget_clock = 10.0, "cpu"
+    wall.now += 1000.0  # a long wait on a busy machine: not training
+    trainer.run_training()
+    assert trainer.current_epoch == 3
+    assert json.loads((tmp_path / "training_budget.json").read_text())["clock"] == "cpu"
+    trainer = _Budgeted(tmp_path, cpu, num_epochs=10)
+    trainer.training_budget_s, trainer.budget_clock = 10.0, "gpu"
+    with pytest.raises(ValueError, match="budget_clock must be one of \\['cpu', 'wall'\\], got 'gpu'"):
         trainer.run_training()
