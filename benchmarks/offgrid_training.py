@@ -307,7 +307,8 @@ def goal_table(rows: list[dict], output: Path, training: dict, reference: str = 
               "|---|---|---|---|---|---|---|---|"]
     for (t, seed), record in training.items():
         if record:
-            lines.append(f"| {t} | {seed} | {record['clock']} | {record['trained_s']:.0f} | {record['wall_s']:.0f} | "
+            lines.append(f"| {t} | {seed} | {record.get('clock', 'wall')} | {record['trained_s']:.0f} | "
+                         f"{record.get('wall_s', record['trained_s']):.0f} | "
                          f"{record['iterations']} | {record['s_per_iteration']:.2f} | "
                          f"{record['load_start'][0]:.1f}, {record['load_end'][0]:.1f} |")
         else:
