@@ -60,6 +60,7 @@ DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnPaperBasis", "nnUNetT
 AXES = {"x": 0, "y": 1, "z": 2}
 GRID_ANGLES = (0, 90)  # the network is exact there: their mean is the reference of issue 17's goal
 GOAL = 0.02
+LEARNED = 0.5  # below this mean Dice at the grid angles a structure is not learned: the goal says nothing there
 # real anatomy: default shape per spacing (a 96 mm field holds every hemisphere in every pose; 1 mm is cropped
 # to 80 mm, which still holds the structures within about 37 mm of their centroid) and default dataset ids
 _ASEG_SHAPES = {(3.0, 3.0, 3.0): (32, 32, 32), (1.0, 1.0, 1.0): (80, 80, 80), (1.0, 1.0, 3.0): (80, 80, 32)}
@@ -289,19 +290,22 @@ def goal_table(rows: list[dict], output: Path, training: dict, reference: str = 
                 ref0 = mean(reference, s, a, 0) if reference in trainers else float("nan")
                 out.append({"trainer": t, "structure": s, "axis": a, "grid_mean": round(grid, 4),
                             "max_abs_deviation": round(abs(deviations[worst]), 4), "at_angle": worst,
-                            "within_goal": bool(abs(deviations[worst]) <= GOAL), "dice_0": round(dice0, 4),
+                            "within_goal": bool(abs(deviations[worst]) <= GOAL) if grid >= LEARNED else None,
+                            "dice_0": round(dice0, 4),
                             "dice_0_minus_stock": round(dice0 - ref0, 4)})
     with open(output / "goal.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(out[0]))
         writer.writeheader()
         writer.writerows(out)
     lines = [f"Goal (issue 17): every structure's Dice at every angle within {GOAL} of its mean at {GRID_ANGLES} "
-             f"degrees; Dice at 0 no lower than {reference}.", "",
+             f"degrees; Dice at 0 no lower than {reference}. 'not learned': grid mean below {LEARNED}, where a "
+             "small deviation means nothing.", "",
              "| trainer | structure | axis | grid mean | max deviation (at) | within | Dice 0 | vs stock |",
              "|---|---|---|---|---|---|---|---|"]
     for r in out:
         lines.append(f"| {r['trainer']} | {r['structure']} | {r['axis']} | {r['grid_mean']:.3f} | "
-                     f"{r['max_abs_deviation']:.3f} ({r['at_angle']}°) | {'yes' if r['within_goal'] else 'no'} | "
+                     f"{r['max_abs_deviation']:.3f} ({r['at_angle']}°) | "
+                     f"{'not learned' if r['within_goal'] is None else 'yes' if r['within_goal'] else 'no'} | "
                      f"{r['dice_0']:.3f} | {r['dice_0_minus_stock']:+.3f} |")
     lines += ["", "| trainer | seed | clock | trained s | wall s | iterations | s / iteration | load (1 min) start, end |",
               "|---|---|---|---|---|---|---|---|"]
