@@ -48,7 +48,7 @@ class NnUNetWorkspace:
             nnUNet_preprocessed=str(self.preprocessed),
             nnUNet_results=str(self.results),
             nnUNet_def_n_proc="1",
-            nnUNet_n_proc_DA="1",
+            nnUNet_n_proc_DA="1",  # nnU-Net's planner sets torch threads to this: not 0
             nnUNet_compile="false",
             OMP_NUM_THREADS="2",
             MKL_NUM_THREADS="2",
@@ -117,7 +117,7 @@ def trained_model(nnunet_workspace):
     def train(trainer: str, plans: str = "nnUNetPlans", fold: int = 0) -> Path:
         key = (trainer, plans, fold)
         if key not in cache:
-            # nnUNet_n_proc_DA=0: augmentation in the main process (no worker start-up on 2 cores)
+            # nnUNet_n_proc_DA=0: augmentation in the training process, which the seeded test trainers need
             nnunet_workspace.run("nnUNetv2_train", DATASET_ID, "3d_fullres", fold, "-tr", trainer,
                                  "-p", plans, "-device", "cpu", "--npz", env={"nnUNet_n_proc_DA": "0"})
             cache[key] = nnunet_workspace.model_folder(trainer, plans)
