@@ -48,7 +48,7 @@ class NnUNetWorkspace:
             nnUNet_preprocessed=str(self.preprocessed),
             nnUNet_results=str(self.results),
             nnUNet_def_n_proc="1",
-            nnUNet_n_proc_DA="1",
+            nnUNet_n_proc_DA="1",  # nnU-Net's planner sets torch threads to this: not 0
             nnUNet_compile="false",
             OMP_NUM_THREADS="2",
             MKL_NUM_THREADS="2",
@@ -94,6 +94,27 @@ class NnUNetWorkspace:
         return self.results / DATASET_NAME / f"{trainer}__{plans}__{configuration}"
 
 
+def assert_dice_recomputed(metrics: dict, labels=("1", "2")) -> None:
+    """nnU-Net's per-case counts and Dice in ``metrics`` (a ``summary.json``) equal those recomputed with numpy
+    from the files it names, and the model predicts every label somewhere (so the Dice are not all NaN/0)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    predicted = dict.fromkeys(labels, 0)
+    for case in metrics["metric_per_case"]:
+        seg, ref = (sitk.GetArrayFromImage(sitk.ReadImage(case[f])) for f in ("prediction_file", "reference_file"))
+        for label in labels:
+            s, r = seg == int(label), ref == int(label)
+            tp, fp, fn = int((s & r).sum()), int((s & ~r).sum()), int((~s & r).sum())
+            ours = case["metrics"][label]
+            assert (ours["TP"], ours["FP"], ours["FN"]) == (tp, fp, fn), f"{case['prediction_file']} label {label}"
+            expected = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+            assert ours["Dice"] == expected or (np.isnan(expected) and np.isnan(ours["Dice"])), \
+                f"Dice of label {label} recomputed from {case['prediction_file']}"
+            predicted[label] += int(s.sum())
+    assert all(predicted.values()), f"the model predicts every label somewhere (voxels per label: {predicted})"
+
+
 @pytest.fixture(scope="session")
 def nnunet_workspace(tmp_path_factory) -> NnUNetWorkspace:
     """Synthetic rods-and-discs dataset (8 training cases of 32^3, 2 test cases, labels 1 and 2),
@@ -117,7 +138,7 @@ def trained_model(nnunet_workspace):
     def train(trainer: str, plans: str = "nnUNetPlans", fold: int = 0) -> Path:
         key = (trainer, plans, fold)
         if key not in cache:
-            # nnUNet_n_proc_DA=0: augmentation in the main process (no worker start-up on 2 cores)
+            # nnUNet_n_proc_DA=0: augmentation in the training process, which the seeded test trainers need
             nnunet_workspace.run("nnUNetv2_train", DATASET_ID, "3d_fullres", fold, "-tr", trainer,
                                  "-p", plans, "-device", "cpu", "--npz", env={"nnUNet_n_proc_DA": "0"})
             cache[key] = nnunet_workspace.model_folder(trainer, plans)

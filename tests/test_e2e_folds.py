@@ -184,7 +184,12 @@ def test_find_best_configuration_ensemble_and_postprocessing(nnunet_workspace, f
 
     info = json.loads((results / "inference_information.json").read_text())
     assert set(info["all_results"]) == {MODEL_ID.format(STEERABLE), MODEL_ID.format(STOCK), ensemble_id}
-    assert all(0 <= dice <= 1 for dice in info["all_results"].values())
+    for source in [five_fold_models[t] / f"crossval_results_folds_{folds_tag}" for t in (STEERABLE, STOCK)] + \
+            [results / "ensembles" / ensemble_id]:
+        name = ensemble_id if source.parent.name == "ensembles" else source.parent.name
+        summary = json.loads((source / "summary.json").read_text())
+        assert info["all_results"][name] == summary["foreground_mean"]["Dice"], \
+            f"{name}: the score nnU-Net chose by is its cross-validation summary's foreground Dice"
     best = info["best_model_or_ensemble"]
     chosen = {m["trainer"] for m in best["selected_model_or_models"]}
     assert chosen in ({STEERABLE}, {STOCK}, {STEERABLE, STOCK})

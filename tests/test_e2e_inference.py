@@ -74,7 +74,8 @@ def test_exported_network_runs_without_e3nn_and_matches_the_trained_one(trainer_
 
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
-    x = torch.randn(2, 1, *predictor.configuration_manager.patch_size, generator=torch.Generator().manual_seed(1))
+    x = torch.stack([_preprocessed(predictor, image) for image in sorted((ws.dataset_raw / "imagesTs").glob("*"))])
+    assert x.shape == (2, 1, *predictor.configuration_manager.patch_size), "the test cases, one patch each"
     tta = RotationTTAPredictor(rotation_tta="grid", device=torch.device("cpu"))
     tta.initialize_from_trained_model_folder(str(model), use_folds=(0,))
     assert len(tta.tta_transforms()) == {"nnUNetTrainerE3nn_tiny": 2, "nnUNetTrainerMirror_tiny": 6}[trainer], \
@@ -103,12 +104,15 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
     assert metadata["spec"] == expected_spec, "the export records the steerable network's recipe"
     y = torch.load(tmp_path / "y.pt")
     assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
-    # float32: traced op order differs from eager, and norm max-pooling, discontinuous at near-equal norms,
-    # turns rounding into a switched selection in a trained network (1e-6 to 1.2e-2 of the largest logit,
-    # by training run): the class is compared here, exactness in float64 below
-    assert torch.isfinite(y).all()
-    assert (y.argmax(1) == reference.argmax(1)).float().mean() > 0.95, \
-        f"same segmentation (max logit difference {(y - reference).abs().max():.2g})"
+    # float32 on the real cases: traced op order differs from eager, and norm max-pooling, discontinuous at
+    # near-equal norms, can turn rounding into a switched selection that moves the logits behind it; so the
+    # bulk of the logits is bounded (a quantile) and the class allowed a few switched voxels. Measured with
+    # the seeded nnUNetTrainerE3nn_tiny: 99th percentile 3.8e-7 of the largest logit, max 1.1e-6, no voxel
+    # changed its class; the bounds leave 25x for another CPU's rounding.
+    difference = (y - reference).abs().flatten() / reference.abs().max()
+    assert torch.quantile(difference, 0.99) < 1e-5, \
+        f"99 % of the logits equal the eager network's to float32 rounding ({torch.quantile(difference, 0.99):.2g})"
+    assert (y.argmax(1) != reference.argmax(1)).float().mean() < 1e-3, "the same segmentation"
     network64 = predictor.network.double()
     assembled64 = assemble_network(network64)
     with torch.no_grad():
@@ -119,14 +123,42 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
                 f"float64: {what} give the trained network's logits exactly"
 
 
+def _preprocessed(predictor, image) -> torch.Tensor:
+    """A raw test case as nnU-Net's predictor feeds it to the network: ``(channels, x, y, z)`` float32."""
+    data, properties = predictor.plans_manager.image_reader_writer_class().read_images([str(image)])
+    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+    data = preprocessor.run_case_npy(data, None, properties, predictor.plans_manager,
+                                     predictor.configuration_manager, predictor.dataset_json)[0]
+    return torch.from_numpy(data).float()
+
+
+def _split_by_physical_side(merged: sitk.Image) -> tuple[np.ndarray, set]:
+    """The laterality split of a merged rods-and-discs prediction, built from ITK's own index-to-point map
+    (not from ``inference.laterality``): each connected rod component takes the side of its centroid's LPS
+    ``x`` against the image centre's (``+x``: patient's left -> rod_left 1, else rod_right 2); disc 2 -> 3.
+    Returns the expected labels and the sides seen."""
+    from scipy import ndimage
+
+    array = sitk.GetArrayFromImage(merged)
+    expected = np.where(array == 2, 3, 0).astype(array.dtype)
+    centre = merged.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in merged.GetSize()])
+    components, n = ndimage.label(array == 1)
+    sides = set()
+    for index, component in enumerate(ndimage.find_objects(components), start=1):
+        voxels = np.argwhere(components[component] == index) + [s.start for s in component]
+        z, y, x = voxels.mean(0)
+        left = merged.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))[0] >= centre[0]
+        expected[components == index] = 1 if left else 2
+        sides.add("left" if left else "right")
+    return expected, sides
+
+
 def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspace, trained_model, tmp_path):
     """``-m MODEL_FOLDER`` (nnUNetv2_predict_from_modelfolder's flags) on a model whose dataset.json records a
     merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations are
-    nnU-Net's own prediction of the model split by side (compared voxel by voxel, whatever the barely trained
-    model predicts), and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
-    from nnunet_equivariant.geometry import Geometry
-    from nnunet_equivariant.inference.laterality import split_segmentation
-
+    nnU-Net's own prediction of the model with every rod relabelled by the side of the patient it lies on
+    (expected labels built from ITK's physical coordinates, compared voxel by voxel; the seeded tiny model
+    predicts rods on both sides), and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
     ws = nnunet_workspace
     trained = trained_model("nnUNetTrainer_tiny")
     model = tmp_path / "model"
@@ -147,11 +179,12 @@ def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspa
     cases = sorted(p.name for p in plain.glob("*.nii.gz"))
     assert cases and sorted(p.name for p in out.glob("*.nii.gz")) == cases
     assert f"laterality mode: {len(cases)} predictions split into left/right labels" in proc.stdout
+    seen = set()
     for case in cases:
-        merged = sitk.ReadImage(str(plain / case))
+        expected, sides = _split_by_physical_side(sitk.ReadImage(str(plain / case)))
+        seen |= sides
         split = sitk.GetArrayFromImage(sitk.ReadImage(str(out / case)))
-        expected = split_segmentation(sitk.GetArrayFromImage(merged), Geometry.from_sitk(merged),
-                                      dataset_json["labels"], record)
-        np.testing.assert_array_equal(split, expected, err_msg=f"{case}: nnU-Net's prediction, split by side")
+        np.testing.assert_array_equal(split, expected, err_msg=f"{case}: nnU-Net's prediction, rods split by side")
+    assert seen == {"left", "right"}, "the prediction has rods on both sides of the patient"
     proc = ws.run(*args, "--continue_prediction")
     assert "laterality mode: 0 predictions" in proc.stdout, "--c: nothing predicted, nothing split twice"

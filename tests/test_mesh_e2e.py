@@ -58,9 +58,17 @@ def test_intra_round_trip_through_nnunet(tmp_path_factory):
         np.testing.assert_allclose(data["p_vessel"] + data["p_aneurysm"] <= 1 + 1e-5, True)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_meshes"] == 1
-    assert 0.0 <= summary["accuracy"] <= 1.0
+    # the scores are those of the labels written on the mesh (vessel 0, aneurysm 1), recomputed here
+    predicted, truth = data["label"], data["true_label"]
+    assert summary["accuracy"] == pytest.approx(np.mean(predicted == truth), abs=1e-12)
     assert set(summary["iou"]) == {"vessel", "aneurysm"} and set(summary["dsc"]) == {"vessel", "aneurysm"}
-    for value in (*summary["iou"].values(), *summary["dsc"].values()):
-        assert 0.0 <= value <= 1.0 or np.isnan(value)
+    for c, name in enumerate(("vessel", "aneurysm")):
+        p, t = predicted == c, truth == c
+        inter, union, total = (p & t).sum(), (p | t).sum(), p.sum() + t.sum()
+        expected_iou = inter / union if union else float("nan")
+        expected_dsc = 2 * inter / total if total else float("nan")
+        for value, expected, what in ((summary["iou"][name], expected_iou, "IoU"),
+                                      (summary["dsc"][name], expected_dsc, "DSC")):
+            assert value == pytest.approx(expected, abs=1e-12, nan_ok=True), f"{what} of {name} on the written mesh"
     (row,) = csv.DictReader((out / "metrics.csv").open())
     assert row["case"] == "AN1" and float(row["accuracy"]) == pytest.approx(summary["accuracy"])

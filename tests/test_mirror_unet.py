@@ -42,7 +42,7 @@ def test_whole_network_commutes_with_flips_of_its_axes(topology, symmetry):
     net = mirror_unet_from_plans(configuration, 2, 3, symmetry, deep_supervision=True).double()
     axes = symmetry_axes(symmetry)
     x = torch.randn(1, 2, *size, dtype=torch.float64)
-    assert_equivariant(net, x, flips_of(axes))  # every deep-supervision output, rel. error < 1e-5
+    assert_equivariant(net, x, flips_of(axes), tol=1e-10)  # every deep-supervision output
     for a in set(range(3)) - set(axes):
         with torch.no_grad():
             assert equivariance_error(net, x, axis_flips([a])) > 1e-2, \
@@ -150,11 +150,12 @@ def test_trainer_network_and_reduced_test_time_mirroring(name):
     torch.testing.assert_close(reduced, full, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("strides, kernel_sizes", [
-    ([[1, 1, 1]] + [[2, 2, 2]] * 5, [[3, 3, 3]] * 6),  # nnU-Net's default plans, e.g. a 128^3 patch
-    ([[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]], [[1, 3, 3]] * 2 + [[3, 3, 3]] * 4),
+@pytest.mark.parametrize("strides, kernel_sizes, fewer", [
+    ([[1, 1, 1]] + [[2, 2, 2]] * 5, [[3, 3, 3]] * 6, 3.5),  # nnU-Net's default plans, e.g. a 128^3 patch
+    # 1x3x3 kernels: no free half along the first axis, so fewer savings
+    ([[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]], [[1, 3, 3]] * 2 + [[3, 3, 3]] * 4, 3.4),
 ])
-def test_keep_params_matches_the_stock_network_within_1_percent(strides, kernel_sizes):
+def test_keep_params_matches_the_stock_network_within_1_percent(strides, kernel_sizes, fewer):
     configuration = plans_configuration(strides, kernel_sizes, [32, 64, 128, 256, 320, 320])
     kwargs = configuration.network_arch_init_kwargs
     stock = count_parameters(lambda: get_network_from_plans(PLAIN_CONV_UNET, kwargs,
@@ -166,7 +167,8 @@ def test_keep_params_matches_the_stock_network_within_1_percent(strides, kernel_
             None, configuration, 1, 3)
     n_arch = sum(p.numel() for p in keep_arch.parameters())
     n_params = sum(p.numel() for p in keep_params.parameters())
-    assert n_arch < stock / 2, "f123 with the plans' widths has far fewer parameters"
+    assert round(stock / n_arch, 1) == fewer, \
+        f"README: f123 with the plans' widths has {fewer}x fewer parameters ({stock / n_arch:.3f}x)"
     assert abs(n_params - stock) / stock < 0.01, "keep-params matches the stock parameter count"
     ratios = [w / b for w, b in zip(keep_params.encoder.output_channels, kwargs["features_per_stage"])]
     assert max(ratios) - min(ratios) < 0.02, "every stage is widened by the same factor (up to rounding)"

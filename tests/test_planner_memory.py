@@ -1,6 +1,7 @@
 """The planner's memory estimates of both networks it sizes plans for (the steerable network and the 5^3
-PlainConvUNet) are within 30 % of the measured peak of a training forward + backward pass, at three patch
-sizes (CPU, float32; each measured in a fresh process by the benchmark script)."""
+PlainConvUNet) are within 10 % of the measured peak of a training forward + backward pass, at three patch
+sizes (CPU, float32; each measured in a fresh process by the benchmark script). docs/planner.md measures
+0.99-1.01; 10 % leaves room for another allocator or torch version, not for a wrong formula."""
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "planner_memory.py"
 
 
-def test_estimate_within_30_percent_of_measured_peak(tmp_path):
+def test_estimate_within_10_percent_of_measured_peak(tmp_path):
     out = tmp_path / "rows.json"
     subprocess.run([sys.executable, str(BENCHMARK), "--networks", "E3nnUNet", "PlainConvUNet", "--stages", "4",
                     "--sizes", "24", "32", "40", "--batch", "1", "--json", str(out)],
@@ -20,7 +21,7 @@ def test_estimate_within_30_percent_of_measured_peak(tmp_path):
     for r in rows:
         assert r["measured"] > 50 * 2 ** 20, "the pass allocated real memory"
         ratio = r["estimate"] / r["measured"]
-        assert 0.7 <= ratio <= 1.3, f"{r['network']}: estimate within 30 % at {r['patch']}^3: {ratio:.2f}"
+        assert 0.9 <= ratio <= 1.1, f"{r['network']}: estimate within 10 % at {r['patch']}^3: {ratio:.3f}"
 
 
 def test_estimate_follows_each_steerable_variant_the_planner_sizes_for(tmp_path):

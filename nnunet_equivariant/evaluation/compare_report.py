@@ -131,6 +131,9 @@ def _ratio(value) -> str:
 
 
 def _verdict(rows) -> list[str]:
+    """One line per quantity: the trainer with the best value (``higher`` or ``lower`` is better), then the
+    others. Trainers without a value (NaN) are left out; a quantity nobody measured gets no line. Values equal
+    as shown (4 decimals for Dice, the report's digits otherwise) are a tie, and every tied trainer is named."""
     quantities = [("cv_dice_foreground", "cross-validation foreground Dice", "higher"),
                   ("test_dice_0deg", "test foreground Dice at 0 deg", "higher"),
                   ("test_dice_min", "lowest test foreground Dice over the rotations", "higher"),
@@ -141,13 +144,13 @@ def _verdict(rows) -> list[str]:
         values = [(m, v) for m, v in values if not np.isnan(v)]
         if not values:
             continue
-        pick = max if better == "higher" else min
-        winner, best = pick(values, key=lambda mv: mv[1])
+        best = (max if better == "higher" else min)(v for _, v in values)
         show = ((lambda v: f"{v:.4f}") if "dice" in column or "drop" in column
                 else (lambda v: f"{int(v):,}") if column == "parameters" else (lambda v: f"{v:.4g}"))
-        others = ", ".join(f"{m} {show(v)}" for m, v in values if m != winner)
-        lines.append(f"- **{what}** ({better} is better): **{winner}** {show(best)}"
-                     + (f"; {others}" if others else ""))
+        winners = [m for m, v in values if show(v) == show(best)]
+        others = ", ".join(f"{m} {show(v)}" for m, v in values if m not in winners)
+        named = " and ".join(f"**{m}**" for m in winners) + (" (tie)" if len(winners) > 1 else "")
+        lines.append(f"- **{what}** ({better} is better): {named} {show(best)}" + (f"; {others}" if others else ""))
     return lines
 
 
