@@ -193,12 +193,13 @@ def plans_configuration(strides: Sequence[Sequence[int]], kernel_sizes: Sequence
 
 
 def autocast_equivariance(network: torch.nn.Module, x: torch.Tensor, group: str,
-                          dtype: torch.dtype | None) -> dict[str, float]:
+                          dtype: torch.dtype | None, all_elements: bool = False) -> dict[str, float]:
     """What a user sees from ``network`` (its first output, eval mode, no gradients) under autocast in
     ``dtype`` (``None``: none) on ``x``'s device, as nnU-Net predicts under autocast on a GPU:
 
-    - ``"equivariance"``: the worst :func:`equivariance_error` over the grid elements of ``group`` (a name
-      of :data:`~nnunet_equivariant.symmetry.GROUPS`, identity excluded), logits as scalar fields;
+    - ``"equivariance"``: the worst :func:`equivariance_error` over the generators of ``group`` (a name of
+      :data:`~nnunet_equivariant.symmetry.GROUPS`; ``all_elements``: over all its grid elements but the
+      identity), logits as scalar fields;
     - ``"vs_float32"``: ``|f(x) - f32(x)| / |f32(x)|``, the rounding of ``dtype`` against the float32 output.
 
     A stock network measured with ``group="so3"`` gives its plain rounding (``vs_float32``) as the scale an
@@ -216,8 +217,10 @@ def autocast_equivariance(network: torch.nn.Module, x: torch.Tensor, group: str,
     try:
         reference = run(x, None)
         deviation = float((run(x, dtype) - reference).norm() / reference.norm())
-        worst = max(equivariance_error(lambda v: run(v, dtype), x, R)
-                    for R in get_symmetry(group).grid_elements()[1:])
+        symmetry = get_symmetry(group)
+        elements = (symmetry.grid_elements()[1:] if all_elements else
+                    [torch.tensor(g, dtype=torch.float64).view(3, 3) for g in symmetry.generators])
+        worst = max(equivariance_error(lambda v: run(v, dtype), x, R) for R in elements)
     finally:
         network.train(was_training)
     return {"equivariance": worst, "vs_float32": deviation}

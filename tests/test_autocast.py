@@ -118,11 +118,13 @@ def test_norm_gate_statistics_and_gradients_are_float32_under_autocast(path):
 # --- a whole network, trained through nnU-Net's own train_step ----------------------------------------
 
 STEPS = 50
+# half-precision convolutions on the CPU take ~20x float32's time (no native kernels): 8^3 patches, and the
+# steerable network only (the mirror network's one special op, its kernel assembly, is covered above)
 
 
 def _configuration():
     return plans_configuration([[1, 1, 1], [2, 2, 2], [2, 2, 2]], None, [8, 16, 16], n_conv=1,
-                               patch_size=[16] * 3, spacing=[1.0, 1.0, 1.0]).configuration
+                               patch_size=[8] * 3, spacing=[1.0, 1.0, 1.0]).configuration
 
 
 def _train(cls, dtype, work) -> list[float]:
@@ -143,16 +145,14 @@ def _train(cls, dtype, work) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def float32_runs(tmp_path_factory):
-    return {cls.__name__: _train(cls, None, tmp_path_factory.mktemp(cls.__name__))[0]
-            for cls in (e3nn.nnUNetTrainerE3nn, mirror.nnUNetTrainerMirror)}
+def float32_run(tmp_path_factory):
+    return _train(e3nn.nnUNetTrainerE3nn, None, tmp_path_factory.mktemp("float32"))[0]
 
 
-@pytest.mark.parametrize("cls", [e3nn.nnUNetTrainerE3nn, mirror.nnUNetTrainerMirror], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-def test_network_trains_50_steps_under_autocast_with_grad_scaler(cls, dtype, float32_runs, tmp_path):
-    losses, trainer, scaler = _train(cls, dtype, tmp_path)
-    reference = float32_runs[cls.__name__]
+def test_network_trains_50_steps_under_autocast_with_grad_scaler(dtype, float32_run, tmp_path):
+    losses, trainer, scaler = _train(e3nn.nnUNetTrainerE3nn, dtype, tmp_path)
+    reference = float32_run
     assert np.isfinite(losses).all(), f"loss went inf/NaN under {dtype}: {losses}"
     assert all(torch.isfinite(p).all() for p in trainer.network.parameters()), "a weight became inf/NaN"
     assert scaler.is_enabled() and np.isfinite(scaler.get_scale()) and scaler.get_scale() >= 1.0
