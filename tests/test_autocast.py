@@ -88,7 +88,8 @@ def test_norm_gate_statistics_and_gradients_are_float32_under_autocast(path):
     (eager training) and the composition (what ``torch.compile`` traces). Parameter gradients are sums over
     the patch: accumulated in float32 (in float16 they overflowed to inf here before the fix)."""
     torch.manual_seed(2)
-    block = SteerableBlock("1x0e", "2x0e + 1x1e + 1x2e", 3, (1.0, 1.0, 1.0), False, 3, 2, "leaky_relu")
+    block = SteerableBlock("1x0e", "2x0e + 1x1e + 1x2e", 3, (1.0, 1.0, 1.0), False, 3, 2, "leaky_relu",
+                           "gaussian_shells")
     assert block._fused is not None, "the fused node is what this test covers"
     x = _large_field(str(block.gate.irreps_in), 1000.0).requires_grad_()
     x32 = x.detach().float().requires_grad_()
