@@ -88,14 +88,14 @@ def test_compiled_train_step_matches_eager(name, tmp_path_factory):
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5, abs=1e-6)
     assert grads["eager"].keys() == grads["compiled"].keys()
     for key, g in grads["eager"].items():
-        assert (g is None) == (grads["compiled"][key] is None), key
-        if g is None:
+        c = grads["compiled"][key]
+        if g is None or c is None:  # a parameter the loss skips: None in eager, zeros from a compiled graph
+            assert all(t is None or not t.any() for t in (g, c)), key
             continue
         scale = max(float(g.abs().max()), 1e-6)
-        torch.testing.assert_close(grads["compiled"][key], g, rtol=1e-4, atol=1e-4 * scale, msg=key)
+        torch.testing.assert_close(c, g, rtol=1e-4, atol=1e-4 * scale, msg=key)
     reached = [g for g in grads["eager"].values() if g is not None]
-    assert len(reached) > len(grads["eager"]) / 2 and all(float(g.abs().max()) > 0 for g in reached), \
-        "gradients reach the weights"
+    assert sum(bool(g.any()) for g in reached) > len(grads["eager"]) / 2, "gradients reach the weights"
     # the optimiser stepped both (Adam / SGD as the trainer configures them): a second step still agrees
     second = {k: float(t.train_step(synthetic_batch(eager, seed=2))["loss"])
               for k, t in (("eager", eager), ("compiled", compiled))}
