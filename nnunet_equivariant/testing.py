@@ -35,6 +35,7 @@ __all__ = [
     "equivariance_error",
     "assert_equivariant",
     "plans_configuration",
+    "autocast_equivariance",
 ]
 
 
@@ -160,3 +161,37 @@ def plans_configuration(strides: Sequence[Sequence[int]], kernel_sizes: Sequence
     if spacing is not None:
         configuration["spacing"] = list(spacing)
     return ConfigurationManager(configuration)
+
+
+def autocast_equivariance(network: torch.nn.Module, x: torch.Tensor, group: str,
+                          dtype: torch.dtype | None, all_elements: bool = False) -> dict[str, float]:
+    """What a user sees from ``network`` (its first output, eval mode, no gradients) under autocast in
+    ``dtype`` (``None``: none) on ``x``'s device, as nnU-Net predicts under autocast on a GPU:
+
+    - ``"equivariance"``: the worst :func:`equivariance_error` over the generators of ``group`` (a name of
+      :data:`~nnunet_equivariant.symmetry.GROUPS`; ``all_elements``: over all its grid elements but the
+      identity), logits as scalar fields;
+    - ``"vs_float32"``: ``|f(x) - f32(x)| / |f32(x)|``, the rounding of ``dtype`` against the float32 output.
+
+    A stock network measured with ``group="so3"`` gives its plain rounding (``vs_float32``) as the scale an
+    nnU-Net user already accepts, and its (large) lack of equivariance."""
+    from .symmetry import get_symmetry
+
+    def run(volume: torch.Tensor, autocast_dtype: torch.dtype | None) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(volume.device.type, dtype=autocast_dtype or torch.float32,
+                                             enabled=autocast_dtype is not None):
+            out = network(volume)
+        return (out[0] if isinstance(out, (list, tuple)) else out).float()
+
+    was_training = network.training
+    network.eval()
+    try:
+        reference = run(x, None)
+        deviation = float((run(x, dtype) - reference).norm() / reference.norm())
+        symmetry = get_symmetry(group)
+        elements = (symmetry.grid_elements()[1:] if all_elements else
+                    [torch.tensor(g, dtype=torch.float64).view(3, 3) for g in symmetry.generators])
+        worst = max(equivariance_error(lambda v: run(v, dtype), x, R) for R in elements)
+    finally:
+        network.train(was_training)
+    return {"equivariance": worst, "vs_float32": deviation}

@@ -127,17 +127,25 @@ class _NormGate(torch.autograd.Function):
             scale = w / denominator
             dot = component_dot(g, x[:, start:start + mul * d], d)  # <dL/d out, x> per copy and voxel
             torch.ops.aten.sigmoid_backward(dot * _e(scale, dt), gate, grad_input=grad_y0[:, ns + copy:ns + copy + mul])
-            total = torch.einsum("bmxyz,bmxyz->bm", gate, dot).to(acc)  # (batch, mul): dL/d scale
+            # (batch, mul): dL/d scale; summed in float32 at least: over a patch's voxels a float16 sum
+            # overflows (and under a GradScaler the gradients are large by design)
+            total = torch.sum(gate * dot, dim=(2, 3, 4), dtype=acc)
             grad_w_gated.append((total / denominator).sum(0))
             # dL/dx = scale * gate * g  -  (w * total / (denominator^2 * n)) * x / |x|   (the second term
             # through the mean norm)
             k = w * total / (denominator ** 2 * n_voxels)
             target = grad_x[:, start:start + mul * d].unflatten(1, (mul, d))
             torch.mul(g.unflatten(1, (mul, d)), (gate * _e(scale, dt)).unsqueeze(2), out=target)
-            target.addcmul_(v, (_e(k, dt) / norms(x[:, start:start + mul * d], d)).unsqueeze(2), value=-1)
+            if x.dtype in (torch.float32, torch.float64):
+                target.addcmul_(v, (_e(k, dt) / norms(x[:, start:start + mul * d], d)).unsqueeze(2), value=-1)
+            else:  # half precision: |x| in float32 (its squares overflow), the unit vectors x / |x| rounded
+                # once (k / |x| would be subnormal for large activations)
+                v32 = v.float()
+                unit = (v32 / norms(v32.flatten(1, 2), d).unsqueeze(2)).to(dt)
+                target.addcmul_(unit, _e(k, dt).unsqueeze(2), value=-1)
             copy, out_start = copy + mul, out_start + mul * d
         sum_g = grad_y0.sum((2, 3, 4), dtype=acc)  # (batch, n0)
-        sum_g_xhat = torch.einsum("bcxyz,bcxyz->bc", grad_y0, x_hat).to(acc)
+        sum_g_xhat = torch.sum(grad_y0 * x_hat, dim=(2, 3, 4), dtype=acc)
         # instance norm: dL/dx = rstd * w * (g - mean(g) - x_hat * mean(g * x_hat))
         a = rstd * w0
         torch.addcmul(_e(-a * sum_g / n_voxels, dt), grad_y0, _e(a, dt), out=grad_x[:, :n0])

@@ -70,9 +70,30 @@ class EquivariantInstanceNorm(nn.Module):
             scales.append(scale)
             shifts.append(shift)
             copy += b.mul
-        scale = torch.cat(scales, 1)[:, :, None, None, None].to(x.dtype)
-        shift = torch.cat(shifts, 1)[:, :, None, None, None].to(x.dtype)
-        return torch.addcmul(shift, x, scale)
+        scale = torch.cat(scales, 1)[:, :, None, None, None]
+        shift = torch.cat(shifts, 1)[:, :, None, None, None]
+        if stats is x:  # float32 / float64
+            return torch.addcmul(shift, x, scale)
+        return _HalfAffine.apply(x, scale, shift)
 
     def extra_repr(self) -> str:
         return f"{self.irreps}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class _HalfAffine(torch.autograd.Function):
+    """``x * scale + shift`` for a half-precision ``x`` and float32 per-channel ``scale`` / ``shift`` ``(batch,
+    C, 1, 1, 1)``, output in ``x``'s dtype. Through autograd the gradients of ``scale`` and ``shift`` would be
+    sums over the patch in float16, which overflow (65504) on a patch of 128^3 voxels, the more so under a
+    ``GradScaler``; here they are accumulated and returned in float32. Traced as is by ``torch.compile``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, scale)
+        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, scale = ctx.saved_tensors
+        grad_scale = torch.sum(grad * x, dim=(2, 3, 4), keepdim=True, dtype=scale.dtype)
+        grad_shift = torch.sum(grad, dim=(2, 3, 4), keepdim=True, dtype=scale.dtype)
+        return grad * scale.to(grad.dtype), grad_scale, grad_shift
