@@ -10,6 +10,7 @@ from nnunet_equivariant.networks.e3nn_resenc_unet import E3nnResEncUNet, e3nn_re
 from nnunet_equivariant.networks.e3nn_spec import E3nnSpec
 from nnunet_equivariant.symmetry import get_symmetry
 from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries, plans_configuration
+from nnunet_equivariant.training import e3nn as trainers
 
 TINY = {"so3": ["1x0e + 1x1e + 1x2e"] + ["2x0e + 1x1e + 1x2e"] * 4,
         "o3": ["1x0e + 1x1o + 1x2e"] + ["2x0e + 1x1o + 1x2e"] * 4}  # (the group ratio 8x0e+4x1o+2x2e)
@@ -134,3 +135,37 @@ def test_plans_reader_and_bad_arguments():
         E3nnResEncUNet(1, 2, **{**kwargs, "patch_size": [64, 64, 60]})
     with pytest.raises(ValueError, match="n_blocks_per_stage must have 5 entries"):
         E3nnResEncUNet(1, 2, **{**kwargs, "n_blocks_per_stage": [1, 2]})
+
+
+@pytest.mark.parametrize("name", trainers.__all__)
+def test_every_steerable_trainer_builds_from_resenc_plans(name):
+    """Each trainer's spec on the M preset's plans (small widths): an E3nnResEncUNet whose parameter names
+    do not depend on deep supervision (nnU-Net builds it without at inference and loads strictly)."""
+    trainer = getattr(trainers, name)
+    config = with_features(resenc_configuration("anisotropic"), [16, 16, 32, 32, 32])
+    torch.manual_seed(0)
+    with_ds = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=True)
+    without = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=False)
+    assert isinstance(with_ds, E3nnResEncUNet) and with_ds.symmetry == trainer.symmetry
+    assert with_ds.decoder.deep_supervision and not without.decoder.deep_supervision
+    blocks = [sum(isinstance(m, SteerableResidualBlock) for m in stage) for stage in with_ds.encoder.stages]
+    assert blocks == [1, 3, 4, 6, 6]
+    assert (type(with_ds.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.antialias > 0)
+    without.load_state_dict(with_ds.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("preset", ["M", "L", "XL"])
+def test_trainer_network_from_every_preset_predicts_as_it_trained(preset):
+    """nnU-Net's cycle: built with deep supervision for training, saved, rebuilt without it, loaded."""
+    config = with_features(resenc_configuration("isotropic", preset), [8, 8, 16, 16, 16])
+    torch.manual_seed(0)
+    trained = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 2, True).eval()
+    with torch.no_grad():  # the trained blocks are not at their zero init
+        for name, p in trained.named_parameters():
+            if "norm" in name:
+                p.normal_()
+    inference = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 2, False).eval()
+    inference.load_state_dict(trained.state_dict(), strict=True)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert inference(x).equal(trained(x)[0])

@@ -1,5 +1,6 @@
 """E3nnResEncUNet: the steerable sibling of nnU-Net's ``ResidualEncoderUNet`` (its ResEnc M/L/XL presets),
-following nnU-Net's network protocol, and ``e3nn_resenc_unet_kwargs``, its topology read from such plans."""
+following nnU-Net's network protocol; ``e3nn_resenc_unet_kwargs`` reads its topology from such plans and
+``e3nn_resenc_unet_from_plans`` builds it."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 from e3nn import o3
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
 from ..layers import GaussianBlur3d, SteerableConv3d, SteerableResidualBlock
@@ -15,7 +17,7 @@ from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
 from .e3nn_unet import E3nnDecoder, _antialias_blur, _per_stage
 
-__all__ = ["E3nnResEncUNet", "e3nn_resenc_unet_kwargs"]
+__all__ = ["E3nnResEncUNet", "e3nn_resenc_unet_from_plans", "e3nn_resenc_unet_kwargs"]
 
 
 def _residual_block(spec: E3nnSpec, irreps_in, irreps_out, spacing, stride) -> SteerableResidualBlock:
@@ -210,3 +212,17 @@ def e3nn_resenc_unet_kwargs(configuration_manager, trainer_name: str = "E3nnResE
         spacing=list(configuration_manager.spacing),
         patch_size=patch_size,
     )
+
+
+def e3nn_resenc_unet_from_plans(configuration_manager, spec: E3nnSpec | dict | None, num_input_channels: int,
+                                num_output_channels: int, deep_supervision: bool = True,
+                                trainer_name: str = "E3nnResEncUNet") -> E3nnResEncUNet:
+    """The ``E3nnResEncUNet`` of a ``ResidualEncoderUNet`` plans configuration (nnU-Net's
+    ``ConfigurationManager``), initialised: the topology from the plans (:func:`e3nn_resenc_unet_kwargs`),
+    everything else from ``spec``. Built by nnU-Net's ``get_network_from_plans``, as the stock trainers
+    build theirs; ``trainer_name`` only names the caller in error messages."""
+    spec = E3nnSpec() if spec is None else spec if isinstance(spec, E3nnSpec) else E3nnSpec.from_dict(spec)
+    kwargs = dict(e3nn_resenc_unet_kwargs(configuration_manager, trainer_name), spec=spec.to_dict())
+    return get_network_from_plans(f"{E3nnResEncUNet.__module__}.{E3nnResEncUNet.__qualname__}", kwargs, (),
+                                  num_input_channels, num_output_channels, allow_init=True,
+                                  deep_supervision=deep_supervision)

@@ -20,6 +20,9 @@ from .ddp import skip_constant_buffers_in_ddp
 __all__ = ["E3nnUNet", "e3nn_unet_from_plans", "e3nn_unet_kwargs", "irreps_for_width", "DEFAULT_IRREPS_RATIO"]
 
 # The paper's 8:4:2 ratio of scalars, vectors and rank-2 tensors per steerable group (see symmetry.py).
+# nnU-Net's residual-encoder U-Net (its ResEnc M/L/XL plans): built as E3nnResEncUNet (e3nn_resenc_unet.py)
+RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+
 DEFAULT_IRREPS_RATIO = {name: s.irreps_ratio for name, s in GROUPS.items() if s.family == "steerable"}
 
 
@@ -290,6 +293,9 @@ def e3nn_unet_kwargs(configuration_manager, trainer_name: str = "E3nnUNet") -> d
     the plans' kernel sizes are not used (steerable kernels are sized in mm by the trainer's
     ``kernel_size``). Raises ``ValueError`` for 2D configurations and plans without these entries.
     """
+    if configuration_manager.network_arch_class_name == RESENC_UNET:
+        from .e3nn_resenc_unet import e3nn_resenc_unet_kwargs
+        return e3nn_resenc_unet_kwargs(configuration_manager, trainer_name)
     patch_size = list(configuration_manager.patch_size)
     if len(patch_size) != 3:
         raise ValueError(f"{trainer_name} is a 3D trainer: this configuration is {len(patch_size)}D "
@@ -327,6 +333,13 @@ def e3nn_unet_from_plans(configuration_manager, num_input_channels: int, num_out
     """
     if not (isinstance(width_scale, (int, float)) and width_scale > 0):
         raise ValueError(f"width_scale must be a positive number, got {width_scale!r}")
+    if configuration_manager.network_arch_class_name == RESENC_UNET:  # nnU-Net's ResEnc M/L/XL presets
+        from .e3nn_resenc_unet import e3nn_resenc_unet_from_plans
+        from .e3nn_spec import E3nnSpec
+        spec = E3nnSpec(symmetry=symmetry, irreps_ratio=irreps_ratio, kernel_size=kernel_size,
+                        width_scale=width_scale, **network_kwargs)
+        return e3nn_resenc_unet_from_plans(configuration_manager, spec, num_input_channels, num_output_channels,
+                                           deep_supervision, trainer_name)
     kwargs = dict(e3nn_unet_kwargs(configuration_manager, trainer_name), symmetry=symmetry,
                   irreps_ratio=irreps_ratio, kernel_size=kernel_size, **network_kwargs)
     if width_scale != 1:
