@@ -153,7 +153,7 @@ def norm_gate_times(threads: int, size: int, repeats: int, clock: str) -> dict[s
 
     torch.set_num_threads(threads)
     timer = time.process_time if clock == "cpu" else time.perf_counter
-    block = SteerableBlock("1x0e", "8x0e + 4x1e + 2x2e", 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
+    block = SteerableBlock("1x0e", "8x0e + 4x1e + 2x2e", 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu", "gaussian_shells")
     x = torch.randn(1, block.gate.irreps_in.dim, size, size, size, requires_grad=True)
     variants = {"composition": lambda: block.gate(block.norm(x)),
                 "fused": lambda: norm_gate(x, block.norm.weight, block.norm.bias, block._fused)}

@@ -36,7 +36,7 @@ from scipy.ndimage import affine_transform
 
 from nnunet_equivariant.layers._irreps import blocks
 from nnunet_equivariant.layers.steerable_conv import DEFAULT_RADIAL_BASIS
-from nnunet_equivariant.networks.e3nn_unet import E3nnUNet
+from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 from nnunet_equivariant.synthetic import _cylinder_distance
 
 SIZE = 24
@@ -80,7 +80,7 @@ def relative_error(unrotated: np.ndarray, rotated: np.ndarray, theta: float) -> 
     return float(np.linalg.norm(diff[:, ball]) / np.linalg.norm(rotated[:, ball]))
 
 
-# E3nnUNet keyword arguments of the variants the proxy compares
+# E3nnSpec fields of the variants the proxy compares
 VARIANTS = {
     "paper": dict(radial_basis="smooth_finite"),
     "shells": dict(radial_basis="gaussian_shells"),
@@ -184,7 +184,7 @@ def run_proxy(args) -> None:
             rows[name] = proxy_row(_stock_network().eval(), x, theta)
         else:
             torch.manual_seed(0)
-            net = E3nnUNet(1, 3, **PROXY_PLANS, **VARIANTS[name]).eval()
+            net = E3nnUNet(1, 3, **PROXY_PLANS, spec=E3nnSpec(**VARIANTS[name])).eval()
             rows[name] = proxy_row(net, x, theta)
         print(f"{name}: softmax {rows[name]['softmax']:.3f}", flush=True)
     columns = list(dict.fromkeys(c for row in rows.values() for c in row))
@@ -211,7 +211,7 @@ def run_context(args) -> None:
     print("|---" * (len(args.patch_sizes) + 1) + "|")
     for name in args.variants:
         torch.manual_seed(0)
-        net = (_stock_network() if name == "stock" else E3nnUNet(1, 3, **PROXY_PLANS, **VARIANTS[name])).eval()
+        net = (_stock_network() if name == "stock" else E3nnUNet(1, 3, **PROXY_PLANS, spec=E3nnSpec(**VARIANTS[name]))).eval()
         errors = []
         for n in args.patch_sizes:
             o = (n_field - n) // 2
@@ -248,7 +248,7 @@ def main(argv=None) -> None:
         return run_proxy(args)
     torch.manual_seed(0)
     net = E3nnUNet(1, 3, 3, [32, 64, 128], [1, 2, 2], 2, 2,  # the demo's plans
-                   radial_basis=args.radial_basis).double().eval()
+                   spec=E3nnSpec(radial_basis=args.radial_basis)).double().eval()
     if args.checkpoint:
         net.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=False)["network_weights"])
     features, irreps = {}, {}

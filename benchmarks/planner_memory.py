@@ -9,6 +9,11 @@ patch size with the estimate / measured ratio (the planner's goal: within 30 %).
 
     python benchmarks/planner_memory.py                       # 4 stages, patches 32 48 64, batch 2
     python benchmarks/planner_memory.py --stages 5 --sizes 48 64 80 --batch 1
+    python benchmarks/planner_memory.py --networks nnUNetTrainerE3nnLean nnUNetTrainerE3nnAntialias
+
+``--networks`` takes ``E3nnUNet`` (``nnUNetTrainerE3nn``'s), ``PlainConvUNet`` and the name of any steerable
+trainer of this package: the network of that trainer's ``E3nnSpec``, the one the planner sizes for with
+``plan_and_preprocess -tr NAME``.
 """
 from __future__ import annotations
 
@@ -32,7 +37,12 @@ def measure(network_name: str, sizes: list[int], batch: int, stages: int, thread
     torch.manual_seed(0)
     configuration = {"architecture": isotropic_architecture(stages), "patch_size": [sizes[0]] * 3,
                      "spacing": [1.0, 1.0, 1.0]}
-    network = networks_on_plans(configuration, 1, 3)[network_name]
+    if network_name.startswith("nnUNetTrainer"):
+        from nnunet_equivariant.training import e3nn as trainers
+
+        network = networks_on_plans(configuration, 1, 3, getattr(trainers, network_name).spec)["E3nnUNet"]
+    else:
+        network = networks_on_plans(configuration, 1, 3)[network_name]
     rows = []
     for size in sorted(sizes):
         patch = (size,) * 3
@@ -102,7 +112,7 @@ def run(networks, sizes, batch, stages, threads) -> list[dict]:
 
 def print_row(r: dict) -> None:
     mib = 2 ** 20
-    print(f"{r['network']:>14} {r['stages']:>6} {r['patch']:>4}^3 {r['batch']:>5} {r['parameters'] / 1e6:>8.2f}M "
+    print(f"{r['network']:>26} {r['stages']:>6} {r['patch']:>4}^3 {r['batch']:>5} {r['parameters'] / 1e6:>8.2f}M "
           f"{r['values'] / 1e6:>9.1f}M {r['largest_kernel'] / 1e6:>9.1f}M {r['measured'] / mib:>10.0f} {r['estimate'] / mib:>10.0f} "
           f"{r['estimate'] / r['measured']:>7.2f}", flush=True)
 
@@ -121,7 +131,7 @@ def main(argv=None) -> int:
         name, sizes, batch, stages, threads = args.worker
         print(json.dumps(measure(name, [int(s) for s in sizes.split(",")], int(batch), int(stages), int(threads))))
         return 0
-    print(f"{'network':>14} {'stages':>6} {'patch':>6} {'batch':>5} {'params':>9} {'fmap vals':>10} "
+    print(f"{'network':>26} {'stages':>6} {'patch':>6} {'batch':>5} {'params':>9} {'fmap vals':>10} "
           f"{'max kernel':>10} {'peak MiB':>10} {'est. MiB':>10} {'ratio':>7}")
     rows = run(args.networks, args.sizes, args.batch, args.stages, args.threads)
     if args.json:

@@ -5,7 +5,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nnunet_equivariant.networks import E3nnUNet, MirrorUNet
+from nnunet_equivariant.networks import E3nnSpec, E3nnUNet, MirrorUNet
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def process_group(tmp_path):
 
 
 def _e3nn():
-    return E3nnUNet(1, 3, 2, [8, 16], 2, 1, 1, deep_supervision=True, kernel_size=3)
+    return E3nnUNet(1, 3, 2, [8, 16], 2, 1, 1, deep_supervision=True, spec=E3nnSpec(kernel_size=3))
 
 
 def _mirror():

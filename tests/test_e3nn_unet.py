@@ -7,8 +7,8 @@ import torch
 from e3nn import o3
 
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
-from nnunet_equivariant.networks import E3nnUNet
-from nnunet_equivariant.networks.e3nn_unet import irreps_for_width
+from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
+from nnunet_equivariant.networks.e3nn_spec import irreps_for_width
 from nnunet_equivariant.symmetry import get_symmetry
 from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries, plans_configuration
 from nnunet_equivariant.training import e3nn as trainers
@@ -18,12 +18,14 @@ SMALL = ["1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e", "2x0e + 2x1e + 1x2e"]  # ti
 SMALL_DIMS = [o3.Irreps(f).dim for f in SMALL]
 
 
-def _net(symmetry="so3", strides=ISO_STRIDES, spacing=(1.0, 1.0, 1.0), features=None, deep_supervision=True, **kw):
+def _net(symmetry="so3", strides=ISO_STRIDES, spacing=(1.0, 1.0, 1.0), features=None, deep_supervision=True,
+         patch_size=None, **kw):
+    """A small E3nnUNet with random affine norm parameters; ``kw``: fields of its ``E3nnSpec``."""
     if features is None:
         features = SMALL if symmetry == "so3" else [f.replace("1e", "1o") for f in SMALL]
     net = E3nnUNet(input_channels=2, num_classes=3, n_stages=len(strides), features_per_stage=features,
                    strides=strides, n_conv_per_stage=2, n_conv_per_stage_decoder=1, deep_supervision=deep_supervision,
-                   spacing=spacing, symmetry=symmetry, **kw)
+                   spacing=spacing, patch_size=patch_size, spec=E3nnSpec(symmetry=symmetry, **kw))
     net.apply(net.initialize)  # as nnU-Net does
     with torch.no_grad():  # random affine norm parameters, so equivariance is not helped by the identity init
         for name, p in net.named_parameters():
@@ -116,10 +118,10 @@ def test_non_redundant_mirroring_equals_full_mirroring(float64_default, symmetry
 
 
 def test_irreps_per_stage_follow_the_ratio_closest_to_the_width():
-    assert irreps_for_width(32) == o3.Irreps("8x0e+4x1e+2x2e")
-    assert irreps_for_width(64) == o3.Irreps("16x0e+8x1e+4x2e")
-    assert irreps_for_width(256) == o3.Irreps("72x0e+36x1e+18x2e"), "9 units (270) is closer to 256 than 8 (240)"
-    assert irreps_for_width(8) == o3.Irreps("8x0e+4x1e+2x2e"), "at least one unit"
+    assert irreps_for_width(32, "8x0e+4x1e+2x2e") == o3.Irreps("8x0e+4x1e+2x2e")
+    assert irreps_for_width(64, "8x0e+4x1e+2x2e") == o3.Irreps("16x0e+8x1e+4x2e")
+    assert irreps_for_width(256, "8x0e+4x1e+2x2e") == o3.Irreps("72x0e+36x1e+18x2e"), "9 units (270) is closer to 256 than 8 (240)"
+    assert irreps_for_width(8, "8x0e+4x1e+2x2e") == o3.Irreps("8x0e+4x1e+2x2e"), "at least one unit"
     assert irreps_for_width(256, "30x0e") == o3.Irreps("270x0e")
     assert irreps_for_width(28, "4x1e + 2x0e") == o3.Irreps("4x0e+8x1e"), "scalars first (the gate's layout)"
     with pytest.raises(ValueError, match="irreps_ratio: invalid irreps"):
@@ -137,10 +139,12 @@ def test_network_builds_from_json_kwargs_like_a_plans_file():
 
     kwargs = json.loads(json.dumps(dict(n_stages=3, features_per_stage=[8, 16, 32], strides=ISO_STRIDES,
                                         n_conv_per_stage=[1, 1, 1], n_conv_per_stage_decoder=[1, 1],
-                                        spacing=[1.0, 1.0, 1.0], kernel_size=3, symmetry="o3")))
+                                        spacing=[1.0, 1.0, 1.0],
+                                        spec=E3nnSpec(kernel_size=3, symmetry="o3").to_dict())))
     net = get_network_from_plans("nnunet_equivariant.networks.e3nn_unet.E3nnUNet", kwargs, [], 1, 2,
                                  deep_supervision=False)
     assert isinstance(net, E3nnUNet) and net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 2, 8, 8, 8)
+    assert net.spec == E3nnSpec(kernel_size=3, symmetry="o3"), "the spec round-trips through JSON"
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -148,6 +152,12 @@ def test_network_builds_from_json_kwargs_like_a_plans_file():
     (dict(patch_size=[18, 16, 16]), r"patch size \[18, 16, 16\] is not divisible by the product of the strides "
                                     r"\[4, 4, 4\]"),
     (dict(symmetry="se3"), "symmetry must be one of"),
+    (dict(kernel_size=4), r"kernel_size must be an odd positive integer .* got 4"),
+    (dict(radial_basis="bessel"), "radial_basis must be one of"),
+    (dict(scalar_activation="gelu"), "scalar_activation must be one of"),
+    (dict(antialias=-1.0), "antialias must be a number >= 0"),
+    (dict(irreps_ratio="8x0e+4x1o"), "holds odd irreps: symmetry 'so3' takes even irreps only"),
+    (dict(irreps_ratio="8x0e+4x3e"), "holds irreps above lmax=2"),
     (dict(features=["1x0e + 1x1e", "2x0e + 2x1q", "3x0e"]), "features_per_stage: invalid irreps"),
     (dict(features=[8, 16]), "features_per_stage must have 3 entries"),
 ])
@@ -174,8 +184,9 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert net.symmetry == trainer.symmetry and net.decoder.deep_supervision
     assert [irreps.dim for irreps in net.encoder.output_irreps][0] == ratio_dim
     assert net.encoder.stages[0][0].conv.kernel_shape == kernel
-    assert net.encoder.stages[0][0].conv.radial_basis == trainer.radial_basis
-    assert (type(net.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.antialias > 0)
+    assert net.spec == trainer.spec
+    assert net.encoder.stages[0][0].conv.radial_basis == trainer.spec.radial_basis
+    assert (type(net.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.spec.antialias > 0)
     no_ds = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=False)
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 
@@ -213,10 +224,11 @@ def test_lean_trainer_halves_every_stage_and_stays_equivariant(float64_default):
 
 
 def test_width_scale_is_checked():
-    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 128])
-    for bad in (0, -0.5, "half"):
+    for bad in (0, -0.5, "half", True, float("nan")):
         with pytest.raises(ValueError, match="width_scale must be a positive number"):
-            trainers.e3nn_unet_from_plans(config, 1, 3, width_scale=bad)
+            E3nnSpec(width_scale=bad)
+    with pytest.raises(ValueError, match="width_scale 0.5 needs integer feature widths"):
+        E3nnSpec(width_scale=0.5).stage_irreps("8x0e+4x1e")
 
 
 def test_default_kernel_basis_is_the_shells():
@@ -234,7 +246,7 @@ def test_default_kernel_basis_is_the_shells():
 def test_trainer_attributes():
     assert trainers.nnUNetTrainerE3nn.rotation_range_deg == 0 and trainers.nnUNetTrainerE3nnRotDA.rotation_range_deg \
         is None
-    assert trainers.nnUNetTrainerE3nn_30x0e.irreps_ratio == "30x0e"
+    assert trainers.nnUNetTrainerE3nn_30x0e.spec.irreps_ratio == "30x0e"
     for name in trainers.__all__[1:]:
         assert "__" not in name and getattr(trainers, name).__module__ == "nnunet_equivariant.training.e3nn"
 

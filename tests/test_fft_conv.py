@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from nnunet_equivariant.layers import SteerableConv3d
 from nnunet_equivariant.layers import _fft_conv as fc
-from nnunet_equivariant.networks import E3nnUNet
+from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries
 
 SMALL = ["1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e", "2x0e + 2x1e + 1x2e"]
@@ -21,7 +21,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def _unet(spacing=(1.0, 1.0, 1.0), strides=((1, 1, 1), (2, 2, 2), (2, 2, 2)), symmetry="so3", features=SMALL):
     net = E3nnUNet(input_channels=2, num_classes=3, n_stages=len(strides), features_per_stage=features,
                    strides=[list(s) for s in strides], n_conv_per_stage=2, n_conv_per_stage_decoder=1,
-                   deep_supervision=True, spacing=spacing, symmetry=symmetry)
+                   deep_supervision=True, spacing=spacing, spec=E3nnSpec(symmetry=symmetry))
     net.apply(net.initialize)
     with torch.no_grad():  # random affine norm parameters, as in test_e3nn_unet.py
         for name, p in net.named_parameters():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_equivariant.planning.memory import estimate_training_bytes
 from nnunet_equivariant.planning.planner import PLANS_IDENTIFIER, nnUNetPlannerEquivariant, networks_on_plans
@@ -78,25 +79,42 @@ def test_plans_are_isotropic_with_5cubed_kernels_and_fit_the_memory_target(ct_li
     assert np.prod(small["patch_size"]) * small["batch_size"] < np.prod(patch) * batch, "less memory, less data"
 
 
-def test_plans_sized_for_a_given_steerable_variant(ct_like_dataset):
-    """The planner builds the E3nnUNet it sizes for from the given irreps ratio (here the wider
-    nnUNetTrainerE3nn_4x4x4's), not from a trainer's defaults, and the plans fit the target for it."""
-    from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn_4x4x4 as wide
+@pytest.mark.parametrize("trainer_name, first_irreps", [("nnUNetTrainerE3nn_4x4x4", "4x0e+4x1e+4x2e"),
+                                                          ("nnUNetTrainerE3nnLean", "4x0e+2x1e+1x2e"),
+                                                          ("nnUNetTrainerE3nnAntialias", "8x0e+4x1e+2x2e")])
+def test_plans_sized_for_the_network_the_trainer_builds(ct_like_dataset, trainer_name, first_irreps):
+    """The planner sizes for the E3nnUNet of the trainer's spec (found by name as nnUNetv2_train finds it),
+    records that spec in the plans, and the trainer's own network fits the target on them."""
+    from nnunet_equivariant.planning.plan_and_preprocess import trainer_spec
+    from nnunet_equivariant.planning.planner import SIZING_KEY
+    from nnunet_equivariant.training import e3nn as trainers
 
-    planner = functools.partial(nnUNetPlannerEquivariant, symmetry=wide.symmetry, irreps_ratio=wide.irreps_ratio,
-                                kernel_size=wide.kernel_size)
+    trainer = getattr(trainers, trainer_name)
+    spec = trainer_spec(trainer_name)
+    assert spec == trainer.spec and trainer_spec("nnUNetTrainer") is None
+    planner = functools.partial(nnUNetPlannerEquivariant, spec=spec, trainer_name=trainer_name)
     config = plan_experiment_dataset(ct_like_dataset, planner, gpu_memory_target_in_gb=8)[0]
     config = config["configurations"]["3d_fullres"]
-    networks = networks_on_plans(config, 1, 3, irreps_ratio=wide.irreps_ratio)
-    assert str(networks["E3nnUNet"].encoder.output_irreps[0]) == "4x0e+4x1e+4x2e", "sized for the given ratio"
-    default = networks_on_plans(config, 1, 3)["E3nnUNet"]
+    assert config[SIZING_KEY] == {"trainer": trainer_name, "spec": spec.to_dict()}
+    networks = networks_on_plans(config, 1, 3, spec)
+    built = trainer.build_network_architecture(None, ConfigurationManager(config), 1, 3, True)
+    assert str(networks["E3nnUNet"].encoder.output_irreps[0]) == first_irreps
+    assert [str(i) for i in built.encoder.output_irreps] == [str(i) for i in networks["E3nnUNet"].encoder.output_irreps]
+    assert sum(p.numel() for p in built.parameters()) == sum(p.numel() for p in networks["E3nnUNet"].parameters()), \
+        "the planner's network is the one the trainer trains"
     patch, batch = config["patch_size"], config["batch_size"]
-    assert estimate_training_bytes(networks["E3nnUNet"], patch, batch) > \
-        estimate_training_bytes(default, patch, batch), "the wider variant needs more memory"
-    assert max(estimate_training_bytes(n, patch, batch) for n in networks.values()) <= 8 * GiB, \
-        "a training step of the wider variant fits the target"
-    with pytest.raises(ValueError, match="steerable E3nnUNet.*'f123'"):
-        nnUNetPlannerEquivariant(ct_like_dataset, symmetry="f123")
+    assert estimate_training_bytes(built, patch, batch) <= 8 * GiB, "the trainer's network fits the target"
+    default = networks_on_plans(config, 1, 3)["E3nnUNet"]
+    if trainer_name != "nnUNetTrainerE3nnAntialias":  # same irreps as the default network
+        wider = trainer_name == "nnUNetTrainerE3nn_4x4x4"
+        assert (estimate_training_bytes(built, patch, batch) > estimate_training_bytes(default, patch, batch)) == wider
+
+
+def test_trainer_spec_rejects_unknown_trainers():
+    from nnunet_equivariant.planning.plan_and_preprocess import trainer_spec
+
+    with pytest.raises(ValueError, match="trainer 'nnUNetTrainerNoSuchThing' not found"):
+        trainer_spec("nnUNetTrainerNoSuchThing")
 
 
 def test_bad_planner_settings(ct_like_dataset):

@@ -21,3 +21,20 @@ def test_estimate_within_30_percent_of_measured_peak(tmp_path):
         assert r["measured"] > 50 * 2 ** 20, "the pass allocated real memory"
         ratio = r["estimate"] / r["measured"]
         assert 0.7 <= ratio <= 1.3, f"{r['network']}: estimate within 30 % at {r['patch']}^3: {ratio:.2f}"
+
+
+def test_estimate_follows_each_steerable_variant_the_planner_sizes_for(tmp_path):
+    """``plan_and_preprocess -tr`` sizes for the variant's own network: its estimate must track that network's
+    measured peak as well as the default's does (the lean network is half as wide, the anti-aliased one adds
+    blurred copies at every pooling and upsampling)."""
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(BENCHMARK), "--networks", "nnUNetTrainerE3nnLean",
+                    "nnUNetTrainerE3nnAntialias", "--stages", "4", "--sizes", "32", "--batch", "1", "--json", str(out)],
+                   check=True, capture_output=True, text=True, timeout=900)
+    rows = {r["network"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"nnUNetTrainerE3nnLean", "nnUNetTrainerE3nnAntialias"}
+    assert rows["nnUNetTrainerE3nnLean"]["parameters"] < rows["nnUNetTrainerE3nnAntialias"]["parameters"] / 3, \
+        "the lean variant's own (quarter-size) network was measured"
+    for name, r in rows.items():
+        ratio = r["estimate"] / r["measured"]
+        assert 0.7 <= ratio <= 1.3, f"{name}: estimate within 30 % of its measured peak at 32^3: {ratio:.2f}"

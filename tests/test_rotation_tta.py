@@ -10,7 +10,7 @@ from torch import nn
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.inference.rotation_tta import (RotationTTAPredictor, shape_preserving_rotations,
                                                        trainer_symmetry, tta_group, tta_passes)
-from nnunet_equivariant.networks import E3nnUNet
+from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 from nnunet_equivariant.networks.mirror_unet import MirrorUNet
 from nnunet_equivariant.symmetry import get_symmetry, grid_rotations, grid_symmetries
 from nnunet_equivariant.testing import transform_volume
@@ -41,7 +41,7 @@ def _e3nn(symmetry):
     features = [f.replace("1e", "1o") if odd else f for f in ("1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e")]
     return E3nnUNet(input_channels=1, num_classes=3, n_stages=2, features_per_stage=features, strides=[[1, 1, 1],
                     [2, 2, 2]], n_conv_per_stage=1, n_conv_per_stage_decoder=1, deep_supervision=False,
-                    spacing=(1.0, 1.0, 1.0), symmetry=symmetry, kernel_size=3)
+                    spacing=(1.0, 1.0, 1.0), spec=E3nnSpec(symmetry=symmetry, kernel_size=3))
 
 
 def _predictor(net, symmetry, patch_size, spacing=(1.0, 1.0, 1.0), use_mirroring=True):

@@ -264,7 +264,7 @@ def test_block_compiles_without_graph_breaks_and_matches_eager():
     from nnunet_equivariant.layers import SteerableBlock
 
     torch.manual_seed(0)
-    block = SteerableBlock("1x0e + 1x1e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
+    block = SteerableBlock("1x0e + 1x1e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu", "gaussian_shells")
     twin = copy.deepcopy(block)
     compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break fails
     x = torch.randn(2, 4, 8, 8, 8)
@@ -303,7 +303,7 @@ def test_block_under_cpu_autocast():
     from nnunet_equivariant.layers import SteerableBlock
 
     torch.manual_seed(0)
-    block = SteerableBlock("1x0e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu")
+    block = SteerableBlock("1x0e", SO3_HIDDEN, 5, (1.0, 1.0, 1.0), False, 5, 2, "leaky_relu", "gaussian_shells")
     x = torch.randn(2, 1, 8, 8, 8)
     reference = block(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -1,7 +1,8 @@
 """``nnunet-equivariant plan_and_preprocess``: nnUNetv2_plan_and_preprocess with the isotropic planner.
 
-nnU-Net-facing: the flags ``nnUNetv2_plan_and_preprocess`` also has are spelled as it spells them; the
-steerable network the plans are sized for (``--symmetry``, ``--irreps-ratio``, ``--kernel-size``) is ours.
+nnU-Net-facing: the flags ``nnUNetv2_plan_and_preprocess`` also has are spelled as it spells them, and
+``-tr`` names the trainer the plans are sized for as ``nnUNetv2_train -tr`` does; ``--symmetry``,
+``--irreps-ratio`` and ``--kernel-size`` override fields of that trainer's spec.
 """
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-overwrite_target_spacing", type=float, default=None, metavar="MM",
                    help="isotropic voxel size in mm (default: geometric mean of the median spacing)")
     p.add_argument("--no_pp", action="store_true", help="plan only, do not preprocess")
-    p.add_argument("--symmetry", default="so3",
-                   help="steerable network to size the plans for: its group, so3 or o3 (default so3)")
+    p.add_argument("-tr", default="nnUNetTrainerE3nn", metavar="TRAINER",
+                   help="size the plans for the network this trainer builds, e.g. nnUNetTrainerE3nnLean "
+                        "(default nnUNetTrainerE3nn; a stock or mirror trainer: the PlainConvUNet alone)")
+    p.add_argument("--symmetry", default=None, choices=("so3", "o3"),
+                   help="override the trainer's group (its spec's symmetry)")
     p.add_argument("--irreps-ratio", default=None,
-                   help="... its irreps per unit, as the trainer's irreps_ratio, e.g. 4x0e+4x1e+4x2e for "
-                        "nnUNetTrainerE3nn_4x4x4 (default: the group's 8:4:2)")
-    p.add_argument("--kernel-size", type=int, default=5, help="... its kernel taps (default 5)")
+                   help="override the trainer's irreps per unit, e.g. 4x0e+4x1e+4x2e")
+    p.add_argument("--kernel-size", type=int, default=None, help="override the trainer's kernel taps")
     p.set_defaults(run=run)
     return p
 
@@ -34,11 +37,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from nnunet_equivariant.planning.plan_and_preprocess import plan_and_preprocess
 
+    overrides = {name: value for name, value in (("symmetry", args.symmetry), ("irreps_ratio", args.irreps_ratio),
+                                                 ("kernel_size", args.kernel_size)) if value is not None}
     for dataset_id in args.d:
         plans = plan_and_preprocess(dataset_id, args.gpu_memory_target, args.np, args.verify_dataset_integrity,
                                     args.clean, preprocess=not args.no_pp,
-                                    target_spacing=args.overwrite_target_spacing, symmetry=args.symmetry,
-                                    irreps_ratio=args.irreps_ratio, kernel_size=args.kernel_size)
+                                    target_spacing=args.overwrite_target_spacing, trainer_name=args.tr,
+                                    spec_overrides=overrides)
         print(f"dataset {dataset_id}: plans {plans}; train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD "
-              f"-p {plans} -tr TRAINER")
+              f"-p {plans} -tr {args.tr}")
     return 0

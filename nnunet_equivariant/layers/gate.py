@@ -12,7 +12,8 @@ __all__ = ["EquivariantGate"]
 
 LEAKY_RELU_SLOPE = 0.01  # nnU-Net's LeakyReLU default
 
-_EVEN_ACTIVATIONS = {
+#: The even-scalar activations a gate takes, by name.
+SCALAR_ACTIVATIONS = {
     "leaky_relu": lambda x: F.leaky_relu(x, LEAKY_RELU_SLOPE),  # nnU-Net's nonlinearity
     "relu": F.relu,
     "silu": F.silu,
@@ -48,8 +49,8 @@ class EquivariantGate(nn.Module):
             raise ValueError(f"irreps_scalars must hold only l = 0 irreps, got {self.irreps_scalars}")
         if any(ir.l == 0 for _, ir in self.irreps_gated):
             raise ValueError(f"irreps_gated must hold only l > 0 irreps, got {self.irreps_gated}")
-        if scalar_activation not in _EVEN_ACTIVATIONS:
-            raise ValueError(f"scalar_activation must be one of {sorted(_EVEN_ACTIVATIONS)}, "
+        if scalar_activation not in SCALAR_ACTIVATIONS:
+            raise ValueError(f"scalar_activation must be one of {sorted(SCALAR_ACTIVATIONS)}, "
                              f"got {scalar_activation!r}")
         self.scalar_activation = scalar_activation
         num_gates = self.irreps_gated.num_irreps
@@ -66,7 +67,7 @@ class EquivariantGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``."""
         check_field(x, self._dim_in, self.irreps_in)
-        act = _EVEN_ACTIVATIONS[self.scalar_activation]
+        act = SCALAR_ACTIVATIONS[self.scalar_activation]
         pieces = x.split(self._sections, 1)  # views; one gradient tensor in backward
         scalar_pieces = pieces[:len(self._scalar_blocks)]
         parts = [act(s) if b.p == 1 else torch.tanh(s) for s, b in zip(scalar_pieces, self._scalar_blocks)]

@@ -10,7 +10,7 @@ from ._irreps import parse_irreps
 from ._norm_gate import norm_gate, norm_gate_layout
 from .gate import EquivariantGate
 from .norm import EquivariantInstanceNorm
-from .steerable_conv import DEFAULT_RADIAL_BASIS, SteerableConv3d
+from .steerable_conv import SteerableConv3d
 
 __all__ = ["SteerableBlock"]
 
@@ -23,11 +23,12 @@ class SteerableBlock(nn.Module):
     instance norm right after it removes any constant per channel. In eager mode norm and gate run as one
     autograd node when the irreps allow (see ``layers/_norm_gate.py``): same result, fewer passes and one
     activation-sized tensor less kept for backward; under ``torch.compile`` the composition is traced.
-    ``radial_basis``: the convolution's kernel basis (see ``SteerableConv3d``).
+    ``radial_basis``: the convolution's kernel basis (see ``SteerableConv3d``). Networks build blocks through
+    their recipe (``E3nnSpec.block``), which holds the defaults.
     """
 
     def __init__(self, irreps_in, irreps_hidden, kernel_size: int, spacing, parity: bool, num_radial_basis: int,
-                 lmax: int, scalar_activation: str, radial_basis: str = DEFAULT_RADIAL_BASIS):
+                 lmax: int, scalar_activation: str, radial_basis: str):
         super().__init__()
         irreps_hidden = parse_irreps(irreps_hidden, "irreps_hidden")
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0])

@@ -97,7 +97,7 @@ class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
         spec: E3nnSpec | dict | None = None,
     ):
         super().__init__()
-        spec = E3nnSpec() if spec is None else spec if isinstance(spec, E3nnSpec) else E3nnSpec.from_dict(spec)
+        spec = E3nnSpec.coerce(spec)
         if n_stages < 2:
             raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
         strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
@@ -123,10 +123,7 @@ class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
         self.num_classes, self.input_channels = num_classes, input_channels
         self.encoder = E3nnResEncEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, spacing,
                                          stage_spacing, n_blocks_per_stage, spec)
-        block_kwargs = dict(kernel_size=spec.kernel_size, parity=spec.parity, num_radial_basis=spec.num_radial_basis,
-                            lmax=spec.lmax, scalar_activation=spec.scalar_activation, radial_basis=spec.radial_basis)
-        self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
-                                   block_kwargs, spec.upsample_antialias)
+        self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision, spec)
         # dynamic-network-architectures' keys, as ResidualEncoderUNet's
         self.key_to_encoder = "encoder.stages"
         self.key_to_stem = "encoder.stem"
@@ -221,7 +218,7 @@ def e3nn_resenc_unet_from_plans(configuration_manager, spec: E3nnSpec | dict | N
     ``ConfigurationManager``), initialised: the topology from the plans (:func:`e3nn_resenc_unet_kwargs`),
     everything else from ``spec``. Built by nnU-Net's ``get_network_from_plans``, as the stock trainers
     build theirs; ``trainer_name`` only names the caller in error messages."""
-    spec = E3nnSpec() if spec is None else spec if isinstance(spec, E3nnSpec) else E3nnSpec.from_dict(spec)
+    spec = E3nnSpec.coerce(spec)
     kwargs = dict(e3nn_resenc_unet_kwargs(configuration_manager, trainer_name), spec=spec.to_dict())
     return get_network_from_plans(f"{E3nnResEncUNet.__module__}.{E3nnResEncUNet.__qualname__}", kwargs, (),
                                   num_input_channels, num_output_channels, allow_init=True,

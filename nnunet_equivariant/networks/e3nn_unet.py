@@ -2,7 +2,7 @@
 and ``e3nn_unet_from_plans``, the network of an nnU-Net plans configuration."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -11,41 +11,14 @@ from e3nn import o3
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from ..layers import (GaussianBlur3d, NormMaxPool3d, SteerableBlock, SteerableConv3d, TrilinearUpsample,
-                      parse_irreps)
-from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
-from ..symmetry import GROUPS, get_symmetry
+from ..layers import GaussianBlur3d, NormMaxPool3d, SteerableConv3d, TrilinearUpsample
 from .ddp import skip_constant_buffers_in_ddp
+from .e3nn_spec import E3nnSpec
 
-__all__ = ["E3nnUNet", "e3nn_unet_from_plans", "e3nn_unet_kwargs", "irreps_for_width", "DEFAULT_IRREPS_RATIO"]
+__all__ = ["E3nnUNet", "e3nn_unet_from_plans", "e3nn_unet_kwargs", "RESENC_UNET"]
 
-# The paper's 8:4:2 ratio of scalars, vectors and rank-2 tensors per steerable group (see symmetry.py).
 # nnU-Net's residual-encoder U-Net (its ResEnc M/L/XL plans): built as E3nnResEncUNet (e3nn_resenc_unet.py)
 RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
-
-DEFAULT_IRREPS_RATIO = {name: s.irreps_ratio for name, s in GROUPS.items() if s.family == "steerable"}
-
-
-def irreps_for_width(width: int, ratio: str = DEFAULT_IRREPS_RATIO["so3"]) -> o3.Irreps:
-    """``ratio`` scaled by the whole number of units whose dimension is closest to ``width`` (at least 1).
-
-    Scalars come first (``0e`` then ``0o``), then the other irreps in the ratio's order: the layout the
-    gate produces. ``irreps_for_width(32) == 8x0e+4x1e+2x2e`` (dim 30), ``irreps_for_width(256)`` has
-    9 units (dim 270).
-    """
-    ratio = parse_irreps(ratio, "irreps_ratio")
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
-        raise ValueError(f"feature width must be a positive integer, got {width!r}")
-    units = max(1, int(np.floor(width / ratio.dim + 0.5)))
-    return _scalars_first(o3.Irreps([(mul * units, ir) for mul, ir in ratio]))
-
-
-def _scalars_first(irreps: o3.Irreps) -> o3.Irreps:
-    """``0e``, then ``0o``, then the other irreps in their given order: the layout the gate outputs."""
-    def rank(mul_ir) -> int:
-        return 0 if mul_ir.ir == o3.Irrep("0e") else 1 if mul_ir.ir.l == 0 else 2
-
-    return o3.Irreps(sorted(irreps, key=rank))
 
 
 def _per_stage(value, n: int, name: str) -> list:
@@ -67,8 +40,7 @@ class E3nnEncoder(nn.Module):
     output (skips). The blur (``antialias * stride`` voxels) is there only with ``antialias > 0``."""
 
     def __init__(self, input_irreps: o3.Irreps, stage_irreps: list[o3.Irreps], strides: list[tuple[int, int, int]],
-                 stage_spacing: list[tuple[float, float, float]], n_conv_per_stage: list[int], block_kwargs: dict,
-                 antialias: float = 0.0):
+                 stage_spacing: list[tuple[float, float, float]], n_conv_per_stage: list[int], spec: E3nnSpec):
         super().__init__()
         self.strides, self.stage_spacing, self.output_irreps = strides, stage_spacing, stage_irreps
         stages = []
@@ -76,9 +48,9 @@ class E3nnEncoder(nn.Module):
         for irreps_stage, stride, spacing, n_conv in zip(stage_irreps, strides, stage_spacing, n_conv_per_stage):
             ops: list[nn.Module] = []
             if stride != (1, 1, 1):
-                ops += _antialias_blur(stride, antialias) + [NormMaxPool3d(irreps, stride)]
+                ops += _antialias_blur(stride, spec.antialias) + [NormMaxPool3d(irreps, stride)]
             for _ in range(n_conv):
-                ops.append(SteerableBlock(irreps, irreps_stage, spacing=spacing, **block_kwargs))
+                ops.append(spec.block(irreps, irreps_stage, spacing))
                 irreps = irreps_stage
             stages.append(nn.Sequential(*ops))
         self.stages = nn.ModuleList(stages)
@@ -101,26 +73,25 @@ class E3nnDecoder(nn.Module):
     """
 
     def __init__(self, encoder: E3nnEncoder, num_classes: int, n_conv_per_stage: list[int], deep_supervision: bool,
-                 block_kwargs: dict, upsample_antialias: float = 0.0):
+                 spec: E3nnSpec):
         super().__init__()
         self.deep_supervision = deep_supervision
         self.num_classes = num_classes
-        parity = block_kwargs["parity"]
         reduce, upsample, stages, seg_layers = [], [], [], []
         irreps_below = encoder.output_irreps[-1]
         for s in range(1, len(encoder.output_irreps)):
             irreps_skip = encoder.output_irreps[-(s + 1)]
-            reduce.append(SteerableConv3d(irreps_below, irreps_skip, kernel_size=1, parity=parity, bias=False))
-            up, blur = TrilinearUpsample(encoder.strides[-s]), _antialias_blur(encoder.strides[-s], upsample_antialias)
+            spacing = encoder.stage_spacing[-(s + 1)]
+            reduce.append(spec.conv(irreps_below, irreps_skip, spacing, kernel_size=1))
+            up, blur = TrilinearUpsample(encoder.strides[-s]), _antialias_blur(encoder.strides[-s], spec.upsample_antialias)
             upsample.append(nn.Sequential(up, *blur) if blur else up)
             irreps = irreps_skip + irreps_skip
             blocks = []
             for _ in range(n_conv_per_stage[s - 1]):
-                blocks.append(SteerableBlock(irreps, irreps_skip, spacing=encoder.stage_spacing[-(s + 1)],
-                                             **block_kwargs))
+                blocks.append(spec.block(irreps, irreps_skip, spacing))
                 irreps = irreps_skip
             stages.append(nn.Sequential(*blocks))
-            seg_layers.append(SteerableConv3d(irreps_skip, f"{num_classes}x0e", kernel_size=1, parity=parity))
+            seg_layers.append(spec.conv(irreps_skip, f"{num_classes}x0e", spacing, kernel_size=1, bias=True))
             irreps_below = irreps_skip
         self.reduce = nn.ModuleList(reduce)
         self.upsample = nn.ModuleList(upsample)
@@ -151,18 +122,16 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     - decoder stage: pointwise equivariant linear, ``TrilinearUpsample(stride)``, concatenation with the skip,
       ``SteerableBlock``\\ s, and a pointwise head to ``num_classes x 0e``.
 
-    ``features_per_stage``: per stage either a width (int; mapped to ``irreps_ratio`` scaled to the closest
-    dimension, see ``irreps_for_width``) or an irreps string. ``spacing`` is the voxel size of the input in
-    mm; stage ``s`` works at ``spacing * prod(strides[:s + 1])`` and its kernels are balls of diameter
-    ``kernel_size`` voxels along the finest axis of that stage. ``symmetry``: ``"so3"`` (rotations; all
-    irreps even) or ``"o3"`` (rotations and reflections; true parities). Input: ``input_channels x 0e``.
-    Output: ``(batch, num_classes, x, y, z)`` logits, or with ``deep_supervision`` a list of them at every
-    decoder resolution, highest first. All arguments are JSON-able, so the class can stand in a plans file.
-
-    Off-grid options (docs/offgrid.md): ``radial_basis`` (``"gaussian_shells"``, the default: band-limited,
-    far closer to equivariant between the grid rotations; ``"smooth_finite"``, the paper's; see
-    ``SteerableConv3d``); ``antialias`` / ``upsample_antialias``: an isotropic ``GaussianBlur3d`` of
-    ``value * stride`` voxels before every pooling / after every upsampling (0: none).
+    ``spec`` (an ``E3nnSpec`` or the dict of its fields; ``None``: the default recipe) decides everything
+    steerable: group, irreps ratio, kernel size and basis, gate activation, anti-aliasing (a
+    ``GaussianBlur3d`` of ``antialias * stride`` voxels before every pooling / ``upsample_antialias *
+    stride`` after every upsampling) and width scale. ``features_per_stage``: per stage either a width
+    (int; scaled by ``spec.width_scale`` and mapped to ``spec.ratio``, see ``E3nnSpec.stage_irreps``) or an
+    irreps string. ``spacing`` is the voxel size of the input in mm; stage ``s`` works at ``spacing *
+    prod(strides[:s + 1])`` and its kernels are balls of diameter ``spec.kernel_size`` voxels along the
+    finest axis of that stage. Input: ``input_channels x 0e``. Output: ``(batch, num_classes, x, y, z)``
+    logits, or with ``deep_supervision`` a list of them at every decoder resolution, highest first. All
+    arguments are JSON-able, so the class can stand in a plans file.
 
     Equivariance is exact for the grid symmetries that preserve the stage spacings and strides when every
     spatial size is divisible by the product of the strides (checked in ``forward``).
@@ -179,20 +148,11 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         n_conv_per_stage_decoder: int | Sequence[int],
         deep_supervision: bool = False,
         spacing: Sequence[float] = (1.0, 1.0, 1.0),
-        kernel_size: int = 5,
-        symmetry: str = "so3",
-        irreps_ratio: str | None = None,
-        num_radial_basis: int = 5,
-        lmax: int = 2,
-        scalar_activation: str = "leaky_relu",
         patch_size: Sequence[int] | None = None,
-        radial_basis: str = DEFAULT_RADIAL_BASIS,
-        antialias: float = 0.0,
-        upsample_antialias: float = 0.0,
+        spec: E3nnSpec | Mapping | None = None,
     ):
         super().__init__()
-        if symmetry not in DEFAULT_IRREPS_RATIO:
-            raise ValueError(f"symmetry must be one of {sorted(DEFAULT_IRREPS_RATIO)}, got {symmetry!r}")
+        spec = E3nnSpec.coerce(spec)
         if n_stages < 2:
             raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
         strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
@@ -206,10 +166,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         self.total_stride = tuple(int(v) for v in np.prod(np.array(strides), axis=0))
         if patch_size is not None:
             self.check_input_size(patch_size, "patch size")
-        ratio = irreps_ratio if irreps_ratio is not None else DEFAULT_IRREPS_RATIO[symmetry]
-        stage_irreps = [_scalars_first(parse_irreps(f, "features_per_stage")) if isinstance(f, str)
-                        else irreps_for_width(f, ratio)
-                        for f in _per_stage(features_per_stage, n_stages, "features_per_stage")]
+        stage_irreps = [spec.stage_irreps(f) for f in _per_stage(features_per_stage, n_stages, "features_per_stage")]
         n_conv_per_stage = _per_stage(n_conv_per_stage, n_stages, "n_conv_per_stage")
         n_conv_per_stage_decoder = _per_stage(n_conv_per_stage_decoder, n_stages - 1, "n_conv_per_stage_decoder")
         if min(n_conv_per_stage + n_conv_per_stage_decoder) < 1:
@@ -218,17 +175,11 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         cumulative = np.cumprod(np.array(strides), axis=0)
         stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in cumulative]
 
-        if not (antialias >= 0 and upsample_antialias >= 0):
-            raise ValueError(f"antialias and upsample_antialias must be >= 0 (Gaussian sigma per stride), got "
-                             f"{antialias!r}, {upsample_antialias!r}")
-        block_kwargs = dict(kernel_size=kernel_size, parity=get_symmetry(symmetry).parity,
-                            num_radial_basis=num_radial_basis, lmax=lmax, scalar_activation=scalar_activation,
-                            radial_basis=radial_basis)
-        self.symmetry, self.num_classes, self.input_channels = symmetry, num_classes, input_channels
+        self.spec = spec
+        self.symmetry, self.num_classes, self.input_channels = spec.symmetry, num_classes, input_channels
         self.encoder = E3nnEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, stage_spacing,
-                                   n_conv_per_stage, block_kwargs, antialias)
-        self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
-                                   block_kwargs, upsample_antialias)
+                                   n_conv_per_stage, spec)
+        self.decoder = E3nnDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision, spec)
         # where the encoder, the stem and the input-dependent weights are (dynamic-network-architectures' keys)
         self.key_to_encoder = "encoder.stages"
         self.key_to_stem = "encoder.stages.0"
@@ -287,10 +238,11 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
 
 
 def e3nn_unet_kwargs(configuration_manager, trainer_name: str = "E3nnUNet") -> dict:
-    """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans).
+    """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans), or
+    for nnU-Net's ``ResidualEncoderUNet`` plans (ResEnc M/L/XL) ``E3nnResEncUNet``'s (``e3nn_resenc_unet_kwargs``).
 
     Uses the stages, strides, convolutions per stage, feature widths, voxel spacing and patch size;
-    the plans' kernel sizes are not used (steerable kernels are sized in mm by the trainer's
+    the plans' kernel sizes are not used (steerable kernels are sized in mm by the spec's
     ``kernel_size``). Raises ``ValueError`` for 2D configurations and plans without these entries.
     """
     if configuration_manager.network_arch_class_name == RESENC_UNET:
@@ -318,36 +270,23 @@ def e3nn_unet_kwargs(configuration_manager, trainer_name: str = "E3nnUNet") -> d
     )
 
 
-def e3nn_unet_from_plans(configuration_manager, num_input_channels: int, num_output_channels: int,
-                         deep_supervision: bool = True, symmetry: str = "so3", irreps_ratio: str | None = None,
-                         kernel_size: int = 5, trainer_name: str = "E3nnUNet", width_scale: float = 1.0,
-                         **network_kwargs) -> E3nnUNet:
-    """The ``E3nnUNet`` of a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
+def e3nn_unet_from_plans(configuration_manager, spec: E3nnSpec, num_input_channels: int, num_output_channels: int,
+                         deep_supervision: bool = True, trainer_name: str = "E3nnUNet") -> E3nnUNet:
+    """The ``E3nnUNet`` of ``spec`` on a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
 
-    The topology comes from the plans (:func:`e3nn_unet_kwargs`); ``symmetry``, ``irreps_ratio``,
-    ``kernel_size`` and any further ``network_kwargs`` are ``E3nnUNet``'s. ``width_scale`` multiplies the
-    plans' feature widths (rounded, at least 1) before they become irreps: ``0.5`` with the ratio
-    ``4x0e+2x1e+1x2e`` halves every stage's irreps (``nnUNetTrainerE3nnLean``). Built by nnU-Net's
-    ``get_network_from_plans``, as the stock trainers build theirs. ``trainer_name`` only names the caller
-    in error messages.
+    The topology comes from the plans (:func:`e3nn_unet_kwargs`), everything steerable from ``spec``. Plans
+    for nnU-Net's ``ResidualEncoderUNet`` (``nnUNetResEncUNet{M,L,XL}Plans``) give the ``E3nnResEncUNet`` of
+    ``spec`` instead (``e3nn_resenc_unet_from_plans``).
+    Built by nnU-Net's ``get_network_from_plans``, as the stock trainers build theirs, with the spec as the
+    JSON-able dict a plans file would hold. ``trainer_name`` only names the caller in error messages.
     """
-    if not (isinstance(width_scale, (int, float)) and width_scale > 0):
-        raise ValueError(f"width_scale must be a positive number, got {width_scale!r}")
+    if not isinstance(spec, E3nnSpec):
+        raise ValueError(f"{trainer_name}: spec must be an E3nnSpec, got {type(spec).__name__}")
     if configuration_manager.network_arch_class_name == RESENC_UNET:  # nnU-Net's ResEnc M/L/XL presets
         from .e3nn_resenc_unet import e3nn_resenc_unet_from_plans
-        from .e3nn_spec import E3nnSpec
-        spec = E3nnSpec(symmetry=symmetry, irreps_ratio=irreps_ratio, kernel_size=kernel_size,
-                        width_scale=width_scale, **network_kwargs)
         return e3nn_resenc_unet_from_plans(configuration_manager, spec, num_input_channels, num_output_channels,
                                            deep_supervision, trainer_name)
-    kwargs = dict(e3nn_unet_kwargs(configuration_manager, trainer_name), symmetry=symmetry,
-                  irreps_ratio=irreps_ratio, kernel_size=kernel_size, **network_kwargs)
-    if width_scale != 1:
-        widths = kwargs["features_per_stage"]
-        if any(isinstance(f, str) for f in widths):
-            raise ValueError(f"{trainer_name}: width_scale {width_scale} needs integer feature widths in the plans, "
-                             f"got features_per_stage {widths}")
-        kwargs["features_per_stage"] = [max(1, int(round(f * width_scale))) for f in widths]
+    kwargs = dict(e3nn_unet_kwargs(configuration_manager, trainer_name), spec=spec.to_dict())
     return get_network_from_plans(f"{E3nnUNet.__module__}.{E3nnUNet.__qualname__}", kwargs, (),
                                   num_input_channels, num_output_channels, allow_init=True,
                                   deep_supervision=deep_supervision)

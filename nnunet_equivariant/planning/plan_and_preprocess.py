@@ -7,24 +7,40 @@ under ``if __name__ == "__main__":``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
-from .planner import KERNEL_SIZE, check_steerable_symmetry, nnUNetPlannerEquivariant
+from ..networks.e3nn_spec import E3nnSpec
+from .planner import nnUNetPlannerEquivariant
 
-__all__ = ["plan_and_preprocess"]
+__all__ = ["plan_and_preprocess", "trainer_spec"]
+
+
+def trainer_spec(trainer_name: str) -> E3nnSpec | None:
+    """The ``E3nnSpec`` of the trainer called ``trainer_name``, found as ``nnUNetv2_train -tr`` finds it
+    (nnU-Net's trainers, then ``nnUNet_extTrainer``); ``None`` for a trainer without a steerable network
+    (stock, mirror). ``ValueError`` naming the trainer if nnU-Net cannot find it."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    try:
+        trainer = recursive_find_trainer_class_by_name(trainer_name)
+    except RuntimeError as error:
+        raise ValueError(f"trainer {trainer_name!r} not found by nnU-Net's trainer lookup: {error}") from None
+    spec = getattr(trainer, "spec", None)
+    return spec if isinstance(spec, E3nnSpec) else None
 
 
 def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float = 8.0, num_processes: int = 4,
                         verify_dataset_integrity: bool = False, clean: bool = False, preprocess: bool = True,
-                        target_spacing: float | None = None, symmetry: str = "so3",
-                        irreps_ratio: str | None = None, kernel_size: int = KERNEL_SIZE) -> str:
+                        target_spacing: float | None = None, trainer_name: str = "nnUNetTrainerE3nn",
+                        spec_overrides: dict | None = None) -> str:
     """Plan ``dataset_id`` as ``nnUNetPlansEquivariant`` and preprocess its ``3d_fullres`` data.
 
     ``clean`` re-extracts an existing fingerprint; ``preprocess=False`` only writes the plans;
-    ``target_spacing`` (mm) replaces the planner's isotropic spacing rule. ``symmetry``, ``irreps_ratio``
-    and ``kernel_size`` name the steerable network the plans are sized for (default: ``nnUNetTrainerE3nn``'s;
-    give a wider variant's, e.g. ``irreps_ratio="4x0e+4x1e+4x2e"``, to train that one).
-    Returns the plans identifier (for ``nnUNetv2_train ... -p``).
+    ``target_spacing`` (mm) replaces the planner's isotropic spacing rule. The plans are sized for the
+    network of ``trainer_name`` (its ``E3nnSpec``; for a trainer without one, the ``PlainConvUNet`` alone)
+    with ``spec_overrides`` (fields of ``E3nnSpec``) applied on top. Returns the plans identifier (for
+    ``nnUNetv2_train ... -p``).
     """
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset, plan_experiment_dataset, preprocess_dataset,
@@ -34,9 +50,13 @@ def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float = 8.0, n
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     if target_spacing is not None and not target_spacing > 0:
         raise ValueError(f"target_spacing must be a positive number of mm, got {target_spacing}")
-    check_steerable_symmetry(symmetry)  # before the fingerprint, which takes a while
-    planner = functools.partial(nnUNetPlannerEquivariant, symmetry=symmetry, irreps_ratio=irreps_ratio,
-                                kernel_size=kernel_size)
+    spec = trainer_spec(trainer_name)  # before the fingerprint, which takes a while
+    if spec_overrides:
+        if spec is None:
+            raise ValueError(f"{trainer_name} has no steerable network: the steerable options "
+                             f"{sorted(spec_overrides)} do not apply to it")
+        spec = dataclasses.replace(spec, **spec_overrides)
+    planner = functools.partial(nnUNetPlannerEquivariant, spec=spec, trainer_name=trainer_name)
     extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
                                 check_dataset_integrity=verify_dataset_integrity, clean=clean)
     _, plans_identifier = plan_experiment_dataset(

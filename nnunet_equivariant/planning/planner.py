@@ -9,7 +9,7 @@ One configuration, ``3d_fullres``, in plans ``nnUNetPlansEquivariant``:
   linear interpolation along all three axes alike (nnU-Net's separate nearest-neighbour z resampling would
   leave staircases that a rotation turns into a pose cue). ``overwrite_target_spacing`` must be isotropic.
 - **Topology**: isotropic 2x pooling on every axis, as often as the patch's shortest axis keeps a
-  bottleneck of at least 4 voxels; 5 x 5 x 5 kernels in every stage; nnU-Net's widths (32 doubling up to
+  bottleneck of at least 4 voxels; cubic kernels of the spec's size (5 x 5 x 5 by default) in every stage; nnU-Net's widths (32 doubling up to
   320) and two convolutions per stage. ``network_class_name`` stays ``PlainConvUNet`` so stock trainers
   (and the rotation baselines) build a 5^3 ``PlainConvUNet`` from the same plans, while the steerable and
   mirror trainers build their networks from the same topology.
@@ -18,10 +18,13 @@ One configuration, ``3d_fullres``, in plans ``nnUNetPlansEquivariant``:
   shape shrinks until a training step at batch size 2 fits ``gpu_memory_target_in_gb`` for the largest
   network training on the plans (``E3nnUNet`` or the 5^3 ``PlainConvUNet``, see ``memory.py``); the batch
   size then grows while it fits, capped as nnU-Net caps it (5 % of the dataset's voxels per batch).
-  The ``E3nnUNet`` sized for is ``nnUNetTrainerE3nn``'s (SO(3), 8:4:2, 5-voxel kernels) unless the planner
-  is given another ``symmetry``, ``irreps_ratio`` or ``kernel_size`` (a wider variant such as
-  ``nnUNetTrainerE3nn_4x4x4`` needs more memory per voxel). The planner builds networks through
-  ``nnunet_equivariant.networks``, never through a trainer.
+  The ``E3nnUNet`` sized for is the one of the planner's ``spec`` (``E3nnSpec``; the default recipe is
+  ``nnUNetTrainerE3nn``'s): ``plan_and_preprocess -tr nnUNetTrainerE3nnLean`` passes that trainer's spec, so
+  the plans fit the network it will actually train (a wider variant such as ``nnUNetTrainerE3nn_4x4x4``
+  needs more memory per voxel, the lean one less). ``spec=None`` sizes for the ``PlainConvUNet`` alone
+  (stock and mirror trainers). The spec the plans were sized for is stored in the configuration
+  (``"equivariant_sizing"``); the steerable trainers log a warning when theirs differs. The planner builds
+  networks through ``nnunet_equivariant.networks``, never through a trainer.
 """
 from __future__ import annotations
 
@@ -33,18 +36,20 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
-from ..networks.e3nn_unet import DEFAULT_IRREPS_RATIO, e3nn_unet_from_plans
-from ..symmetry import get_symmetry
+from ..networks.e3nn_spec import E3nnSpec
+from ..networks.e3nn_unet import e3nn_unet_from_plans
 from .memory import estimate_training_bytes
 
-__all__ = ["nnUNetPlannerEquivariant", "PLANS_IDENTIFIER", "isotropic_architecture", "networks_on_plans"]
+__all__ = ["nnUNetPlannerEquivariant", "PLANS_IDENTIFIER", "SIZING_KEY", "isotropic_architecture",
+           "networks_on_plans"]
 
 PLANS_IDENTIFIER = "nnUNetPlansEquivariant"
-KERNEL_SIZE = 5
+#: Configuration entry that records what the plans were sized for: ``{"trainer": name, "spec": dict | None}``.
+SIZING_KEY = "equivariant_sizing"
 
 
 def isotropic_architecture(n_stages: int, base_features: int = 32, max_features: int = 320,
-                           kernel_size: int = KERNEL_SIZE) -> dict:
+                           kernel_size: int = E3nnSpec.kernel_size) -> dict:
     """The plans' ``architecture`` entry: a ``PlainConvUNet`` with isotropic 2x pooling and cubic kernels."""
     return {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
@@ -69,44 +74,40 @@ def isotropic_architecture(n_stages: int, base_features: int = 32, max_features:
 
 
 def networks_on_plans(configuration: dict, num_input_channels: int, num_output_channels: int,
-                      symmetry: str = "so3", irreps_ratio: str | None = None,
-                      kernel_size: int = KERNEL_SIZE) -> dict[str, nn.Module]:
+                      spec: E3nnSpec | None = E3nnSpec()) -> dict[str, nn.Module]:
     """The networks that train on a configuration of these plans, with deep supervision and on the CPU: the
-    stock ``PlainConvUNet`` it names and the ``E3nnUNet`` of ``symmetry``, ``irreps_ratio`` (``None``: the
-    group's default) and ``kernel_size`` (the steerable trainers' class attributes of the same names)."""
+    stock ``PlainConvUNet`` it names and, unless ``spec`` is ``None``, the ``E3nnUNet`` of ``spec`` (a
+    steerable trainer's ``spec``)."""
     manager = ConfigurationManager(configuration)
-    plain = get_network_from_plans(manager.network_arch_class_name, manager.network_arch_init_kwargs,
-                                   manager.network_arch_init_kwargs_req_import, num_input_channels,
-                                   num_output_channels, allow_init=False, deep_supervision=True)
-    steerable = e3nn_unet_from_plans(manager, num_input_channels, num_output_channels, deep_supervision=True,
-                                     symmetry=symmetry, irreps_ratio=irreps_ratio, kernel_size=kernel_size)
-    return {"PlainConvUNet": plain, "E3nnUNet": steerable}
-
-
-def check_steerable_symmetry(symmetry: str) -> None:
-    """``ValueError`` unless ``symmetry`` names a group an ``E3nnUNet`` can have."""
-    if get_symmetry(symmetry).family != "steerable":
-        raise ValueError(f"the planner sizes plans for a steerable E3nnUNet: symmetry must be one of "
-                         f"{sorted(DEFAULT_IRREPS_RATIO)}, got {symmetry!r}")
+    networks = {"PlainConvUNet": get_network_from_plans(
+        manager.network_arch_class_name, manager.network_arch_init_kwargs,
+        manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels, allow_init=False,
+        deep_supervision=True)}
+    if spec is not None:
+        networks["E3nnUNet"] = e3nn_unet_from_plans(manager, spec, num_input_channels, num_output_channels,
+                                                    deep_supervision=True)
+    return networks
 
 
 class nnUNetPlannerEquivariant(ExperimentPlanner):
-    """Isotropic 3d_fullres plans with 5^3 kernels, sized for the steerable network (module docstring)."""
+    """Isotropic 3d_fullres plans with the spec's cubic kernels, sized for the steerable network of ``spec``
+    and the ``PlainConvUNet`` (module docstring). ``trainer_name`` is recorded with the spec."""
 
     def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = PLANS_IDENTIFIER,
                  overwrite_target_spacing: Sequence[float] | None = None, suppress_transpose: bool = False,
-                 symmetry: str = "so3", irreps_ratio: str | None = None, kernel_size: int = KERNEL_SIZE):
+                 spec: E3nnSpec | None = E3nnSpec(), trainer_name: str = "nnUNetTrainerE3nn"):
         if gpu_memory_target_in_gb <= 0:
             raise ValueError(f"gpu_memory_target_in_gb must be positive, got {gpu_memory_target_in_gb}")
-        check_steerable_symmetry(symmetry)
+        if spec is not None and not isinstance(spec, E3nnSpec):
+            raise ValueError(f"spec must be an E3nnSpec or None, got {type(spec).__name__}")
         if overwrite_target_spacing is not None and len(set(map(float, overwrite_target_spacing))) != 1:
             raise ValueError(f"the equivariant plans need an isotropic target spacing, got {overwrite_target_spacing}")
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
                          overwrite_target_spacing, suppress_transpose)
         self.lowres_creation_threshold = 0  # no 3d_lowres / cascade: one isotropic configuration
-        # the steerable network the plans are sized for (see networks_on_plans)
-        self.steerable_kwargs = dict(symmetry=symmetry, irreps_ratio=irreps_ratio, kernel_size=kernel_size)
+        self.spec, self.trainer_name = spec, trainer_name  # the steerable network the plans are sized for
+        self.kernel_size = E3nnSpec.kernel_size if spec is None else spec.kernel_size
 
     def determine_fullres_target_spacing(self) -> np.ndarray:
         if self.overwrite_target_spacing is not None:
@@ -133,7 +134,8 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
             n_pool = self._num_poolings(patch)
             divisor = 2 ** n_pool
             patch = (np.ceil(patch / divisor) * divisor).astype(np.int64)
-            configuration = {"architecture": isotropic_architecture(n_pool + 1), "patch_size": patch.tolist(),
+            configuration = {"architecture": isotropic_architecture(n_pool + 1, kernel_size=self.kernel_size),
+                             "patch_size": patch.tolist(),
                              "spacing": [float(s) for s in spacing]}
             per_batch = self._training_bytes(configuration, patch, _cache)
             if per_batch(self.UNet_min_batch_size) <= target:
@@ -172,6 +174,7 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
             "resampling_fn_probabilities": resampling_softmax.__name__,
             "resampling_fn_probabilities_kwargs": resampling_softmax_kwargs,
             "architecture": configuration["architecture"],
+            SIZING_KEY: {"trainer": self.trainer_name, "spec": None if self.spec is None else self.spec.to_dict()},
         }
 
     def _num_poolings(self, patch: np.ndarray) -> int:
@@ -183,7 +186,7 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
         key = ("equivariant", configuration["architecture"]["arch_kwargs"]["n_stages"])
         if key not in cache:
             cache[key] = networks_on_plans(configuration, len(self.dataset_json["channel_names"]),
-                                           len(self.dataset_json["labels"]), **self.steerable_kwargs)
+                                           len(self.dataset_json["labels"]), self.spec)
         networks = cache[key].values()
         return lambda batch: max(estimate_training_bytes(n, patch, batch) for n in networks)
 

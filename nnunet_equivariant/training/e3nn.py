@@ -1,10 +1,14 @@
 """Steerable nnU-Net trainers: ``E3nnUNet`` built from the plans of any 3D configuration.
 
-One parameterised base (``nnUNetTrainerE3nn``) and thin public variants that only set class attributes.
-Everything else (data loading, augmentation, loss, poly schedule, validation) is nnU-Net's own; the
-optimiser is Adam at the paper's learning rate.
+One parameterised base (``nnUNetTrainerE3nn``) whose network is decided by one ``E3nnSpec`` (``spec``), and
+thin public variants that derive it with ``dataclasses.replace``: a new variant is one line. Everything
+else (data loading, augmentation, loss, poly schedule, validation) is nnU-Net's own; the optimiser is Adam
+at the paper's learning rate.
 """
 from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import ClassVar
 
 import torch
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
@@ -12,8 +16,10 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from ..inference.laterality import LateralityGuardMixin
 from ..inference.mirroring import NonRedundantMirroringMixin
-from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS
+from ..networks.e3nn_spec import E3nnSpec
+from ..networks.e3nn_resenc_unet import E3nnResEncUNet
 from ..networks.e3nn_unet import E3nnUNet, e3nn_unet_from_plans, e3nn_unet_kwargs
+from ..planning.planner import SIZING_KEY
 from .rotation import RotationAugmentationMixin
 
 __all__ = [
@@ -33,17 +39,12 @@ __all__ = [
 
 class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedundantMirroringMixin,
                         nnUNetTrainerVanillaAdam):
-    """SO(3)-steerable ``E3nnUNet`` (8:4:2 irreps, 5-voxel Gaussian-shell kernels), no rotation augmentation.
+    """SO(3)-steerable ``E3nnUNet`` of ``spec`` (default ``E3nnSpec()``: 8:4:2 irreps, 5-voxel Gaussian-shell
+    kernels), no rotation augmentation (``rotation_range_deg``: ``0`` off, ``None`` nnU-Net's stock).
 
-    Class attributes (set by the variants): ``symmetry`` (``"so3"`` / ``"o3"``), ``irreps_ratio``
-    (``None``: the paper's 8:4:2), ``kernel_size`` (taps along the finest axis; kernels are balls in mm),
-    ``rotation_range_deg`` (``0``: off, ``None``: nnU-Net's stock rotation augmentation), ``radial_basis``
-    (``"gaussian_shells"``: band-limited shells, the default; ``"smooth_finite"``: the paper's basis, see
-    ``SteerableConv3d``), ``antialias`` / ``upsample_antialias`` (Gaussian blur of ``sigma = value * stride``
-    voxels before each pooling / after each upsampling; 0: none), ``width_scale`` (multiplies the plans'
-    feature widths).
-    Test-time mirroring keeps only the axes the network is not already equivariant to: SO(3) one axis
-    (2 passes), O(3) none (1 pass).
+    Variants set ``spec = replace(nnUNetTrainerE3nn.spec, ...)``; ``symmetry`` (read by the mirroring and
+    laterality mixins) follows the spec. Test-time mirroring keeps only the axes the network is not
+    already equivariant to: SO(3) one axis (2 passes), O(3) none (1 pass).
 
     Optimiser: nnU-Net's ``nnUNetTrainerVanillaAdam`` (Adam, its weight decay and poly decay) at the paper's
     5e-3. With nnU-Net's SGD (1e-2, momentum 0.99) the steerable network learns far more slowly: SGD moves
@@ -51,36 +52,46 @@ class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedu
     (docs/steerable.md, "Optimiser").
     """
 
-    symmetry: str = "so3"
-    irreps_ratio: str | None = None
-    kernel_size: int = 5
+    spec: ClassVar[E3nnSpec] = E3nnSpec()
+    symmetry: ClassVar[str] = spec.symmetry
     rotation_range_deg: float | None = 0
-    radial_basis: str = DEFAULT_RADIAL_BASIS
-    antialias: float = 0.0
-    upsample_antialias: float = 0.0
-    width_scale: float = 1.0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.spec, E3nnSpec):
+            raise TypeError(f"{cls.__name__}.spec must be an E3nnSpec, got {type(cls.spec).__name__}")
+        loose = sorted(set(vars(cls)) & {f.name for f in fields(E3nnSpec)})
+        if loose:  # the attributes of earlier versions would be silently ignored
+            raise TypeError(f"{cls.__name__} sets {loose} as class attributes: the network is decided by its spec, "
+                            f"write spec = replace({cls.__mro__[1].__name__}.spec, "
+                            f"{', '.join(f'{name}=...' for name in loose)})")
+        cls.symmetry = cls.spec.symmetry
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         e3nn_unet_kwargs(self.configuration_manager, type(self).__name__)  # fail now on 2D or unusable plans
         self.initial_lr = 5e-3  # the paper's Adam learning rate
+        sizing = self.configuration_manager.configuration.get(SIZING_KEY)
+        if sizing and sizing.get("spec") != self.spec.to_dict():
+            self.print_to_log_file(
+                f"WARNING: these plans were sized for {sizing.get('trainer')} ({sizing.get('spec')}), this trainer "
+                f"builds {self.spec.describe()}: patch and batch size may not fit the memory target. Plan for it "
+                f"with: nnunet-equivariant plan_and_preprocess -d ID -tr {type(self).__name__}")
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> E3nnUNet:
-        return e3nn_unet_from_plans(configuration_manager, num_input_channels, num_output_channels,
-                                    enable_deep_supervision, cls.symmetry, cls.irreps_ratio, cls.kernel_size,
-                                    trainer_name=cls.__name__, radial_basis=cls.radial_basis,
-                                    antialias=cls.antialias, upsample_antialias=cls.upsample_antialias,
-                                    width_scale=cls.width_scale)
+                                   enable_deep_supervision: bool = True) -> E3nnUNet | E3nnResEncUNet:
+        # nnUNetPlans -> E3nnUNet; nnU-Net's ResEnc M/L/XL plans -> E3nnResEncUNet
+        return e3nn_unet_from_plans(configuration_manager, cls.spec, num_input_channels, num_output_channels,
+                                    enable_deep_supervision, trainer_name=cls.__name__)
 
 
 class nnUNetTrainerE3nnO3(nnUNetTrainerE3nn):
     """O(3): equivariant to rotations and reflections (irreps 8x0e + 4x1o + 2x2e); 1 mirroring pass."""
 
-    symmetry = "o3"
+    spec = replace(nnUNetTrainerE3nn.spec, symmetry="o3")
 
 
 class nnUNetTrainerE3nnRotDA(nnUNetTrainerE3nn):
@@ -92,25 +103,25 @@ class nnUNetTrainerE3nnRotDA(nnUNetTrainerE3nn):
 class nnUNetTrainerE3nn_30x0e(nnUNetTrainerE3nn):
     """Irreps-ratio ablation: scalars only (30x0e per unit)."""
 
-    irreps_ratio = "30x0e"
+    spec = replace(nnUNetTrainerE3nn.spec, irreps_ratio="30x0e")
 
 
 class nnUNetTrainerE3nn_8x8x0(nnUNetTrainerE3nn):
     """Irreps-ratio ablation: 8x0e + 8x1e per unit."""
 
-    irreps_ratio = "8x0e+8x1e"
+    spec = replace(nnUNetTrainerE3nn.spec, irreps_ratio="8x0e+8x1e")
 
 
 class nnUNetTrainerE3nn_4x4x4(nnUNetTrainerE3nn):
     """Irreps-ratio ablation: 4x0e + 4x1e + 4x2e per unit."""
 
-    irreps_ratio = "4x0e+4x1e+4x2e"
+    spec = replace(nnUNetTrainerE3nn.spec, irreps_ratio="4x0e+4x1e+4x2e")
 
 
 class nnUNetTrainerE3nn_k3(nnUNetTrainerE3nn):
     """3x3x3 kernels (the paper's small-kernel ablation)."""
 
-    kernel_size = 3
+    spec = replace(nnUNetTrainerE3nn.spec, kernel_size=3)
 
 
 class nnUNetTrainerE3nnPaperBasis(nnUNetTrainerE3nn):
@@ -120,14 +131,14 @@ class nnUNetTrainerE3nnPaperBasis(nnUNetTrainerE3nn):
     paper's ablations, and for models trained under ``nnUNetTrainerE3nn`` before the change (nnU-Net takes
     the trainer from the checkpoint's ``trainer_name``: set it to this class's name, docs/offgrid.md)."""
 
-    radial_basis = "smooth_finite"
+    spec = replace(nnUNetTrainerE3nn.spec, radial_basis="smooth_finite")
 
 
 class nnUNetTrainerE3nnShells(nnUNetTrainerE3nn):
     """Band-limited Gaussian-shell kernels, named explicitly: since the shells became the default this is
     the same network as ``nnUNetTrainerE3nn`` (kept so models trained under this name keep loading)."""
 
-    radial_basis = "gaussian_shells"
+    spec = replace(nnUNetTrainerE3nn.spec, radial_basis="gaussian_shells")
 
 
 class nnUNetTrainerE3nnAntialias(nnUNetTrainerE3nnShells):
@@ -136,8 +147,7 @@ class nnUNetTrainerE3nnAntialias(nnUNetTrainerE3nnShells):
     0.095; docs/offgrid.md). Not the default: trained in one pose it did not learn the small nodule and
     lost up to 0.085 Dice on the slab at 30 degrees, where the shells alone lost 0.003."""
 
-    antialias = 0.5
-    upsample_antialias = 0.5
+    spec = replace(nnUNetTrainerE3nnShells.spec, antialias=0.5, upsample_antialias=0.5)
 
 
 class nnUNetTrainerE3nnLean(nnUNetTrainerE3nn):
@@ -147,5 +157,4 @@ class nnUNetTrainerE3nnLean(nnUNetTrainerE3nn):
     a quarter of ``nnUNetTrainerE3nn``'s. Same equivariance and kernel basis; ~1/4 of its parameters
     (docs/benchmarks_e3nn.md)."""
 
-    irreps_ratio = "4x0e+2x1e+1x2e"
-    width_scale = 0.5
+    spec = replace(nnUNetTrainerE3nn.spec, irreps_ratio="4x0e+2x1e+1x2e", width_scale=0.5)

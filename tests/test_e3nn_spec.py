@@ -1,0 +1,79 @@
+"""E3nnSpec: one validated recipe per steerable network, read alike by trainer, network, planner and export."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
+from nnunet_equivariant.testing import assert_equivariant, grid_rotations, plans_configuration
+from nnunet_equivariant.training import e3nn as trainers
+
+
+def test_spec_round_trips_through_json_and_rejects_unknown_fields():
+    spec = E3nnSpec(symmetry="o3", kernel_size=3, radial_basis="smooth_finite", antialias=0.5, width_scale=0.5)
+    assert E3nnSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert E3nnSpec.coerce(spec.to_dict()) == spec and E3nnSpec.coerce(None) == E3nnSpec()
+    with pytest.raises(ValueError, match=r"unknown E3nnSpec fields \['kernel'\]"):
+        E3nnSpec.from_dict({"kernel": 3})
+    with pytest.raises(ValueError, match="spec must be an E3nnSpec, a dict of its fields or None, got str"):
+        E3nnSpec.coerce("so3")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.kernel_size = 5
+
+
+def test_ratio_and_parity_follow_the_group():
+    assert E3nnSpec().ratio == "8x0e+4x1e+2x2e" and not E3nnSpec().parity
+    assert E3nnSpec(symmetry="o3").ratio == "8x0e+4x1o+2x2e" and E3nnSpec(symmetry="o3").parity
+    assert str(E3nnSpec(irreps_ratio="4x0e+2x1e+1x2e", width_scale=0.5).stage_irreps(64)) == "8x0e+4x1e+2x2e"
+
+
+def test_every_trainer_variant_is_its_parents_spec_with_the_fields_it_names():
+    """Variants are ``replace(parent.spec, ...)``: every field they do not name is the parent's."""
+    base = trainers.nnUNetTrainerE3nn.spec
+    named = {
+        "nnUNetTrainerE3nnO3": {"symmetry": "o3"},
+        "nnUNetTrainerE3nnRotDA": {},
+        "nnUNetTrainerE3nn_30x0e": {"irreps_ratio": "30x0e"},
+        "nnUNetTrainerE3nn_8x8x0": {"irreps_ratio": "8x0e+8x1e"},
+        "nnUNetTrainerE3nn_4x4x4": {"irreps_ratio": "4x0e+4x1e+4x2e"},
+        "nnUNetTrainerE3nn_k3": {"kernel_size": 3},
+        "nnUNetTrainerE3nnPaperBasis": {"radial_basis": "smooth_finite"},
+        "nnUNetTrainerE3nnShells": {"radial_basis": "gaussian_shells"},
+        "nnUNetTrainerE3nnAntialias": {"antialias": 0.5, "upsample_antialias": 0.5},
+        "nnUNetTrainerE3nnLean": {"irreps_ratio": "4x0e+2x1e+1x2e", "width_scale": 0.5},
+    }
+    assert set(named) == set(trainers.__all__[1:]), "every public variant is listed"
+    for name, fields in named.items():
+        trainer = getattr(trainers, name)
+        assert trainer.spec == dataclasses.replace(base, **fields), name
+        assert trainer.symmetry == trainer.spec.symmetry, f"{name}: the mixins read the spec's group"
+
+
+def test_a_new_variant_is_one_line_and_its_network_follows(float64_default):
+    class nnUNetTrainerE3nnSilu(trainers.nnUNetTrainerE3nn):
+        spec = dataclasses.replace(trainers.nnUNetTrainerE3nn.spec, scalar_activation="silu", kernel_size=3)
+
+    config = plans_configuration([[1, 1, 1], [2, 2, 2]], None, [8, 16], patch_size=[8, 8, 8], spacing=[1.0] * 3)
+    net = nnUNetTrainerE3nnSilu.build_network_architecture(None, config, 1, 2, False).eval()
+    assert net.spec == nnUNetTrainerE3nnSilu.spec
+    blocks = [m for m in net.modules() if type(m).__name__ == "SteerableBlock"]
+    assert blocks and all(b.gate.scalar_activation == "silu" and b.conv.kernel_shape == (3, 3, 3) for b in blocks)
+    torch.manual_seed(0)
+    assert_equivariant(net, torch.randn(1, 1, 8, 8, 8), grid_rotations(), rep_in=None, rep_out=None, tol=1e-10)
+
+
+def test_loose_class_attributes_of_earlier_versions_are_refused():
+    """A subclass that still sets ``kernel_size = 3`` would silently train the default network."""
+    with pytest.raises(TypeError, match=r"sets \['kernel_size'\] as class attributes.*spec = replace\("
+                                        r"nnUNetTrainerE3nn.spec, kernel_size=\.\.\.\)"):
+        type("nnUNetTrainerE3nnOld", (trainers.nnUNetTrainerE3nn,), {"kernel_size": 3})
+    with pytest.raises(TypeError, match="spec must be an E3nnSpec, got dict"):
+        type("nnUNetTrainerE3nnDict", (trainers.nnUNetTrainerE3nn,), {"spec": {"kernel_size": 3}})
+
+
+def test_the_network_holds_the_spec_it_was_built_with():
+    spec = E3nnSpec(kernel_size=3, antialias=0.5)
+    net = E3nnUNet(1, 2, 2, [8, 16], [1, 2], 1, 1, spec=spec.to_dict())
+    assert net.spec == spec and net.symmetry == "so3"
+    assert type(net.encoder.stages[1][0]).__name__ == "GaussianBlur3d"
