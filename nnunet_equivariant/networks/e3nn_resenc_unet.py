@@ -15,7 +15,7 @@ from torch import nn
 from ..layers import GaussianBlur3d, SteerableConv3d, SteerableResidualBlock
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
-from .e3nn_unet import E3nnDecoder, _antialias_blur, _per_stage
+from .e3nn_unet import E3nnDecoder, _antialias_blur, _per_stage, _topology
 
 __all__ = ["E3nnResEncUNet", "e3nn_resenc_unet_from_plans", "e3nn_resenc_unet_kwargs"]
 
@@ -98,17 +98,7 @@ class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
     ):
         super().__init__()
         spec = E3nnSpec.coerce(spec)
-        if n_stages < 2:
-            raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
-        strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
-                   for s in _per_stage(strides, n_stages, "strides")]
-        spacing = tuple(float(s) for s in spacing)
-        if any(len(s) != 3 for s in strides) or len(spacing) != 3:
-            raise ValueError(f"E3nnResEncUNet is 3D only: strides {strides} and spacing {spacing} must have 3 "
-                             f"entries per stage (a 2D configuration cannot be used)")
-        if any(min(s) < 1 for s in strides):
-            raise ValueError(f"strides must be positive, got {strides}")
-        self.total_stride = tuple(int(v) for v in np.prod(np.array(strides), axis=0))
+        strides, spacing, stage_spacing, self.total_stride = _topology("E3nnResEncUNet", n_stages, strides, spacing)
         if patch_size is not None:
             self.check_input_size(patch_size, "patch size")
         stage_irreps = [spec.stage_irreps(f) for f in _per_stage(features_per_stage, n_stages, "features_per_stage")]
@@ -117,7 +107,6 @@ class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
         if min(n_blocks_per_stage + n_conv_per_stage_decoder) < 1:
             raise ValueError(f"every stage needs at least one block, got n_blocks_per_stage={n_blocks_per_stage}, "
                              f"n_conv_per_stage_decoder={n_conv_per_stage_decoder}")
-        stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in np.cumprod(np.array(strides), 0)]
 
         self.spec, self.symmetry = spec, spec.symmetry
         self.num_classes, self.input_channels = num_classes, input_channels
@@ -159,16 +148,7 @@ class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
                     total += op.compute_conv_feature_map_size(size)
                     size = size // np.array(op.stride)
             sizes.append(size)
-        dec = self.decoder
-        for s in range(len(dec.stages)):
-            size = sizes[-(s + 2)]
-            upsampled = 2 if isinstance(dec.upsample[s], nn.Sequential) else 1  # + the anti-aliasing blur
-            total += dec.reduce[s].irreps_out.dim * (int(np.prod(sizes[-(s + 1)])) + upsampled * int(np.prod(size)))
-            for block in dec.stages[s]:
-                total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * int(np.prod(size))
-            if dec.deep_supervision or s == len(dec.stages) - 1:
-                total += self.num_classes * int(np.prod(size))
-        return int(total)
+        return int(total + self.decoder.compute_conv_feature_map_size(sizes))
 
     @staticmethod
     def initialize(module: nn.Module) -> None:

@@ -28,6 +28,24 @@ def _per_stage(value, n: int, name: str) -> list:
     return values
 
 
+def _topology(network: str, n_stages: int, strides, spacing) -> tuple[list, tuple, list, tuple]:
+    """Checked ``(strides, spacing, stage_spacing, total_stride)`` of a 3D U-Net: per-stage stride triples,
+    the input voxel size, each stage's voxel size ``spacing * prod(strides[:s + 1])`` and the product of the
+    strides (the divisor of every input size). ``network`` names the caller in errors."""
+    if n_stages < 2:
+        raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
+    strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
+               for s in _per_stage(strides, n_stages, "strides")]
+    spacing = tuple(float(s) for s in spacing)
+    if any(len(s) != 3 for s in strides) or len(spacing) != 3:
+        raise ValueError(f"{network} is 3D only: strides {strides} and spacing {spacing} must have 3 entries "
+                         f"per stage (a 2D configuration cannot be used)")
+    if any(min(s) < 1 for s in strides):
+        raise ValueError(f"strides must be positive, got {strides}")
+    stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in np.cumprod(np.array(strides), axis=0)]
+    return strides, spacing, stage_spacing, tuple(int(v) for v in np.prod(np.array(strides), axis=0))
+
+
 def _antialias_blur(stride: Sequence[int], antialias: float) -> list[nn.Module]:
     """``[GaussianBlur3d]`` of ``antialias * stride`` voxels along the resampled axes, or ``[]`` if off."""
     if antialias == 0 or all(s == 1 for s in stride):
@@ -98,6 +116,21 @@ class E3nnDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.seg_layers = nn.ModuleList(seg_layers)
 
+    def compute_conv_feature_map_size(self, stage_sizes: Sequence[Sequence[int]]) -> int:
+        """Activation values per sample (``E3nnUNet.compute_conv_feature_map_size``'s count) of the decoder,
+        given the encoder stages' spatial sizes (finest first): every reduction, upsampling (and blur),
+        block's convolution, norm and gate output, and head."""
+        total = 0
+        for s in range(len(self.stages)):
+            below, size = int(np.prod(stage_sizes[-(s + 1)])), int(np.prod(stage_sizes[-(s + 2)]))
+            upsampled = 2 if isinstance(self.upsample[s], nn.Sequential) else 1  # + the anti-aliasing blur
+            total += self.reduce[s].irreps_out.dim * (below + upsampled * size)
+            for block in self.stages[s]:
+                total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * size
+            if self.deep_supervision or s == len(self.stages) - 1:
+                total += self.num_classes * size
+        return total
+
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         x = skips[-1]
         seg_outputs = []
@@ -153,17 +186,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     ):
         super().__init__()
         spec = E3nnSpec.coerce(spec)
-        if n_stages < 2:
-            raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
-        strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
-                   for s in _per_stage(strides, n_stages, "strides")]
-        spacing = tuple(float(s) for s in spacing)
-        if any(len(s) != 3 for s in strides) or len(spacing) != 3:
-            raise ValueError(f"E3nnUNet is 3D only: strides {strides} and spacing {spacing} must have 3 entries "
-                             f"per stage (a 2D configuration cannot be used)")
-        if any(min(s) < 1 for s in strides):
-            raise ValueError(f"strides must be positive, got {strides}")
-        self.total_stride = tuple(int(v) for v in np.prod(np.array(strides), axis=0))
+        strides, spacing, stage_spacing, self.total_stride = _topology("E3nnUNet", n_stages, strides, spacing)
         if patch_size is not None:
             self.check_input_size(patch_size, "patch size")
         stage_irreps = [spec.stage_irreps(f) for f in _per_stage(features_per_stage, n_stages, "features_per_stage")]
@@ -172,9 +195,6 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         if min(n_conv_per_stage + n_conv_per_stage_decoder) < 1:
             raise ValueError(f"every stage needs at least one convolution, got n_conv_per_stage={n_conv_per_stage}, "
                              f"n_conv_per_stage_decoder={n_conv_per_stage_decoder}")
-        cumulative = np.cumprod(np.array(strides), axis=0)
-        stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in cumulative]
-
         self.spec = spec
         self.symmetry, self.num_classes, self.input_channels = spec.symmetry, num_classes, input_channels
         self.encoder = E3nnEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, stage_spacing,
@@ -218,16 +238,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
                     total += op.irreps.dim * int(np.prod(size))
                 else:
                     total += (2 * op.conv.irreps_out.dim + op.irreps_out.dim) * int(np.prod(size))
-        dec = self.decoder
-        for s in range(len(dec.stages)):
-            size = sizes[-(s + 2)]
-            upsampled = 2 if isinstance(dec.upsample[s], nn.Sequential) else 1  # + the anti-aliasing blur
-            total += dec.reduce[s].irreps_out.dim * (int(np.prod(sizes[-(s + 1)])) + upsampled * int(np.prod(size)))
-            for block in dec.stages[s]:
-                total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * int(np.prod(size))
-            if dec.deep_supervision or s == len(dec.stages) - 1:
-                total += self.num_classes * int(np.prod(size))
-        return int(total)
+        return int(total + self.decoder.compute_conv_feature_map_size(sizes))
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
