@@ -4,7 +4,7 @@ nnUNetPlannerResEncM``, then ``nnUNetv2_train -p nnUNetResEncUNetMPlans`` (a few
 networks."""
 import pytest
 import torch
-from conftest import DATASET_ID
+from conftest import DATASET_ID, DATASET_NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +17,7 @@ def resenc_planned(nnunet_workspace):
     nnUNetPlans', so the data are preprocessed again into the same folder)."""
     nnunet_workspace.run("nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", "-np", "1",
                          "-pl", "nnUNetPlannerResEncM")
-    plans = nnunet_workspace.preprocessed / "Dataset901_RodsDiscs" / f"{PLANS}.json"
+    plans = nnunet_workspace.preprocessed / DATASET_NAME / f"{PLANS}.json"
     assert plans.exists()
     return nnunet_workspace
 
