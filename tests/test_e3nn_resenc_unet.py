@@ -150,7 +150,7 @@ def test_every_steerable_trainer_builds_from_resenc_plans(name):
     assert with_ds.decoder.deep_supervision and not without.decoder.deep_supervision
     blocks = [sum(isinstance(m, SteerableResidualBlock) for m in stage) for stage in with_ds.encoder.stages]
     assert blocks == [1, 3, 4, 6, 6]
-    assert (type(with_ds.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.antialias > 0)
+    assert (type(with_ds.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.spec.antialias > 0)
     without.load_state_dict(with_ds.state_dict(), strict=True)
 
 
