@@ -104,12 +104,15 @@ def test_zero_initialised_blocks():
 def test_feature_map_size_counts_the_outputs_the_forward_pass_makes():
     """Every output the forward pass makes, counted by hooks: a convolution followed by a norm counts twice
     (the fused norm + gate runs as one node, so it is counted through the convolution), a block's second
-    convolution three times (+ the sum), pooling, blurs, upsampling, the blocks' outputs and the heads once."""
+    convolution three times (+ the sum), a blur three times per blurred axis, pooling, upsampling, the
+    blocks' outputs and the heads once."""
     net = _net("isotropic", n_blocks=[1, 2, 1, 1, 1], antialias=0.5, upsample_antialias=0.5)
     once = (SteerableBlock, SteerableResidualBlock, NormMaxPool3d, GaussianBlur3d, TrilinearUpsample)
     weight = {m: 1 for m in net.modules() if isinstance(m, once)}
     for m in net.modules():
-        if isinstance(m, SteerableBlock):
+        if isinstance(m, GaussianBlur3d):  # 3 activation-sized values per blurred axis (E3nnUNet's fit)
+            weight[m] = 3 * sum(sigma > 0 for sigma in m.sigma)
+        elif isinstance(m, SteerableBlock):
             weight[m.conv] = 2
         elif isinstance(m, SteerableResidualBlock):
             weight[m.conv2] = 3
