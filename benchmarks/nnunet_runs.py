@@ -33,8 +33,8 @@ def schedule_trainer(folder: Path, base: str, epochs: int, iterations: int) -> s
     name = f"{base}_offgrid{epochs}x{iterations}"
     folder.mkdir(parents=True, exist_ok=True)
     # this plugin's trainers each have a one-line shim module of their own name; nnU-Net's stock trainer otherwise
-    plugin = Path(__file__).resolve().parent.parent / "nnunet_equivariant" / "trainers" / f"{base}.py"
-    module = f"nnunet_equivariant.trainers.{base}" if plugin.is_file() else "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
+    plugin = Path(__file__).resolve().parent.parent / "nnunet_equivariant" / "trainer_shims" / f"{base}.py"
+    module = f"nnunet_equivariant.trainer_shims.{base}" if plugin.is_file() else "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
     # nnU-Net records the constructor's arguments by name: the signature must stay exactly nnU-Net's
     (folder / f"{name}.py").write_text(
         f"import torch\n\nfrom {module} import {base}\n\n\n"

@@ -52,11 +52,14 @@ def atomic_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]
 
 @contextmanager
 def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix, so writers pick the format) renamed into place."""
+    """Yield a temporary path beside ``path`` renamed into place when the block succeeds. The temporary name
+    ends like ``path`` (every suffix: ``.nii.gz``, ``.pt2``), so writers that pick the format by the ending
+    write the same format; it starts with ``.``."""
     path = Path(path)
     check_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+    ending = "".join(path.suffixes)
+    tmp = path.with_name(f".{path.name[:len(path.name) - len(ending)]}.tmp-{uuid.uuid4().hex[:8]}{ending}")
     try:
         yield tmp
         check_target(path, overwrite)

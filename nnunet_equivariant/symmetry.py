@@ -1,4 +1,5 @@
-"""The one home of "which group": names, parity, the flips and grid rotations each group contains, irreps ratios.
+"""The one home of "which group": names, parity, the flips and grid rotations each group contains, irreps ratios,
+and how a grid element acts on a volume (``transform_volume``), shared by rotation TTA and tests.
 
 Every network of this package commutes with a group of transformations of the voxel grid. Layers,
 networks, trainers (their test-time mirroring), inference (rotation TTA, laterality) and tests read the
@@ -23,7 +24,7 @@ Convention
 ----------
 - A grid element is a 3x3 signed permutation matrix ``R`` (float64) acting on centred voxel coordinates
   ``p = (x, y, z)`` of the spatial dims 2, 3, 4; a field transforms as ``(R f)(p) = D(R) f(R^-1 p)``
-  (``nnunet_equivariant.testing.transform_volume``).
+  (``transform_volume``).
 - A flip set is a ``frozenset`` of data axes; it is the diagonal grid element with ``-1`` on those axes.
 - Equivariance to a grid element is exact only where the element maps the network's lattices (kernel
   taps, pooling windows, strides, voxel spacing) to themselves: the caller checks that (e.g. isotropic
@@ -52,6 +53,7 @@ __all__ = [
     "flip_set_of",
     "generate_group",
     "coset_representatives",
+    "transform_volume",
 ]
 
 
@@ -80,6 +82,40 @@ def flip_matrix(axes: Iterable[int], dtype: torch.dtype = torch.float64) -> torc
             raise ValueError(f"spatial axis must be 0, 1 or 2, got {a!r}")
         m[a, a] = -1
     return m
+
+
+def _signed_permutation(R: torch.Tensor) -> tuple[list[int], list[int]]:
+    """``(perm, signs)`` with ``R[i, perm[i]] = signs[i]``; ``ValueError`` if ``R`` is not a grid element."""
+    Rr = torch.round(R).to(torch.int64)
+    if not torch.allclose(R.to(torch.float64), Rr.to(torch.float64)) or (Rr.abs().sum(1) != 1).any() \
+            or (Rr.abs().sum(0) != 1).any():
+        raise ValueError(f"not a grid symmetry (signed permutation matrix): {R.tolist()}")
+    perm = [int(Rr[i].abs().argmax()) for i in range(3)]
+    signs = [int(Rr[i, perm[i]]) for i in range(3)]
+    return perm, signs
+
+
+def transform_volume(x: torch.Tensor, R: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply the grid element ``R`` to a field ``x`` of shape ``(batch, channels, x, y, z)``.
+
+    ``D`` is the ``(channels, channels)`` matrix acting on the channels (``None``: scalars, unchanged; for
+    e3nn irreps ``irreps.D_from_matrix(R)``, see ``testing.irreps_D`` for float64). Returns
+    ``D f(R^-1 p)`` (module Convention); exact (a permutation of voxels), so it can be used in float64 tests.
+    ``ValueError`` if ``x`` is not 5-dimensional, ``R`` not a grid element or ``D`` of the wrong shape.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"expected a (batch, channels, x, y, z) tensor, got shape {tuple(x.shape)}")
+    perm, signs = _signed_permutation(R)
+    # out[..., p] = x[..., q] with q[perm[i]] = signs[i] * p[i]
+    y = x.permute(0, 1, *(2 + p for p in perm))
+    flip = [2 + i for i in range(3) if signs[i] < 0]
+    if flip:
+        y = y.flip(flip)
+    if D is not None:
+        if D.shape != (x.shape[1], x.shape[1]):
+            raise ValueError(f"D must be ({x.shape[1]}, {x.shape[1]}), got {tuple(D.shape)}")
+        y = torch.einsum("ij,bj...->bi...", D.to(y.dtype), y)
+    return y.contiguous()
 
 
 def flip_set_of(R: torch.Tensor) -> frozenset[int] | None:

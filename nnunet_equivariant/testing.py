@@ -11,6 +11,8 @@ Convention
   (l = 1 components in (x, y, z) order, so ``D(R) = R`` for ``1o``); use ``irreps_D`` for float64.
 - ``grid_rotations()`` gives the 24 rotations of the cube (SO(3) on the grid); ``grid_symmetries()``
   adds the 24 improper ones (48, O(3) on the grid).
+- The grid elements and their action on volumes (``transform_volume``) are the group's, defined in
+  :mod:`nnunet_equivariant.symmetry` and re-exported here; this module only adds the error measures.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .symmetry import flip_matrix, grid_rotations, grid_symmetries
+from .symmetry import flip_matrix, grid_rotations, grid_symmetries, transform_volume
 
 __all__ = [
     "grid_symmetries",
@@ -49,37 +51,6 @@ def all_flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
 def flips_of(axes: Sequence[int], dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
     """Reflection matrices of every non-empty subset of ``axes`` (data axes 0..2)."""
     return [flip_matrix(c, dtype) for c in all_flip_sets(axes)[1:]]
-
-
-def _signed_permutation(R: torch.Tensor) -> tuple[list[int], list[int]]:
-    Rr = torch.round(R).to(torch.int64)
-    if not torch.allclose(R.to(torch.float64), Rr.to(torch.float64)) or (Rr.abs().sum(1) != 1).any() \
-            or (Rr.abs().sum(0) != 1).any():
-        raise ValueError(f"not a grid symmetry (signed permutation matrix): {R.tolist()}")
-    perm = [int(Rr[i].abs().argmax()) for i in range(3)]
-    signs = [int(Rr[i, perm[i]]) for i in range(3)]
-    return perm, signs
-
-
-def transform_volume(x: torch.Tensor, R: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply the grid symmetry ``R`` to a field ``x`` of shape ``(batch, channels, x, y, z)``.
-
-    ``D`` is the ``(channels, channels)`` matrix acting on the channels (``None``: scalars, unchanged).
-    Returns ``D f(R^-1 p)``; exact (a permutation of voxels), so it can be used in float64 tests.
-    """
-    if x.dim() != 5:
-        raise ValueError(f"expected a (batch, channels, x, y, z) tensor, got shape {tuple(x.shape)}")
-    perm, signs = _signed_permutation(R)
-    # out[..., p] = x[..., q] with q[perm[i]] = signs[i] * p[i]
-    y = x.permute(0, 1, *(2 + p for p in perm))
-    flip = [2 + i for i in range(3) if signs[i] < 0]
-    if flip:
-        y = y.flip(flip)
-    if D is not None:
-        if D.shape != (x.shape[1], x.shape[1]):
-            raise ValueError(f"D must be ({x.shape[1]}, {x.shape[1]}), got {tuple(D.shape)}")
-        y = torch.einsum("ij,bj...->bi...", D.to(y.dtype), y)
-    return y.contiguous()
 
 
 def tolerance(dtype: torch.dtype) -> float:

@@ -44,6 +44,9 @@ def test_documented_line_parses(doc, line, monkeypatch):
     (["demo"], "device", None),
     (["synthetic", "--raw", "r", "--dataset-id", "7"], "dataset_id", 7),
     (["mesh", "to_nnunet", "intra", "in", "-d", "9", "--raw", "r"], "dataset_id", 9),
+    (["plan_and_preprocess", "-d", "1"], "tr", "nnUNetTrainerE3nn"),   # sized for nnUNetv2_train's -tr
+    (["plan_and_preprocess", "-d", "1", "-tr", "nnUNetTrainerE3nnLean"], "tr", "nnUNetTrainerE3nnLean"),
+    (["plan_and_preprocess", "-d", "1"], "kernel_size", None),          # None: the trainer's spec decides
 ])
 def test_spellings(argv, dest, value):
     assert getattr(build_parser().parse_args(argv), dest) == value

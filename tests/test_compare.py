@@ -58,7 +58,7 @@ def test_compare_trains_what_is_missing_and_reports_everything(nnunet_env, train
     assert (models[STOCK] / "fold_1" / "validation" / "summary.json").is_file(), "nnU-Net's validation ran"
     report = (out / "report.md").read_text()
     assert f"{E3NN} fold 1 failed to train: simulated failure" in report
-    for section in ("## Verdict", "## Accuracy", "## Pose robustness", "## Cost"):
+    for section in ("## Verdict", "## The networks compared", "## Accuracy", "## Pose robustness", "## Cost"):
         assert section in report
 
     rows = {r["model"]: r for r in _rows(out / "comparison.csv")}
@@ -70,6 +70,8 @@ def test_compare_trains_what_is_missing_and_reports_everything(nnunet_env, train
                 continue  # no failure for the stock trainer; no std over one fold
             assert value not in ("", "nan"), f"{name}: column {column} is filled"
     assert (rows[STOCK]["tta_passes"], rows[E3NN]["tta_passes"]) == ("8", "2"), "SO(3): 2 mirror passes"
+    assert (rows[STOCK]["network"], rows[E3NN]["network"]) == ("the plans' network", "E3nnSpec() (defaults)"), \
+        "the report names each trainer's recipe"
     assert float(rows[STOCK]["train_step_s_ratio"]) == 1.0 and float(rows[E3NN]["parameters"]) > 0
 
     # accuracy: nnU-Net's summary.json of each fold exactly, and the mean over the folds

@@ -12,6 +12,9 @@ import torch
 
 from conftest import DATASET_ID
 
+from nnunet_equivariant.inference.export import load_exported
+from nnunet_equivariant.networks import E3nnSpec
+
 pytestmark = pytest.mark.e2e
 
 
@@ -43,7 +46,7 @@ def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnun
     proc = ws.run("nnunet-equivariant", "predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
                   "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
                   "--rotation_tta", "grid", "--disable_tta", "--disable_progress_bar", "--save_probabilities")
-    assert "Running in non-multiprocessing mode" in proc.stdout, "nnU-Net's own entry point ran"
+    assert "Running in non-multiprocessing mode" in proc.stdout, "-npp 0 -nps 0: sequential, as nnUNetv2_predict"
     a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz"))) for c in "AB")
     pa, pb = (np.load(out / f"{c}.npz")["probabilities"] for c in "AB")
     assert pa.shape == (3, 32, 32, 32)  # probabilities compared: whatever the barely trained model predicts
@@ -95,6 +98,9 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
                          env={**ws.env, "PYTHONPATH": ""})
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith(trainer), "the metadata travels with the program"
+    _, metadata = load_exported(exported)
+    expected_spec = {"nnUNetTrainerE3nn_tiny": E3nnSpec().to_dict(), "nnUNetTrainerMirror_tiny": None}[trainer]
+    assert metadata["spec"] == expected_spec, "the export records the steerable network's recipe"
     y = torch.load(tmp_path / "y.pt")
     assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
     # float32: traced op order differs from eager, and norm max-pooling, discontinuous at near-equal norms,
@@ -118,7 +124,8 @@ def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspa
     merge (here: the tiny model's 'rod' stands for left and right rods): the written segmentations are
     nnU-Net's own prediction of the model split by side (compared voxel by voxel, whatever the barely trained
     model predicts), and a rerun with ``--c`` (nothing left to predict) splits nothing again."""
-    from nnunet_equivariant.inference.laterality import Geometry, split_segmentation
+    from nnunet_equivariant.geometry import Geometry
+    from nnunet_equivariant.inference.laterality import split_segmentation
 
     ws = nnunet_workspace
     trained = trained_model("nnUNetTrainer_tiny")
@@ -143,7 +150,7 @@ def test_predict_from_model_folder_splits_a_laterality_mode_model(nnunet_workspa
     for case in cases:
         merged = sitk.ReadImage(str(plain / case))
         split = sitk.GetArrayFromImage(sitk.ReadImage(str(out / case)))
-        expected = split_segmentation(sitk.GetArrayFromImage(merged), Geometry.of(merged),
+        expected = split_segmentation(sitk.GetArrayFromImage(merged), Geometry.from_sitk(merged),
                                       dataset_json["labels"], record)
         np.testing.assert_array_equal(split, expected, err_msg=f"{case}: nnU-Net's prediction, split by side")
     proc = ws.run(*args, "--continue_prediction")

@@ -7,10 +7,10 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from nnunet_equivariant.inference.laterality import (Geometry, LateralityError, check_laterality, label_side,
-                                                     lateralised_labels, left_right_data_axes, merge_plan,
-                                                     split_prediction_folder, split_segmentation,
-                                                     write_merged_dataset)
+from nnunet_equivariant.geometry import Geometry
+from nnunet_equivariant.inference.laterality import (LateralityError, check_laterality, label_side, lateralised_labels,
+                                                     left_right_data_axes, merge_plan, split_prediction_folder,
+                                                     split_segmentation, write_merged_dataset)
 
 LABELS = {"background": 0, "left_kidney": 1, "Kidney_R": 2, "spine": 3}
 # (label, LPS centre in mm, radius): +x is the patient's left
@@ -65,7 +65,7 @@ def test_split_by_side_restores_the_labels_of_a_rotated_patient(name):
     merged_labels, lookup, pairs = merge_plan(LABELS)
     merged = np.vectorize(lookup.get)(truth).astype(np.uint8)
     record = {"labels": LABELS, "pairs": pairs}
-    split = split_segmentation(merged, Geometry.of(image), merged_labels, record)
+    split = split_segmentation(merged, Geometry.from_sitk(image), merged_labels, record)
     assert np.array_equal(split, truth), f"{name}: every kidney voxel gets its side back"
     if name != "identity":  # relabelling by array half (dcan-nn-unet's fix) fails once the patient is rotated
         half = np.where(np.arange(merged.shape[2]) >= merged.shape[2] / 2, 1, 2)[None, None, :]

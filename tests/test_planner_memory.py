@@ -25,16 +25,18 @@ def test_estimate_within_30_percent_of_measured_peak(tmp_path):
 
 def test_estimate_follows_each_steerable_variant_the_planner_sizes_for(tmp_path):
     """``plan_and_preprocess -tr`` sizes for the variant's own network: its estimate must track that network's
-    measured peak as well as the default's does (the lean network is half as wide, the anti-aliased one adds
-    blurred copies at every pooling and upsampling)."""
+    measured peak within 10 % as well (the lean network is half as wide; the anti-aliased one keeps blurred
+    copies at every pooling and upsampling: 1.03x / 1.06x measured, docs/planner.md)."""
     out = tmp_path / "rows.json"
     subprocess.run([sys.executable, str(BENCHMARK), "--networks", "nnUNetTrainerE3nnLean",
-                    "nnUNetTrainerE3nnAntialias", "--stages", "4", "--sizes", "32", "--batch", "1", "--json", str(out)],
-                   check=True, capture_output=True, text=True, timeout=900)
-    rows = {r["network"]: r for r in json.loads(out.read_text())}
-    assert set(rows) == {"nnUNetTrainerE3nnLean", "nnUNetTrainerE3nnAntialias"}
-    assert rows["nnUNetTrainerE3nnLean"]["parameters"] < rows["nnUNetTrainerE3nnAntialias"]["parameters"] / 3, \
-        "the lean variant's own (quarter-size) network was measured"
-    for name, r in rows.items():
+                    "nnUNetTrainerE3nnAntialias", "--stages", "4", "--sizes", "32", "48", "--batch", "1",
+                    "--json", str(out)], check=True, capture_output=True, text=True, timeout=900)
+    rows = json.loads(out.read_text())
+    assert [(r["network"], r["patch"]) for r in rows] == [(n, p) for n in ("nnUNetTrainerE3nnLean",
+                                                                           "nnUNetTrainerE3nnAntialias")
+                                                          for p in (32, 48)]
+    lean, antialias = rows[0], rows[2]
+    assert lean["parameters"] < antialias["parameters"] / 3, "the lean variant's own (quarter-size) network"
+    for r in rows:
         ratio = r["estimate"] / r["measured"]
-        assert 0.7 <= ratio <= 1.3, f"{name}: estimate within 30 % of its measured peak at 32^3: {ratio:.2f}"
+        assert 0.9 <= ratio <= 1.1, f"{r['network']}: estimate within 10 % of its peak at {r['patch']}^3: {ratio:.2f}"

@@ -4,7 +4,8 @@ import pytest
 from scipy import ndimage
 
 from nnunet_equivariant.evaluation import rotate as module
-from nnunet_equivariant.evaluation.rotate import PLANES, Geometry, plane_rotation, rotate_case
+from nnunet_equivariant.evaluation.rotate import PLANES, plane_rotation, rotate_case
+from nnunet_equivariant.geometry import Geometry
 
 
 def test_plane_rotations_follow_the_right_hand_rule():

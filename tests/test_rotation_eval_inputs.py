@@ -18,7 +18,7 @@ def no_prediction(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a predictor was loaded before the input was checked")
 
-    monkeypatch.setattr(module, "_load_predictor", refuse)
+    monkeypatch.setattr(module, "load_predictor", refuse)
 
 
 def _model(root, name="nnUNetTrainerX__nnUNetPlans__3d_fullres", dataset="Dataset902_RodsDiscs", labels=None,

@@ -13,7 +13,7 @@ from nnunet_equivariant.inference.rotation_tta import (RotationTTAPredictor, sha
 from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 from nnunet_equivariant.networks.mirror_unet import MirrorUNet
 from nnunet_equivariant.symmetry import get_symmetry, grid_rotations, grid_symmetries
-from nnunet_equivariant.testing import transform_volume
+from nnunet_equivariant.symmetry import transform_volume
 
 
 class _Counting(nn.Module):

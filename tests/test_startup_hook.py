@@ -11,7 +11,7 @@ import pytest
 import nnunet_equivariant
 
 REPO = Path(__file__).resolve().parents[1]
-SHIMS = Path(nnunet_equivariant.__file__).resolve().parent / "trainers"
+SHIMS = Path(nnunet_equivariant.__file__).resolve().parent / "trainer_shims"
 PRINT_VAR = "import os; print(os.environ.get('nnUNet_extTrainer', ''))"
 
 
@@ -32,6 +32,8 @@ def test_hook_appends_the_shim_folder_and_keeps_user_entries(tmp_path):
 
 
 def test_shim_folder_holds_only_one_line_shims():
+    others = [p.name for p in SHIMS.iterdir() if p.suffix != ".py" and p.name != "__pycache__"]
+    assert not others, f"nnU-Net searches {SHIMS.name}/ for trainers: nothing but shims belongs there, found {others}"
     for shim in SHIMS.glob("*.py"):
         lines = [ln for ln in shim.read_text().splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("from nnunet_equivariant.training."), \
@@ -53,7 +55,7 @@ def test_regular_wheel_install_registers_its_own_shims(tmp_path):
     wheel = next((tmp_path / "dist").glob("nnunet_equivariant-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"nnunet_equivariant_trainers.pth", "_nnunet_equivariant_startup.py"} <= names
-    assert {f"nnunet_equivariant/trainers/{p.name}" for p in SHIMS.glob("*.py")} <= names, "shims are shipped"
+    assert {f"nnunet_equivariant/trainer_shims/{p.name}" for p in SHIMS.glob("*.py")} <= names, "shims are shipped"
 
     # a fresh venv with the wheel; heavy dependencies are borrowed from this environment via a path line
     venv = tmp_path / "venv"
@@ -63,5 +65,5 @@ def test_regular_wheel_install_registers_its_own_shims(tmp_path):
     Path(site, "zz_borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
                    check=True, capture_output=True)
-    installed = Path(site) / "nnunet_equivariant" / "trainers"
+    installed = Path(site) / "nnunet_equivariant" / "trainer_shims"
     assert _fresh_python(PRINT_VAR, python) == str(installed), "the wheel's hook registers the wheel's shims"

@@ -1,12 +1,14 @@
 """The symmetry module: each group's grid elements, flips and cosets, derived from its generators."""
 import pytest
 import torch
+from e3nn import o3
 
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.symmetry import (
     GROUPS, MIRROR_SYMMETRIES, coset_representatives, flip_matrix, generate_group, get_symmetry, grid_rotations,
-    grid_symmetries, symmetry_axes,
+    grid_symmetries, symmetry_axes, transform_volume,
 )
+from nnunet_equivariant.testing import irreps_D
 
 ORDERS = {"none": 1, "f1": 2, "f2": 2, "f3": 2, "f12": 4, "f13": 4, "f23": 4, "f123": 8, "so3": 24, "o3": 48}
 
@@ -86,3 +88,30 @@ def test_flip_matrix():
     assert torch.equal(flip_matrix([0, 2]), torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64)))
     with pytest.raises(ValueError, match="3"):
         flip_matrix([3])
+
+
+def test_transform_volume_is_a_representation():
+    irreps = o3.Irreps("1o + 2e")
+    x = torch.randn(2, irreps.dim, 4, 5, 6, dtype=torch.float64)
+    for a, b in [(grid_rotations()[5], grid_symmetries()[30]), (flip_matrix([0]), grid_rotations()[17])]:
+        ab = transform_volume(x, a @ b, irreps_D(irreps, a @ b))
+        a_b = transform_volume(transform_volume(x, b, irreps_D(irreps, b)), a, irreps_D(irreps, a))
+        assert torch.allclose(ab, a_b, rtol=0, atol=1e-12), "transforming by AB equals transforming by B then A"
+
+
+def test_transform_moves_points_like_the_matrix():
+    x = torch.zeros(1, 1, 5, 5, 5, dtype=torch.float64)
+    x[0, 0, 4, 2, 2] = 1  # the point (+2, 0, 0) about the centre
+    R = torch.tensor([[0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)  # 90 deg about z
+    y = transform_volume(x, R)
+    assert y[0, 0, 2, 4, 2] == 1, "(+2, 0, 0) is rotated to (0, +2, 0)"
+
+
+def test_transform_volume_names_bad_arguments():
+    x = torch.zeros(1, 2, 3, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="not a grid symmetry"):
+        transform_volume(x, torch.tensor([[1.0, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\(batch, channels, x, y, z\)"):
+        transform_volume(x[0], torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"D must be \(2, 2\)"):
+        transform_volume(x, torch.eye(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))

@@ -27,10 +27,8 @@ Writes into ``output`` (atomically; an existing folder only with ``overwrite``):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ import numpy as np
 
 from nnunet_equivariant.io import atomic_folder
 
-__all__ = ["compare", "CompareResult", "TrainerEntry", "DEFAULT_ANGLES", "CHECKPOINT", "run_from_args"]
+__all__ = ["compare", "CompareResult", "TrainerEntry", "DEFAULT_ANGLES", "CHECKPOINT"]
 
 DEFAULT_ANGLES = (0, 15, 30, 45, 60, 90)
 CHECKPOINT = "checkpoint_final.pth"
@@ -64,6 +62,7 @@ class TrainerEntry:
     predict_seconds: list = field(default_factory=list)
     tta_passes: int | None = None
     cost: object = None  # cost.TrainStepCost
+    network: str = ""  # network_description of the trainer class
 
 
 @dataclass
@@ -116,7 +115,8 @@ def compare(
 
     ``plans``: one plans identifier for every trainer or one per trainer. ``angles`` (degrees, must include
     0) and ``planes`` as in ``rotation_eval``. ``device``: default ``cuda`` if available. ``cost_repeats``:
-    timed train steps per trainer (median). Every input is checked before the first training or
+    timed train steps per trainer (median). ``command_line``: how the comparison was asked for, as the report
+    shows it (default: this call with its arguments). Every input is checked before the first training or
     prediction: unknown trainer, dataset or plans, missing folds without ``train``, no test cases, models of
     different datasets / label sets / configurations and an existing ``output`` raise an error naming the
     value, folder or file.
@@ -155,7 +155,8 @@ def compare(
         raise type(e)(f"no usable test cases for the pose-robustness part of compare in {raw_dataset}: {e}") from e
     trainer_classes = {t: _trainer_class(t) for t in dict.fromkeys(trainers)}
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    entries = [TrainerEntry(t, p, _model_folder(dataset_name, t, p, configuration)) for t, p in pairs]
+    entries = [TrainerEntry(t, p, _model_folder(dataset_name, t, p, configuration),
+                            network=network_description(trainer_classes[t])) for t, p in pairs]
 
     for e in entries:
         _check_model_folder(e.folder, dataset_name, raw_json, configuration)
@@ -189,7 +190,10 @@ def compare(
     context = compare_report.ReportContext(
         dataset=dataset_name, configuration=configuration, folds=folds, planes=list(planes), angles=angles,
         num_cases=len(cases), device=str(device), cost_repeats=cost_repeats,
-        command_line=command_line or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]))
+        command_line=command_line or (
+            f"compare({dataset!r}, {trainers!r}, {str(output)!r}, plans={plans!r}, configuration={configuration!r}, "
+            f"folds={folds!r}, train={train!r}, planes={list(planes)!r}, angles={angles!r}, "
+            f"cost_repeats={cost_repeats!r})"))
     rows = compare_report.comparison_rows(entries, rotation_rows, context)
     empty = output.is_dir() and not any(output.iterdir())
     with atomic_folder(output, overwrite or empty) as tmp:
@@ -228,6 +232,18 @@ def _dataset(dataset):
         raise FileNotFoundError(f"{raw / 'dataset.json'} does not exist: compare needs the raw dataset (its test cases)")
     preprocessed = Path(nnUNet_preprocessed.get()) / name if nnUNet_preprocessed.is_set() else None
     return name, raw, json.loads((raw / "dataset.json").read_text()), preprocessed
+
+
+def network_description(trainer_class) -> str:
+    """What decides a trainer's network, for the report: its ``E3nnSpec`` (the fields that differ from the
+    default recipe), its mirror symmetry, or the plans' network for trainers that add none."""
+    from ..networks.e3nn_spec import E3nnSpec
+
+    spec = getattr(trainer_class, "spec", None)
+    if isinstance(spec, E3nnSpec):
+        return spec.describe()
+    symmetry = getattr(trainer_class, "symmetry", None)
+    return f"mirror-symmetric ({symmetry})" if symmetry not in (None, "none") else "the plans' network"
 
 
 def _trainer_class(name: str):
@@ -321,14 +337,14 @@ def _check_model_folder(folder: Path, dataset_name: str, raw_json: dict, configu
 def _load_models(entries, raw_json: dict, configuration: str) -> None:
     """``ModelFolder`` per trained entry; the same dataset, label set, channels and file type for all, and
     the raw dataset's label set; display names unique."""
-    from nnunet_equivariant.evaluation.rotation_eval import ModelFolder, _check_same_task, _make_names_unique
+    from nnunet_equivariant.evaluation.rotation_eval import ModelFolder, check_same_task, make_names_unique
 
     trained = [e for e in entries if e.folds]
     for e in trained:
         e.model = ModelFolder.load(e.folder, e.folds, CHECKPOINT)
         _check_model_folder(e.folder, e.model.plans["dataset_name"], raw_json, configuration)
-    _check_same_task([e.model for e in trained])
-    _make_names_unique([e.model for e in trained])
+    check_same_task([e.model for e in trained])
+    make_names_unique([e.model for e in trained])
     for e in entries:
         e.name = e.model.name if e.model is not None else f"{e.trainer}__{e.plans}"
 
@@ -377,21 +393,18 @@ def _rotation(trained, cases, planes, angles, device) -> list[dict]:
 
     import torch
 
-    from nnunet_equivariant.evaluation.rotate import Geometry
-    from nnunet_equivariant.evaluation.rotation_eval import _evaluate, _load_predictor, _readers_and_labels
+    from nnunet_equivariant.evaluation.rotation_eval import case_readers, evaluate_rotations, load_predictor
 
     models = [e.model for e in trained]
-    reader, label_reader, regions, label_names, ignore_label = _readers_and_labels(models[0], cases[0])
-    Geometry.from_nnunet(*reader.read_images(cases[0][1]), cases[0][1][0])  # not 3D or no geometry: fail now
+    readers = case_readers(models[0], cases)  # not 3D or no geometry: fail before loading a model
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     predictors = []
     for e in trained:
-        predictor = _load_predictor(e.model, e.folds, CHECKPOINT, str(device), 0.5, True, True)
+        predictor = load_predictor(e.model, e.folds, CHECKPOINT, str(device))  # nnUNetv2_predict's settings
         axes = predictor.allowed_mirroring_axes
         e.tta_passes = 2 ** len(axes) if predictor.use_mirroring and axes else 1
         predictors.append(_TimedPredictor(predictor, sync))
-    rows = _evaluate(cases, models, predictors, reader, label_reader, planes, angles, regions, label_names,
-                     ignore_label)
+    rows = evaluate_rotations(cases, models, predictors, readers, planes, angles)
     for e, p in zip(trained, predictors):
         e.predict_seconds = p.seconds
     del predictors
@@ -428,16 +441,3 @@ def _measure_cost(entries, trainer_classes, preprocessed, configuration, device,
                 e.cost = measured
             elif measure == "memory":
                 e.cost.peak_memory_mib = measured.peak_memory_mib
-
-
-# --- command line ---------------------------------------------------------------------------------
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    result = compare(args.d, args.tr, args.o, plans=args.p, configuration=args.c, folds=args.f, train=args.train,
-                     planes=args.planes, angles=DEFAULT_ANGLES if args.angles is None else args.angles, device=args.device, overwrite=args.overwrite,
-                     cost_repeats=args.cost_repeats)
-    failed = [f"{e.name} fold {f}" for e in result.entries for f in e.failures]
-    if failed:
-        print(f"[compare] failed to train: {', '.join(failed)} (see report.md)", file=sys.stderr)
-    return 0

@@ -2,7 +2,8 @@
 
 ``comparison.csv`` columns (one row per trainer; NaN where a number could not be measured):
 
-- ``model, trainer, plans, configuration, folds, failed_folds``
+- ``model, trainer, network, plans, configuration, folds, failed_folds`` (``network``: the trainer's
+  ``E3nnSpec`` fields that differ from the default recipe, its mirror symmetry, or "the plans' network")
 - ``cv_dice_<label>``, ``cv_dice_<label>_std``: nnU-Net's ``validation/summary.json`` Dice (``mean`` per
   label, ``foreground_mean`` as label ``foreground``), mean and sample standard deviation over the folds
   (std NaN for one fold); ``cv_folds``: folds with a summary
@@ -71,7 +72,8 @@ def comparison_rows(entries, rotation_rows: Sequence[dict], context: ReportConte
     labels = _labels(entries)
     rows = []
     for e in entries:
-        row = {"model": e.name, "trainer": e.trainer, "plans": e.plans, "configuration": context.configuration,
+        row = {"model": e.name, "trainer": e.trainer, "network": e.network, "plans": e.plans,
+               "configuration": context.configuration,
                "folds": " ".join(map(str, e.folds)), "failed_folds": " ".join(map(str, e.failures))}
         row["cv_folds"] = " ".join(map(str, dict.fromkeys(r["fold"] for r in e.accuracy)))
         for label in labels:
@@ -177,6 +179,8 @@ def _report(entries, rows, context: ReportContext) -> str:
              f"- command: `{context.command_line}`",
              f"- written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; folds {', '.join(map(str, context.folds))}",
              *_machine(context.device), "", "## Verdict: which trainer wins on what", "", *_verdict(rows)]
+    lines += ["", "## The networks compared", "", "| model | trainer | plans | network |", "|---|---|---|---|",
+              *(f"| {r['model']} | {r['trainer']} | {r['plans']} | {r['network']} |" for r in rows)]
     ratio_reference = rows[0]["model"]
     lines += ["", "## Accuracy: nnU-Net's cross-validation", "",
               "Dice of each fold's `validation/summary.json` (nnU-Net's final validation on the fold's held-out "

@@ -3,9 +3,10 @@
 Convention
 ----------
 - Physical coordinates are ITK's patient coordinates (LPS): x runs right -> left, y anterior -> posterior,
-  z inferior -> superior. The image's ``origin``, ``spacing`` and ``direction`` (as SimpleITK and
-  nnU-Net's ``SimpleITKIO`` report them in ``properties["sitk_stuff"]``) map voxel indices to them, so
-  anisotropic spacing and oblique directions are handled.
+  z inferior -> superior. The image's :class:`~nnunet_equivariant.geometry.Geometry` (``origin``,
+  ``spacing`` and ``direction``, as SimpleITK and nnU-Net's ``SimpleITKIO`` report them in
+  ``properties["sitk_stuff"]``) maps voxel indices to them, so anisotropic spacing and oblique directions
+  are handled.
 - Planes are anatomical and defined in that space, not by array axes: ``axial`` rotates about z (the
   x-y plane), ``coronal`` about y (the x-z plane), ``sagittal`` about x (the y-z plane). A positive angle
   turns counter-clockwise by the right-hand rule about the positive axis (axial: x towards y).
@@ -21,10 +22,10 @@ Arrays are nnU-Net's: ``(channels, z, y, x)`` numpy order, the reverse of ITK's 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from nnunet_equivariant.geometry import Geometry
 
 __all__ = ["PLANES", "plane_rotation", "Geometry", "rotate_case"]
 
@@ -38,48 +39,6 @@ def plane_rotation(plane: str, angle_deg: float) -> np.ndarray:
         raise ValueError(f"plane must be one of {sorted(PLANES)}, got {plane!r}")
     # right-hand rule about the plane's axis: x -> y about z, y -> z about x, z -> x about y
     return Rotation.from_euler("xyz"[PLANES[plane]], angle_deg, degrees=True).as_matrix()
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Voxel grid of a 3D image in ITK order: ``size``, ``spacing``, ``origin`` as (x, y, z), ``direction``
-    a 3x3 matrix whose columns are the index axes' directions."""
-
-    size: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: tuple[float, ...]
-
-    @classmethod
-    def from_nnunet(cls, array: np.ndarray, properties: dict, source: str = "image") -> "Geometry":
-        """From an array ``(c, z, y, x)`` and the properties nnU-Net's reader returned with it."""
-        sitk_stuff = properties.get("sitk_stuff")
-        if sitk_stuff is None:
-            raise ValueError(
-                f"{source}: the reader reported no physical geometry ('sitk_stuff'); rotation_eval needs "
-                f"nnU-Net's SimpleITKIO (e.g. .nii.gz, .nrrd, .mha files)"
-            )
-        if array.ndim != 4 or len(sitk_stuff["spacing"]) != 3:
-            raise ValueError(f"{source}: rotation_eval needs 3D images, got an array of shape {array.shape}")
-        return cls(tuple(int(s) for s in array.shape[:0:-1]), tuple(map(float, sitk_stuff["spacing"])),
-                   tuple(map(float, sitk_stuff["origin"])), tuple(map(float, sitk_stuff["direction"])))
-
-    def index_map(self, rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(A, b)`` with source index ``A @ i + b`` for output voxel index ``i`` (ITK order)."""
-        d = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
-        s = np.diag(self.spacing)
-        a = np.linalg.inv(d @ s) @ rotation.T @ d @ s
-        m = (np.asarray(self.size) - 1) / 2.0
-        return a, m - a @ m
-
-    def to_sitk(self, array_zyx: np.ndarray):
-        import SimpleITK as sitk
-
-        image = sitk.GetImageFromArray(array_zyx)
-        image.SetSpacing(self.spacing)
-        image.SetOrigin(self.origin)
-        image.SetDirection(self.direction)
-        return image
 
 
 def rotate_case(
@@ -139,9 +98,7 @@ def _resample(image, label, geometry, rotation):
 
     transform = sitk.AffineTransform(3)
     transform.SetMatrix((rotation.T).ravel().tolist())  # maps output points to source points
-    centre_index = (np.asarray(geometry.size) - 1) / 2.0
-    d = np.asarray(geometry.direction).reshape(3, 3)
-    transform.SetCenter((np.asarray(geometry.origin) + d @ (np.asarray(geometry.spacing) * centre_index)).tolist())
+    transform.SetCenter(geometry.physical_point((np.asarray(geometry.size) - 1) / 2.0).tolist())
 
     def resample(volume, interpolator):
         src = geometry.to_sitk(volume)

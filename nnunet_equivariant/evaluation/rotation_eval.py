@@ -21,10 +21,12 @@ from typing import Sequence
 import numpy as np
 
 from nnunet_equivariant.io import atomic_folder
-from nnunet_equivariant.evaluation.rotate import PLANES, Geometry, plane_rotation, rotate_case
+from nnunet_equivariant.evaluation.rotate import PLANES, plane_rotation, rotate_case
+from nnunet_equivariant.geometry import Geometry
 
 __all__ = ["rotation_eval", "RotationEvalResult", "DEFAULT_ANGLES", "ModelFolder", "find_test_cases",
-           "check_angles_and_planes", "label_key_names"]
+           "check_angles_and_planes", "check_same_task", "make_names_unique", "label_key_names", "CaseReaders",
+           "case_readers", "load_predictor", "evaluate_rotations"]
 
 DEFAULT_ANGLES = (0, 15, 30, 45, 60, 90, 120, 150, 180)
 
@@ -134,18 +136,16 @@ def rotation_eval(
     if not model_folders:
         raise ValueError("give at least one model folder")
     models = [ModelFolder.load(m, folds, checkpoint) for m in model_folders]
-    _check_same_task(models)
-    _make_names_unique(models)
+    check_same_task(models)
+    make_names_unique(models)
     reference = models[0]
     cases = find_test_cases(images, labels, reference.dataset_json["file_ending"],
                             len(reference.dataset_json["channel_names"]))
-    reader, label_reader, regions, label_names, ignore_label = _readers_and_labels(reference, cases[0])
-    Geometry.from_nnunet(*reader.read_images(cases[0][1]), cases[0][1][0])  # not 3D or no geometry: fail now
+    readers = case_readers(reference, cases)
 
-    predictors = [_load_predictor(m, folds, checkpoint, device, step_size, use_mirroring, use_gaussian)
+    predictors = [load_predictor(m, folds, checkpoint, device, step_size, use_mirroring, use_gaussian)
                   for m in models]
-    rows = _evaluate(cases, models, predictors, reader, label_reader, planes, angles, regions, label_names,
-                     ignore_label)
+    rows = evaluate_rotations(cases, models, predictors, readers, planes, angles)
     return _write_outputs(output, rows, models, folds, len(cases), overwrite)
 
 
@@ -161,7 +161,9 @@ def check_angles_and_planes(angles: Sequence[float], planes: Sequence[str]) -> l
     return angles
 
 
-def _check_same_task(models: list[ModelFolder]) -> None:
+def check_same_task(models: Sequence[ModelFolder]) -> None:
+    """``ValueError`` naming both folders unless every model has the first one's label set, input channels,
+    file type, dataset and image reader: their predictions of one test case can then be compared."""
     first = models[0]
     for m in models[1:]:
         for key, what in (("labels", "label set"), ("channel_names", "input channels"), ("file_ending", "file type")):
@@ -176,8 +178,9 @@ def _check_same_task(models: list[ModelFolder]) -> None:
                              f"{m.plans['image_reader_writer']}")
 
 
-def _make_names_unique(models: list[ModelFolder]) -> None:
-    """Trainer names label the plot; fall back to the folder name, then to its position, when they clash."""
+def make_names_unique(models: Sequence[ModelFolder]) -> None:
+    """Give every model a unique ``name`` in place: trainer names label the plot and the CSV rows; where they
+    clash, the folder name, then the folder name and the model's position."""
     for attempt in (lambda i, m: m.folder.name, lambda i, m: f"{m.folder.name} ({i + 1})"):
         names = [m.name for m in models]
         if len(set(names)) == len(names):
@@ -197,21 +200,46 @@ def label_key_names(dataset_json: dict) -> dict[str, str]:
     return names
 
 
-def _readers_and_labels(model: ModelFolder, first_case):
+@dataclass(frozen=True)
+class CaseReaders:
+    """How the test cases of a model are read and scored, as nnU-Net does it.
+
+    ``image_reader``: the plans' reader (what ``nnUNetv2_predict`` reads images with); ``label_reader``:
+    the reader nnU-Net's evaluation picks for the label files; ``regions``: the foreground labels (or
+    regions) Dice is computed for, ``label_names`` their names by key (``"1"``, ``"(1, 2)"``);
+    ``ignore_label``: voxels not scored (``None``: none).
+    """
+
+    image_reader: object
+    label_reader: object
+    regions: list
+    label_names: dict[str, str]
+    ignore_label: int | None
+
+
+def case_readers(model: ModelFolder, cases: Sequence[tuple[str, list[str], str]]) -> CaseReaders:
+    """The readers and labels of ``model`` for ``cases`` (``find_test_cases``), after checking that the first
+    case reads as a 3D image with a physical geometry (``ValueError`` naming its file), before any model is
+    loaded."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans_manager = PlansManager(model.plans)
-    reader = plans_manager.image_reader_writer_class()  # what nnUNetv2_predict reads images with
-    label_reader = determine_reader_writer_from_dataset_json(model.dataset_json, first_case[2], verbose=False)()
+    reader = plans_manager.image_reader_writer_class()
+    label_reader = determine_reader_writer_from_dataset_json(model.dataset_json, cases[0][2], verbose=False)()
     label_manager = plans_manager.get_label_manager(model.dataset_json)
     regions = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
     names = label_key_names(model.dataset_json)
     label_names = {str(r): names.get(str(r), str(r)) for r in regions}
-    return reader, label_reader, regions, label_names, label_manager.ignore_label
+    Geometry.from_nnunet(*reader.read_images(cases[0][1]), cases[0][1][0])
+    return CaseReaders(reader, label_reader, regions, label_names, label_manager.ignore_label)
 
 
-def _load_predictor(model: ModelFolder, folds, checkpoint, device, step_size, use_mirroring, use_gaussian):
+def load_predictor(model: ModelFolder, folds: Sequence[int | str], checkpoint: str = "checkpoint_final.pth",
+                   device: str | None = None, step_size: float = 0.5, use_mirroring: bool = True,
+                   use_gaussian: bool = True):
+    """nnU-Net's ``nnUNetPredictor`` with the fold ensemble of ``model``, as ``nnUNetv2_predict`` builds it
+    (``device``: default ``cuda`` if available; the sliding-window settings as in ``rotation_eval``)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -223,31 +251,40 @@ def _load_predictor(model: ModelFolder, folds, checkpoint, device, step_size, us
     return predictor
 
 
-def _dice_rows(reference, prediction, fov, regions, label_names, ignore_label) -> list[dict]:
+def _dice_rows(reference, prediction, fov, readers: CaseReaders) -> list[dict]:
     """nnU-Net's per-label counts and Dice (``evaluate_predictions.compute_metrics``) inside the FOV."""
     from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn, region_or_label_to_mask
 
     ignore = ~fov[None]
-    if ignore_label is not None:
-        ignore = ignore | (reference == ignore_label)
+    if readers.ignore_label is not None:
+        ignore = ignore | (reference == readers.ignore_label)
     rows = []
-    for r in regions:
+    for r in readers.regions:
         tp, fp, fn, _ = compute_tp_fp_fn_tn(region_or_label_to_mask(reference, r),
                                             region_or_label_to_mask(prediction, r), ignore)
         dice = np.nan if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-        rows.append({"label": str(r), "label_name": label_names[str(r)], "dice": float(dice),
+        rows.append({"label": str(r), "label_name": readers.label_names[str(r)], "dice": float(dice),
                      "tp": int(tp), "fp": int(fp), "fn": int(fn), "fov_voxels": int(fov.sum())})
     return rows
 
 
-def _evaluate(cases, models, predictors, reader, label_reader, planes, angles, regions, label_names, ignore_label):
+def evaluate_rotations(cases: Sequence[tuple[str, list[str], str]], models: Sequence[ModelFolder], predictors,
+                       readers: CaseReaders, planes: Sequence[str], angles: Sequence[float]) -> list[dict]:
+    """Rotate every case (``find_test_cases``) by every angle in every plane, predict it with each of
+    ``predictors`` (one per model, anything with nnU-Net's ``predict_single_npy_array``), and score it.
+
+    Returns one row per plane, angle, case, model and label: ``plane``, ``angle_deg``, ``case``, ``model``
+    (its ``name``), ``label``, ``label_name``, ``dice`` (NaN where the label is absent from both), ``tp``,
+    ``fp``, ``fn``, ``fov_voxels``. A rotation reached in several planes (0 degrees) is predicted once.
+    ``ValueError`` naming both files for a case whose label does not match its image.
+    """
     from tqdm import tqdm
 
     rows = []
     with tqdm(total=len(cases) * len(planes) * len(angles), desc="rotation_eval", unit="rotation") as bar:
         for case, image_files, label_file in cases:
-            image, properties = reader.read_images(image_files)
-            label, _ = label_reader.read_seg(label_file)
+            image, properties = readers.image_reader.read_images(image_files)
+            label, _ = readers.label_reader.read_seg(label_file)
             if label.shape[1:] != image.shape[1:]:
                 raise ValueError(f"{label_file}: label shape {label.shape[1:]} differs from the shape "
                                  f"{image.shape[1:]} of its image {image_files[0]}")
@@ -263,7 +300,7 @@ def _evaluate(cases, models, predictors, reader, label_reader, planes, angles, r
                         done[key] = []
                         for model, predictor in zip(models, predictors):
                             prediction = predictor.predict_single_npy_array(image_r, properties)
-                            for row in _dice_rows(label_r, prediction[None], fov, regions, label_names, ignore_label):
+                            for row in _dice_rows(label_r, prediction[None], fov, readers):
                                 done[key].append({"model": model.name, **row})
                     rows += [{"plane": plane, "angle_deg": angle, "case": case, **r} for r in done[key]]
                     bar.update()

@@ -23,14 +23,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..io import check_target
+from ..io import atomic_file, check_target
 from ..layers import SteerableConv3d
 from ..layers.mirror_conv import MirrorSymmetricConv3d, MirrorSymmetricConvTranspose3d
 
@@ -163,6 +162,8 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         "format": "nnunet_equivariant.export/1",
         "trainer_name": predictor.trainer_name,
         "symmetry": rotation_tta.trainer_symmetry(predictor.trainer_name).name,
+        # the steerable network's recipe (E3nnSpec fields), None for networks without one
+        "spec": network.spec.to_dict() if hasattr(network, "spec") else None,
         "fold": fold,
         "checkpoint": checkpoint_name,
         "input_channels": input_channels,
@@ -176,14 +177,8 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         "laterality": predictor.dataset_json.get("laterality"),  # laterality mode: how to split by side
         "torch_version": torch.__version__,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{uuid.uuid4().hex[:8]}{output.suffix or '.pt2'}")
-    try:  # atomic: the file appears whole or not at all
-        torch.export.save(program, tmp, extra_files={METADATA_NAME: json.dumps(metadata, indent=2)})
-        check_target(output, overwrite)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(output, overwrite) as tmp, open(tmp, "wb") as f:  # a buffer: any file ending is accepted
+        torch.export.save(program, f, extra_files={METADATA_NAME: json.dumps(metadata, indent=2)})
     return ExportReport(output, metadata, assembly_error, export_error, difference, scale, agreement)
 
 

@@ -34,7 +34,7 @@ and a fully anisotropic patch only the 180-degree rotations about each axis). Ot
 the sliding-window tiling or resample the image; they are not approximated.
 
 Convention: a grid element ``R`` acts on a ``(batch, channels, x, y, z)`` patch as
-``nnunet_equivariant.testing.transform_volume`` (``(R f)(p) = f(R^-1 p)``); logits are scalars, so the
+``nnunet_equivariant.symmetry.transform_volume`` (``(R f)(p) = f(R^-1 p)``); logits are scalars, so the
 output is mapped back with ``R^-1 = R^T`` and no channel mixing.
 """
 from __future__ import annotations
@@ -46,8 +46,8 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from . import ROTATION_TTA_MODES
-from ..symmetry import Symmetry, coset_representatives, flip_matrix, generate_group, get_symmetry, grid_rotations
-from ..testing import transform_volume
+from ..symmetry import (Symmetry, coset_representatives, flip_matrix, generate_group, get_symmetry, grid_rotations,
+                        transform_volume)
 
 __all__ = ["ROTATION_TTA_MODES", "shape_preserving_rotations", "tta_group", "tta_passes", "trainer_symmetry",
            "RotationTTAPredictor"]

@@ -15,7 +15,7 @@ from torch import nn
 from ..layers import GaussianBlur3d, SteerableConv3d, SteerableResidualBlock
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
-from .e3nn_unet import E3nnDecoder, _antialias_blur, _per_stage, _topology
+from .e3nn_unet import E3nnDecoder, _antialias_blur, _blur_passes, _per_stage, _topology
 
 __all__ = ["E3nnResEncUNet", "e3nn_resenc_unet_from_plans", "e3nn_resenc_unet_kwargs"]
 
@@ -143,7 +143,7 @@ class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
         for stage, stride in zip(self.encoder.stages, self.encoder.strides):
             for op in stage:
                 if isinstance(op, GaussianBlur3d):  # before the pooling, at the finer size
-                    total += stage[1].irreps_in.dim * int(np.prod(size))
+                    total += _blur_passes(op) * stage[1].irreps_in.dim * int(np.prod(size))
                 else:
                     total += op.compute_conv_feature_map_size(size)
                     size = size // np.array(op.stride)

@@ -46,6 +46,14 @@ def _topology(network: str, n_stages: int, strides, spacing) -> tuple[list, tupl
     return strides, spacing, stage_spacing, tuple(int(v) for v in np.prod(np.array(strides), axis=0))
 
 
+def _blur_passes(blur: GaussianBlur3d) -> int:
+    """Activation-sized values a separable blur counts per voxel and channel: 3 per blurred axis (its padded
+    input, kept by the depthwise convolution for backward, and temporaries), a count fit to measured peaks:
+    with it the anti-aliased network's estimate is 1.03x / 1.06x its measured peak at 32^3 / 48^3 (one per
+    axis gave 0.85x / 0.68x; benchmarks/planner_memory.py, docs/planner.md)."""
+    return 3 * sum(1 for sigma in blur.sigma if sigma > 0)
+
+
 def _antialias_blur(stride: Sequence[int], antialias: float) -> list[nn.Module]:
     """``[GaussianBlur3d]`` of ``antialias * stride`` voxels along the resampled axes, or ``[]`` if off."""
     if antialias == 0 or all(s == 1 for s in stride):
@@ -123,7 +131,8 @@ class E3nnDecoder(nn.Module):
         total = 0
         for s in range(len(self.stages)):
             below, size = int(np.prod(stage_sizes[-(s + 1)])), int(np.prod(stage_sizes[-(s + 2)]))
-            upsampled = 2 if isinstance(self.upsample[s], nn.Sequential) else 1  # + the anti-aliasing blur
+            up = self.upsample[s]
+            upsampled = 1 + (_blur_passes(up[1]) if isinstance(up, nn.Sequential) else 0)  # + the anti-aliasing blur
             total += self.reduce[s].irreps_out.dim * (below + upsampled * size)
             for block in self.stages[s]:
                 total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * size
@@ -233,7 +242,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
             sizes.append(size)
             for op, following in zip(stage, list(stage)[1:] + [None]):
                 if isinstance(op, GaussianBlur3d):  # before the pooling, at the finer size
-                    total += following.irreps.dim * int(np.prod(size * np.array(stride)))
+                    total += _blur_passes(op) * following.irreps.dim * int(np.prod(size * np.array(stride)))
                 elif isinstance(op, NormMaxPool3d):
                     total += op.irreps.dim * int(np.prod(size))
                 else:
