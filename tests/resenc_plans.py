@@ -9,9 +9,11 @@ the memory targets part only on larger images.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,7 @@ _SCRIPT = textwrap.dedent("""
 def resenc_plans_root() -> Path:
     """The nnU-Net preprocessed folder holding the planned datasets (planned once per test process)."""
     root = Path(tempfile.mkdtemp(prefix="resenc_plans_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     script = root / "plan.py"
     script.write_text(_SCRIPT)
     env = {**os.environ, "nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
