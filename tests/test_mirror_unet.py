@@ -103,10 +103,10 @@ def test_bad_input_is_named():
     two_d = plans_configuration([[1, 1], [2, 2]], [[3, 3]] * 2, [4, 8], conv_op="torch.nn.modules.conv.Conv2d")
     with pytest.raises(ValueError, match="3D only"):
         mirror_unet_from_plans(two_d, 1, 2, "f1")
-    resenc = plans_configuration([[1, 1, 1]], [[3, 3, 3]], [4],
-                                 network="dynamic_network_architectures.architectures.unet.ResidualEncoderUNet")
-    with pytest.raises(ValueError, match="ResidualEncoderUNet"):
-        mirror_unet_from_plans(resenc, 1, 2, "f1")
+    other = plans_configuration([[1, 1, 1]], [[3, 3, 3]], [4],
+                                network="dynamic_network_architectures.architectures.unet.ResidualUNet")
+    with pytest.raises(ValueError, match="follow plans for .*ResidualEncoderUNet.* uses .*ResidualUNet"):
+        mirror_unet_from_plans(other, 1, 2, "f1")
 
 
 def test_initialisation_is_he_with_the_fan_of_the_full_kernel():

@@ -158,3 +158,35 @@ def test_plan_and_preprocess_command_resamples_and_networks_build(nnunet_workspa
     with torch.no_grad():
         for net in (plain, steerable):
             assert net.eval()(x).shape == (1, 3, *config["patch_size"]), f"{type(net).__name__} runs at the patch"
+
+
+def test_resenc_presets_plan_residual_encoders_sized_for_the_steerable_network(ct_like_dataset, tmp_path):
+    """nnU-Net's ResEnc M / L / XL on the isotropic grid: ResidualEncoderUNet plans (nnU-Net's blocks per stage,
+    3^3 kernels) under the presets' memory targets, met by the E3nnResEncUNet the steerable trainer builds."""
+    from nnunet_equivariant.planning.planner import RESENC_PRESETS, plans_identifier
+    from nnunet_equivariant.training.e3nn import nnUNetTrainerE3nn
+
+    voxels = {}
+    for preset, target in RESENC_PRESETS.items():
+        planner = functools.partial(nnUNetPlannerEquivariant, preset=preset)
+        plans, identifier = plan_experiment_dataset(ct_like_dataset, planner)  # the preset's memory target
+        assert identifier == plans_identifier(preset) == f"nnUNetPlansEquivariantResEnc{preset}"
+        config = plans["configurations"]["3d_fullres"]
+        assert config["data_identifier"] == f"{identifier}_3d_fullres"
+        arch = config["architecture"]
+        assert arch["network_class_name"].endswith("ResidualEncoderUNet")
+        kwargs = arch["arch_kwargs"]
+        n = kwargs["n_stages"]
+        assert kwargs["n_blocks_per_stage"] == [1, 3, 4, 6, 6, 6][:n] and kwargs["n_conv_per_stage_decoder"] == [1] * (n - 1)
+        assert kwargs["kernel_sizes"] == [[3, 3, 3]] * n and kwargs["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * (n - 1)
+        networks = networks_on_plans(config, 1, 3)
+        assert set(networks) == {"ResidualEncoderUNet", "E3nnResEncUNet"}
+        built = nnUNetTrainerE3nn.build_network_architecture(None, ConfigurationManager(config), 1, 3, True)
+        assert type(built).__name__ == "E3nnResEncUNet"
+        assert sum(p.numel() for p in built.parameters()) == sum(
+            p.numel() for p in networks["E3nnResEncUNet"].parameters()), "the network the trainer trains"
+        patch, batch = config["patch_size"], config["batch_size"]
+        assert estimate_training_bytes(built, patch, batch) <= target * GiB, "it fits the preset's target"
+        assert max(estimate_training_bytes(net, patch, batch) for net in networks.values()) <= target * GiB
+        voxels[preset] = np.prod(patch) * batch
+    assert voxels["M"] < voxels["L"] < voxels["XL"], "more memory, more voxels per step"

@@ -14,8 +14,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                  "preprocess 3d_fullres")
     p = subparsers.add_parser("plan_and_preprocess", help=help_text, description=help_text)
     p.add_argument("-d", nargs="+", type=int, required=True, help="dataset id(s)")
-    p.add_argument("-gpu_memory_target", type=float, default=8.0,
-                   help="memory (GB) one training step may use, for the largest network on the plans (default 8)")
+    p.add_argument("-gpu_memory_target", type=float, default=None,
+                   help="memory (GB) one training step may use, for the largest network on the plans (default 8, "
+                        "or the preset's)")
+    p.add_argument("-preset", default=None, choices=("M", "L", "XL"),
+                   help="nnU-Net's residual-encoder preset (as -pl nnUNetPlannerResEncM/L/XL) on the isotropic "
+                        "grid: plans nnUNetPlansEquivariantResEnc{M,L,XL}, memory target 8 / 24 / 40 GB")
     p.add_argument("-np", type=int, default=4, help="processes for fingerprinting and preprocessing (default 4)")
     p.add_argument("--verify_dataset_integrity", action="store_true", help="run nnU-Net's dataset checks first")
     p.add_argument("--clean", action="store_true", help="re-extract an existing dataset fingerprint")
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         plans = plan_and_preprocess(dataset_id, args.gpu_memory_target, args.np, args.verify_dataset_integrity,
                                     args.clean, preprocess=not args.no_pp,
                                     target_spacing=args.overwrite_target_spacing, trainer_name=args.tr,
-                                    spec_overrides=overrides)
+                                    spec_overrides=overrides, preset=args.preset)
         print(f"dataset {dataset_id}: plans {plans}; train with: nnUNetv2_train {dataset_id} 3d_fullres FOLD "
               f"-p {plans} -tr {args.tr}")
     return 0

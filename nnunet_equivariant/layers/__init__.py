@@ -2,7 +2,8 @@
 
 Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
 ``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``, ``GaussianBlur3d``
-(anti-aliasing of pooling and upsampling), and the block ``SteerableBlock`` (conv -- norm -- gate);
+(anti-aliasing of pooling and upsampling), the blocks ``SteerableBlock`` (conv -- norm -- gate) and
+``SteerableResidualBlock`` (``BasicBlockD``'s layout);
 ``parse_irreps`` checks an irreps argument.
 Mirror-symmetric (plain channels): ``MirrorSymmetricConv3d``, ``MirrorSymmetricConvTranspose3d``.
 """
@@ -20,10 +21,11 @@ from .norm import EquivariantInstanceNorm
 from .pool import NormMaxPool3d
 from .steerable_block import SteerableBlock
 from .steerable_conv import SteerableConv3d
+from .steerable_residual import SteerableResidualBlock
 from .upsample import TrilinearUpsample
 
 __all__ = [
     "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "TrilinearUpsample",
-    "GaussianBlur3d", "SteerableBlock", "parse_irreps",
+    "GaussianBlur3d", "SteerableBlock", "SteerableResidualBlock", "parse_irreps",
     "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
 ]

@@ -15,7 +15,10 @@ from ..layers import GaussianBlur3d, NormMaxPool3d, SteerableConv3d, TrilinearUp
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
 
-__all__ = ["E3nnUNet", "e3nn_unet_from_plans", "e3nn_unet_kwargs"]
+__all__ = ["E3nnUNet", "e3nn_unet_from_plans", "e3nn_unet_kwargs", "RESENC_UNET"]
+
+# nnU-Net's residual-encoder U-Net (its ResEnc M/L/XL plans): built as E3nnResEncUNet (e3nn_resenc_unet.py)
+RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 
 
 def _per_stage(value, n: int, name: str) -> list:
@@ -23,6 +26,24 @@ def _per_stage(value, n: int, name: str) -> list:
     if len(values) != n:
         raise ValueError(f"{name} must have {n} entries, got {value!r}")
     return values
+
+
+def _topology(network: str, n_stages: int, strides, spacing) -> tuple[list, tuple, list, tuple]:
+    """Checked ``(strides, spacing, stage_spacing, total_stride)`` of a 3D U-Net: per-stage stride triples,
+    the input voxel size, each stage's voxel size ``spacing * prod(strides[:s + 1])`` and the product of the
+    strides (the divisor of every input size). ``network`` names the caller in errors."""
+    if n_stages < 2:
+        raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
+    strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
+               for s in _per_stage(strides, n_stages, "strides")]
+    spacing = tuple(float(s) for s in spacing)
+    if any(len(s) != 3 for s in strides) or len(spacing) != 3:
+        raise ValueError(f"{network} is 3D only: strides {strides} and spacing {spacing} must have 3 entries "
+                         f"per stage (a 2D configuration cannot be used)")
+    if any(min(s) < 1 for s in strides):
+        raise ValueError(f"strides must be positive, got {strides}")
+    stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in np.cumprod(np.array(strides), axis=0)]
+    return strides, spacing, stage_spacing, tuple(int(v) for v in np.prod(np.array(strides), axis=0))
 
 
 def _blur_passes(blur: GaussianBlur3d) -> int:
@@ -103,6 +124,22 @@ class E3nnDecoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.seg_layers = nn.ModuleList(seg_layers)
 
+    def compute_conv_feature_map_size(self, stage_sizes: Sequence[Sequence[int]]) -> int:
+        """Activation values per sample (``E3nnUNet.compute_conv_feature_map_size``'s count) of the decoder,
+        given the encoder stages' spatial sizes (finest first): every reduction, upsampling (and blur),
+        block's convolution, norm and gate output, and head."""
+        total = 0
+        for s in range(len(self.stages)):
+            below, size = int(np.prod(stage_sizes[-(s + 1)])), int(np.prod(stage_sizes[-(s + 2)]))
+            up = self.upsample[s]
+            upsampled = 1 + (_blur_passes(up[1]) if isinstance(up, nn.Sequential) else 0)  # + the anti-aliasing blur
+            total += self.reduce[s].irreps_out.dim * (below + upsampled * size)
+            for block in self.stages[s]:
+                total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * size
+            if self.deep_supervision or s == len(self.stages) - 1:
+                total += self.num_classes * size
+        return total
+
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         x = skips[-1]
         seg_outputs = []
@@ -158,17 +195,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     ):
         super().__init__()
         spec = E3nnSpec.coerce(spec)
-        if n_stages < 2:
-            raise ValueError(f"n_stages must be >= 2 (one pooling at least), got {n_stages}")
-        strides = [(s,) * 3 if isinstance(s, int) else tuple(int(v) for v in s)
-                   for s in _per_stage(strides, n_stages, "strides")]
-        spacing = tuple(float(s) for s in spacing)
-        if any(len(s) != 3 for s in strides) or len(spacing) != 3:
-            raise ValueError(f"E3nnUNet is 3D only: strides {strides} and spacing {spacing} must have 3 entries "
-                             f"per stage (a 2D configuration cannot be used)")
-        if any(min(s) < 1 for s in strides):
-            raise ValueError(f"strides must be positive, got {strides}")
-        self.total_stride = tuple(int(v) for v in np.prod(np.array(strides), axis=0))
+        strides, spacing, stage_spacing, self.total_stride = _topology("E3nnUNet", n_stages, strides, spacing)
         if patch_size is not None:
             self.check_input_size(patch_size, "patch size")
         stage_irreps = [spec.stage_irreps(f) for f in _per_stage(features_per_stage, n_stages, "features_per_stage")]
@@ -177,9 +204,6 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
         if min(n_conv_per_stage + n_conv_per_stage_decoder) < 1:
             raise ValueError(f"every stage needs at least one convolution, got n_conv_per_stage={n_conv_per_stage}, "
                              f"n_conv_per_stage_decoder={n_conv_per_stage_decoder}")
-        cumulative = np.cumprod(np.array(strides), axis=0)
-        stage_spacing = [tuple(float(v) for v in np.array(spacing) * c) for c in cumulative]
-
         self.spec = spec
         self.symmetry, self.num_classes, self.input_channels = spec.symmetry, num_classes, input_channels
         self.encoder = E3nnEncoder(o3.Irreps(f"{input_channels}x0e"), stage_irreps, strides, stage_spacing,
@@ -223,17 +247,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
                     total += op.irreps.dim * int(np.prod(size))
                 else:
                     total += (2 * op.conv.irreps_out.dim + op.irreps_out.dim) * int(np.prod(size))
-        dec = self.decoder
-        for s in range(len(dec.stages)):
-            size = sizes[-(s + 2)]
-            up = dec.upsample[s]
-            upsampled = 1 + (_blur_passes(up[1]) if isinstance(up, nn.Sequential) else 0)  # + the anti-aliasing blur
-            total += dec.reduce[s].irreps_out.dim * (int(np.prod(sizes[-(s + 1)])) + upsampled * int(np.prod(size)))
-            for block in dec.stages[s]:
-                total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * int(np.prod(size))
-            if dec.deep_supervision or s == len(dec.stages) - 1:
-                total += self.num_classes * int(np.prod(size))
-        return int(total)
+        return int(total + self.decoder.compute_conv_feature_map_size(sizes))
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
@@ -244,12 +258,16 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
 
 
 def e3nn_unet_kwargs(configuration_manager, trainer_name: str = "E3nnUNet") -> dict:
-    """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans).
+    """``E3nnUNet`` topology arguments read from an nnU-Net configuration (``PlainConvUNet``-style plans), or
+    for nnU-Net's ``ResidualEncoderUNet`` plans (ResEnc M/L/XL) ``E3nnResEncUNet``'s (``e3nn_resenc_unet_kwargs``).
 
     Uses the stages, strides, convolutions per stage, feature widths, voxel spacing and patch size;
     the plans' kernel sizes are not used (steerable kernels are sized in mm by the spec's
     ``kernel_size``). Raises ``ValueError`` for 2D configurations and plans without these entries.
     """
+    if configuration_manager.network_arch_class_name == RESENC_UNET:
+        from .e3nn_resenc_unet import e3nn_resenc_unet_kwargs
+        return e3nn_resenc_unet_kwargs(configuration_manager, trainer_name)
     patch_size = list(configuration_manager.patch_size)
     if len(patch_size) != 3:
         raise ValueError(f"{trainer_name} is a 3D trainer: this configuration is {len(patch_size)}D "
@@ -276,12 +294,18 @@ def e3nn_unet_from_plans(configuration_manager, spec: E3nnSpec, num_input_channe
                          deep_supervision: bool = True, trainer_name: str = "E3nnUNet") -> E3nnUNet:
     """The ``E3nnUNet`` of ``spec`` on a plans configuration (nnU-Net's ``ConfigurationManager``), initialised.
 
-    The topology comes from the plans (:func:`e3nn_unet_kwargs`), everything steerable from ``spec``.
+    The topology comes from the plans (:func:`e3nn_unet_kwargs`), everything steerable from ``spec``. Plans
+    for nnU-Net's ``ResidualEncoderUNet`` (``nnUNetResEncUNet{M,L,XL}Plans``) give the ``E3nnResEncUNet`` of
+    ``spec`` instead (``e3nn_resenc_unet_from_plans``).
     Built by nnU-Net's ``get_network_from_plans``, as the stock trainers build theirs, with the spec as the
     JSON-able dict a plans file would hold. ``trainer_name`` only names the caller in error messages.
     """
     if not isinstance(spec, E3nnSpec):
         raise ValueError(f"{trainer_name}: spec must be an E3nnSpec, got {type(spec).__name__}")
+    if configuration_manager.network_arch_class_name == RESENC_UNET:  # nnU-Net's ResEnc M/L/XL presets
+        from .e3nn_resenc_unet import e3nn_resenc_unet_from_plans
+        return e3nn_resenc_unet_from_plans(configuration_manager, spec, num_input_channels, num_output_channels,
+                                           deep_supervision, trainer_name)
     kwargs = dict(e3nn_unet_kwargs(configuration_manager, trainer_name), spec=spec.to_dict())
     return get_network_from_plans(f"{E3nnUNet.__module__}.{E3nnUNet.__qualname__}", kwargs, (),
                                   num_input_channels, num_output_channels, allow_init=True,

@@ -51,6 +51,11 @@ MEMORY_MODELS = {
     "PlainConvUNet": MemoryModel(per_value_start=10.35, per_value_late=5.6, per_kernel_value=0.0),
     "E3nnUNet": MemoryModel(per_value_start=3.54, per_value_late=1.8, per_kernel_value=12.2),
 }
+# The residual-encoder siblings (ResEnc presets) borrow the fit of the network made of the same layers: their
+# ``compute_conv_feature_map_size`` counts the same kinds of values (convolution, norm and gate outputs, plus
+# the skip projections and sums). Not fit to measurements of their own yet (benchmarks/planner_memory.py).
+MEMORY_MODELS["ResidualEncoderUNet"] = MEMORY_MODELS["PlainConvUNet"]
+MEMORY_MODELS["E3nnResEncUNet"] = MEMORY_MODELS["E3nnUNet"]
 
 
 def largest_kernel_values(network: nn.Module) -> int:

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 
 from ..networks.e3nn_spec import E3nnSpec
-from .planner import nnUNetPlannerEquivariant
+from .planner import nnUNetPlannerEquivariant, plans_identifier
 
 __all__ = ["plan_and_preprocess", "trainer_spec"]
 
@@ -30,11 +30,13 @@ def trainer_spec(trainer_name: str) -> E3nnSpec | None:
     return spec if isinstance(spec, E3nnSpec) else None
 
 
-def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float = 8.0, num_processes: int = 4,
+def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float | None = None, num_processes: int = 4,
                         verify_dataset_integrity: bool = False, clean: bool = False, preprocess: bool = True,
                         target_spacing: float | None = None, trainer_name: str = "nnUNetTrainerE3nn",
-                        spec_overrides: dict | None = None) -> str:
-    """Plan ``dataset_id`` as ``nnUNetPlansEquivariant`` and preprocess its ``3d_fullres`` data.
+                        spec_overrides: dict | None = None, preset: str | None = None) -> str:
+    """Plan ``dataset_id`` as ``nnUNetPlansEquivariant`` (or with ``preset`` ``"M"``, ``"L"``, ``"XL"`` as
+    nnU-Net's ResEnc preset on the isotropic grid, ``nnUNetPlansEquivariantResEnc{preset}``) and preprocess
+    its ``3d_fullres`` data. ``gpu_memory_target_in_gb``: ``None`` for 8 GB or the preset's (8, 24, 40).
 
     ``clean`` re-extracts an existing fingerprint; ``preprocess=False`` only writes the plans;
     ``target_spacing`` (mm) replaces the planner's isotropic spacing rule. The plans are sized for the
@@ -56,13 +58,13 @@ def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float = 8.0, n
             raise ValueError(f"{trainer_name} has no steerable network: the steerable options "
                              f"{sorted(spec_overrides)} do not apply to it")
         spec = dataclasses.replace(spec, **spec_overrides)
-    planner = functools.partial(nnUNetPlannerEquivariant, spec=spec, trainer_name=trainer_name)
+    plans_identifier(preset)  # ValueError for an unknown preset, before the fingerprint
+    planner = functools.partial(nnUNetPlannerEquivariant, spec=spec, trainer_name=trainer_name, preset=preset)
     extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
                                 check_dataset_integrity=verify_dataset_integrity, clean=clean)
-    _, plans_identifier = plan_experiment_dataset(
+    _, identifier = plan_experiment_dataset(
         dataset_id, planner, gpu_memory_target_in_gb=gpu_memory_target_in_gb,
         overwrite_target_spacing=None if target_spacing is None else [float(target_spacing)] * 3)
     if preprocess:
-        preprocess_dataset(dataset_id, plans_identifier, configurations=("3d_fullres",),
-                           num_processes=(num_processes,))
-    return plans_identifier
+        preprocess_dataset(dataset_id, identifier, configurations=("3d_fullres",), num_processes=(num_processes,))
+    return identifier

@@ -25,6 +25,15 @@ One configuration, ``3d_fullres``, in plans ``nnUNetPlansEquivariant``:
   (stock and mirror trainers). The spec the plans were sized for is stored in the configuration
   (``"equivariant_sizing"``); the steerable trainers log a warning when theirs differs. The planner builds
   networks through ``nnunet_equivariant.networks``, never through a trainer.
+- **ResEnc presets** (``preset="M"``, ``"L"``, ``"XL"``): nnU-Net's recommended residual-encoder presets on
+  the same isotropic grid. The architecture is a ``ResidualEncoderUNet`` with nnU-Net's ResEnc blocks per
+  stage (1, 3, 4, 6, 6, ...), one decoder convolution per stage and nnU-Net's 3^3 kernels, so stock
+  trainers build nnU-Net's own residual encoder, the steerable trainers an ``E3nnResEncUNet`` (kernels of
+  the spec's size) and the mirror trainers a ``MirrorResEncUNet``; the memory target defaults to the preset's (8, 24, 40 GB, as
+  ``nnUNetPlannerResEnc{M,L,XL}``) and is met by the largest of the stock and the steerable residual
+  network. Plans ``nnUNetPlansEquivariantResEnc{M,L,XL}`` keep their own preprocessed data (nnU-Net's
+  ResEnc plans share ``nnUNetPlans``'; here a different ``overwrite_target_spacing`` per plans would then
+  silently mix spacings).
 """
 from __future__ import annotations
 
@@ -40,27 +49,50 @@ from ..networks.e3nn_spec import E3nnSpec
 from ..networks.e3nn_unet import e3nn_unet_from_plans
 from .memory import estimate_training_bytes
 
-__all__ = ["nnUNetPlannerEquivariant", "PLANS_IDENTIFIER", "SIZING_KEY", "isotropic_architecture",
-           "networks_on_plans"]
+__all__ = ["nnUNetPlannerEquivariant", "PLANS_IDENTIFIER", "RESENC_PRESETS", "SIZING_KEY", "isotropic_architecture",
+           "networks_on_plans", "plans_identifier"]
 
 PLANS_IDENTIFIER = "nnUNetPlansEquivariant"
+#: nnU-Net's residual-encoder presets and their memory targets in GB (``nnUNetPlannerResEnc{M,L,XL}``).
+RESENC_PRESETS = {"M": 8.0, "L": 24.0, "XL": 40.0}
+#: Residual blocks per encoder stage and convolutions per decoder stage of nnU-Net's ``ResEncUNetPlanner``.
+RESENC_BLOCKS_PER_STAGE = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
+RESENC_CONV_PER_STAGE_DECODER = 1
+#: The ResEnc presets' plans keep nnU-Net's 3^3 kernels: stock trainers train nnU-Net's own residual encoder
+#: (with 5^3 kernels it would hold 467 M parameters at 6 stages); steerable kernels are sized by the spec.
+RESENC_KERNEL_SIZE = 3
 #: Configuration entry that records what the plans were sized for: ``{"trainer": name, "spec": dict | None}``.
 SIZING_KEY = "equivariant_sizing"
 
 
+def plans_identifier(preset: str | None = None) -> str:
+    """``nnUNetPlansEquivariant``, or ``nnUNetPlansEquivariantResEnc{M,L,XL}`` for a ResEnc preset."""
+    if preset is None:
+        return PLANS_IDENTIFIER
+    if preset not in RESENC_PRESETS:
+        raise ValueError(f"preset must be one of {list(RESENC_PRESETS)} (nnU-Net's ResEnc presets) or None, "
+                         f"got {preset!r}")
+    return f"{PLANS_IDENTIFIER}ResEnc{preset}"
+
+
 def isotropic_architecture(n_stages: int, base_features: int = 32, max_features: int = 320,
-                           kernel_size: int = E3nnSpec.kernel_size) -> dict:
-    """The plans' ``architecture`` entry: a ``PlainConvUNet`` with isotropic 2x pooling and cubic kernels."""
+                           kernel_size: int = E3nnSpec.kernel_size, residual: bool = False) -> dict:
+    """The plans' ``architecture`` entry: a ``PlainConvUNet`` with isotropic 2x pooling and cubic kernels, or
+    with ``residual`` nnU-Net's ``ResidualEncoderUNet`` with its ResEnc presets' blocks per stage."""
+    if residual:
+        name, depth = "ResidualEncoderUNet", {"n_blocks_per_stage": list(RESENC_BLOCKS_PER_STAGE[:n_stages]),
+                                              "n_conv_per_stage_decoder": [RESENC_CONV_PER_STAGE_DECODER] * (n_stages - 1)}
+    else:
+        name, depth = "PlainConvUNet", {"n_conv_per_stage": [2] * n_stages, "n_conv_per_stage_decoder": [2] * (n_stages - 1)}
     return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "network_class_name": f"dynamic_network_architectures.architectures.unet.{name}",
         "arch_kwargs": {
             "n_stages": n_stages,
             "features_per_stage": [min(max_features, base_features * 2 ** i) for i in range(n_stages)],
             "conv_op": "torch.nn.modules.conv.Conv3d",
             "kernel_sizes": [[kernel_size] * 3 for _ in range(n_stages)],
             "strides": [[1, 1, 1]] + [[2, 2, 2] for _ in range(n_stages - 1)],
-            "n_conv_per_stage": [2] * n_stages,
-            "n_conv_per_stage_decoder": [2] * (n_stages - 1),
+            **depth,
             "conv_bias": True,
             "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
             "norm_op_kwargs": {"eps": 1e-05, "affine": True},
@@ -75,28 +107,36 @@ def isotropic_architecture(n_stages: int, base_features: int = 32, max_features:
 
 def networks_on_plans(configuration: dict, num_input_channels: int, num_output_channels: int,
                       spec: E3nnSpec | None = E3nnSpec()) -> dict[str, nn.Module]:
-    """The networks that train on a configuration of these plans, with deep supervision and on the CPU: the
-    stock ``PlainConvUNet`` it names and, unless ``spec`` is ``None``, the ``E3nnUNet`` of ``spec`` (a
-    steerable trainer's ``spec``)."""
+    """The networks that train on a configuration of these plans, with deep supervision and on the CPU, by
+    class name: the stock network it names (``PlainConvUNet``, or ``ResidualEncoderUNet`` for a ResEnc
+    preset) and, unless ``spec`` is ``None``, the steerable network of ``spec`` (a steerable trainer's
+    ``spec``) on them (``E3nnUNet`` or ``E3nnResEncUNet``)."""
     manager = ConfigurationManager(configuration)
-    networks = {"PlainConvUNet": get_network_from_plans(
+    stock = get_network_from_plans(
         manager.network_arch_class_name, manager.network_arch_init_kwargs,
         manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels, allow_init=False,
-        deep_supervision=True)}
+        deep_supervision=True)
+    networks = {type(stock).__name__: stock}
     if spec is not None:
-        networks["E3nnUNet"] = e3nn_unet_from_plans(manager, spec, num_input_channels, num_output_channels,
-                                                    deep_supervision=True)
+        steerable = e3nn_unet_from_plans(manager, spec, num_input_channels, num_output_channels, deep_supervision=True)
+        networks[type(steerable).__name__] = steerable
     return networks
 
 
 class nnUNetPlannerEquivariant(ExperimentPlanner):
     """Isotropic 3d_fullres plans with the spec's cubic kernels, sized for the steerable network of ``spec``
-    and the ``PlainConvUNet`` (module docstring). ``trainer_name`` is recorded with the spec."""
+    and the stock network (module docstring). ``trainer_name`` is recorded with the spec. ``preset``:
+    ``None`` (``PlainConvUNet`` plans) or nnU-Net's ResEnc ``"M"``, ``"L"``, ``"XL"``; it names the plans
+    (``plans_name=None``) and the memory target (``gpu_memory_target_in_gb=None``: 8 GB, or the preset's)."""
 
-    def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float = 8,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = PLANS_IDENTIFIER,
+    def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float | None = None,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str | None = None,
                  overwrite_target_spacing: Sequence[float] | None = None, suppress_transpose: bool = False,
-                 spec: E3nnSpec | None = E3nnSpec(), trainer_name: str = "nnUNetTrainerE3nn"):
+                 spec: E3nnSpec | None = E3nnSpec(), trainer_name: str = "nnUNetTrainerE3nn",
+                 preset: str | None = None):
+        plans_name = plans_identifier(preset) if plans_name is None else plans_name
+        if gpu_memory_target_in_gb is None:
+            gpu_memory_target_in_gb = 8.0 if preset is None else RESENC_PRESETS[preset]
         if gpu_memory_target_in_gb <= 0:
             raise ValueError(f"gpu_memory_target_in_gb must be positive, got {gpu_memory_target_in_gb}")
         if spec is not None and not isinstance(spec, E3nnSpec):
@@ -108,6 +148,7 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
         self.lowres_creation_threshold = 0  # no 3d_lowres / cascade: one isotropic configuration
         self.spec, self.trainer_name = spec, trainer_name  # the steerable network the plans are sized for
         self.kernel_size = E3nnSpec.kernel_size if spec is None else spec.kernel_size
+        self.preset = preset
 
     def determine_fullres_target_spacing(self) -> np.ndarray:
         if self.overwrite_target_spacing is not None:
@@ -134,7 +175,9 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
             n_pool = self._num_poolings(patch)
             divisor = 2 ** n_pool
             patch = (np.ceil(patch / divisor) * divisor).astype(np.int64)
-            configuration = {"architecture": isotropic_architecture(n_pool + 1, kernel_size=self.kernel_size),
+            residual = self.preset is not None
+            configuration = {"architecture": isotropic_architecture(
+                n_pool + 1, kernel_size=RESENC_KERNEL_SIZE if residual else self.kernel_size, residual=residual),
                              "patch_size": patch.tolist(),
                              "spacing": [float(s) for s in spacing]}
             per_batch = self._training_bytes(configuration, patch, _cache)
@@ -183,7 +226,7 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
 
     def _training_bytes(self, configuration: dict, patch: np.ndarray, cache: dict):
         """``batch_size -> bytes`` of a training step of the largest network on this configuration."""
-        key = ("equivariant", configuration["architecture"]["arch_kwargs"]["n_stages"])
+        key = ("equivariant", self.preset, configuration["architecture"]["arch_kwargs"]["n_stages"])
         if key not in cache:
             cache[key] = networks_on_plans(configuration, len(self.dataset_json["channel_names"]),
                                            len(self.dataset_json["labels"]), self.spec)

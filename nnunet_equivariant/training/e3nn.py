@@ -17,6 +17,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from ..inference.laterality import LateralityGuardMixin
 from ..inference.mirroring import NonRedundantMirroringMixin
 from ..networks.e3nn_spec import E3nnSpec
+from ..networks.e3nn_resenc_unet import E3nnResEncUNet
 from ..networks.e3nn_unet import E3nnUNet, e3nn_unet_from_plans, e3nn_unet_kwargs
 from ..planning.planner import SIZING_KEY
 from .rotation import RotationAugmentationMixin
@@ -81,7 +82,8 @@ class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedu
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
-                                   enable_deep_supervision: bool = True) -> E3nnUNet:
+                                   enable_deep_supervision: bool = True) -> E3nnUNet | E3nnResEncUNet:
+        # nnUNetPlans -> E3nnUNet; nnU-Net's ResEnc M/L/XL plans -> E3nnResEncUNet
         return e3nn_unet_from_plans(configuration_manager, cls.spec, num_input_channels, num_output_channels,
                                     enable_deep_supervision, trainer_name=cls.__name__)
 
