@@ -87,13 +87,19 @@ def test_compiled_train_step_matches_eager(name, tmp_path_factory):
     assert losses["eager"] > 0.1, "an untrained network has a real loss to match"
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5, abs=1e-6)
     assert grads["eager"].keys() == grads["compiled"].keys()
+    largest = max(float(t.abs().max()) for t in grads["eager"].values() if t is not None)
     for key, g in grads["eager"].items():
         c = grads["compiled"][key]
-        if g is None or c is None:  # a parameter the loss skips: None in eager, zeros from a compiled graph
-            assert all(t is None or not t.any() for t in (g, c)), key
+        if g is None or c is None:
+            # a parameter without a gradient in one of the two: one the loss skips (None in eager, zeros from a
+            # compiled graph), or a bias right before an instance norm, whose true gradient is 0 (rounding
+            # noise in one, None where the compiler proved it zero)
+            assert all(t is None or float(t.abs().max()) <= 1e-6 * largest for t in (g, c)), \
+                (key, [None if t is None else float(t.abs().max()) for t in (g, c)], largest)
             continue
-        scale = max(float(g.abs().max()), 1e-6)
-        torch.testing.assert_close(c, g, rtol=1e-4, atol=1e-4 * scale, msg=key)
+        # absolute tolerance against the network's largest gradient: a bias right before an instance norm has
+        # true gradient 0, and eager and compiled each leave their own rounding noise there
+        torch.testing.assert_close(c, g, rtol=1e-4, atol=1e-5 * largest, msg=key)
     reached = [g for g in grads["eager"].values() if g is not None]
     assert sum(bool(g.any()) for g in reached) > len(grads["eager"]) / 2, "gradients reach the weights"
     # the optimiser stepped both (Adam / SGD as the trainer configures them): a second step still agrees
