@@ -56,7 +56,7 @@ def _float64_predictors(monkeypatch):
     with permuting voxels)."""
     from nnunet_equivariant.evaluation import rotation_eval as module
 
-    load = module._load_predictor
+    load = module.load_predictor
 
     def load_float64(*args, **kwargs):
         predictor = load(*args, **kwargs)
@@ -65,7 +65,7 @@ def _float64_predictors(monkeypatch):
         network.register_forward_hook(lambda module, args, output: output.float())
         return predictor
 
-    monkeypatch.setattr(module, "_load_predictor", load_float64)
+    monkeypatch.setattr(module, "load_predictor", load_float64)
 
 
 def test_equivariant_network_keeps_dice_under_90_degree_rotations(trainer_env, trained_model, tmp_path,

@@ -227,7 +227,10 @@ def test_eval_kernel_cache_is_bit_identical_and_invalidated_by_weight_changes():
     with torch.no_grad():
         after_step = conv(x)
     assert not after_step.equal(first), "an optimizer step invalidates the cached kernel"
-    assert after_step.equal(F.conv3d(x, conv.build_kernel(), conv._full_bias(), padding=2))
+    with torch.no_grad():  # the new weights are used: equal to the uncached convolution up to float32 rounding
+        # (measured 2.4e-7 of 3.9 with torch 2.14's oneDNN; bit identity holds for the unchanged cache above)
+        uncached = F.conv3d(x, conv.build_kernel(), conv._full_bias(), padding=2)
+        torch.testing.assert_close(after_step, uncached, rtol=1e-6, atol=1e-6 * float(uncached.abs().max()))
 
     with torch.no_grad():
         conv(x)  # cache the stepped weights, then load different ones while staying in eval mode
@@ -271,10 +274,10 @@ def test_block_compiles_without_graph_breaks_and_matches_eager():
     eager_out, compiled_out = block(x), compiled(x)
     eager_out.square().mean().backward()
     compiled_out.square().mean().backward()
-    assert torch.allclose(eager_out, compiled_out, atol=1e-10)
+    assert torch.allclose(eager_out, compiled_out, atol=1e-5)  # float32: compiled op order rounds differently
     grads = dict(twin.named_parameters())
     for name, p in block.named_parameters():
-        assert torch.allclose(p.grad, grads[name].grad, atol=1e-10), name
+        assert torch.allclose(p.grad, grads[name].grad, atol=1e-5), name  # float32, as above
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "relu"])
