@@ -125,7 +125,11 @@ def test_no_graph_break(name):
     network = EXPLAINED[name].build_network_architecture(None, plans_configuration(
         [[1, 1, 1], [2, 2, 2], [2, 2, 2]], None, [8, 16, 16], n_conv=1, patch_size=[8] * 3, spacing=[1.0] * 3),
         1, 3, True)
-    x = torch.randn(2, 1, 8, 8, 8)
+    _assert_traces_whole(network, torch.randn(2, 1, 8, 8, 8), name)
+
+
+def _assert_traces_whole(network, x: torch.Tensor, label: str) -> None:
+    """Dynamo traces the training and the no-grad eval forward in one graph each, with no break."""
     network.train()
     train = torch._dynamo.explain(network)(x)
     network.eval()
@@ -133,7 +137,7 @@ def test_no_graph_break(name):
         evaluation = torch._dynamo.explain(network)(x)
     for mode, explained in (("train", train), ("eval", evaluation)):
         assert explained.graph_break_count == 0 and explained.graph_count == 1, \
-            f"{name} ({mode}): {explained.break_reasons}"
+            f"{label} ({mode}): {explained.break_reasons}"
 
 
 @pytest.mark.parametrize("name", EVAL_COMPILED)
@@ -178,12 +182,4 @@ def test_no_graph_break_on_resenc_plans(name):
     config = with_features(resenc_configuration("isotropic", "M", patch_size=[32] * 3), [8, 8, 16, 16, 16])
     network = EXPLAINED[name].build_network_architecture(None, config, 1, 3, True)
     assert "ResEnc" in type(network).__name__, "the trainer built its residual-encoder network"
-    x = torch.randn(2, 1, 32, 32, 32)
-    network.train()
-    train = torch._dynamo.explain(network)(x)
-    network.eval()
-    with torch.no_grad():
-        evaluation = torch._dynamo.explain(network)(x)
-    for mode, explained in (("train", train), ("eval", evaluation)):
-        assert explained.graph_break_count == 0 and explained.graph_count == 1, \
-            f"{name} on ResEnc plans ({mode}): {explained.break_reasons}"
+    _assert_traces_whole(network, torch.randn(2, 1, 32, 32, 32), f"{name} on ResEnc plans")
