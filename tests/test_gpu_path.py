@@ -108,14 +108,7 @@ def test_compiled_train_step_matches_eager(name, tmp_path_factory):
     assert second["compiled"] == pytest.approx(second["eager"], rel=1e-3)
 
 
-# Known open defect (issue 18): the 8x0e+8x1e network's eval forward under no_grad breaks 18 times in dynamo
-# (the eager kernel cache and the fused norm-gate are entered although dynamo is tracing); its training
-# forward traces whole. strict: the test fails once it is fixed, so the mark cannot outlive the defect.
-_KNOWN_BREAKS = {"nnUNetTrainerE3nn_8x8x0": "eval forward of 8x0e+8x1e breaks in dynamo (docs/benchmarks_gpu.md)"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=_KNOWN_BREAKS[n], strict=True))
-                                  if n in _KNOWN_BREAKS else n for n in EXPLAINED])
+@pytest.mark.parametrize("name", EXPLAINED)
 def test_no_graph_break(name):
     # a fresh dynamo cache per network: the layers' forward code objects are shared by every network in this
     # process, and past torch._dynamo.config.cache_size_limit recompilations dynamo runs them eagerly (seen

@@ -280,6 +280,21 @@ def test_block_compiles_without_graph_breaks_and_matches_eager():
         assert torch.allclose(p.grad, grads[name].grad, atol=1e-5), name  # float32, as above
 
 
+@pytest.mark.parametrize("irreps_out", ["2x0e", "2x0e + 2x1e", SO3_HIDDEN])  # 1, 2 and 3 kernel bases
+def test_compiled_eval_conv_traces_whole_and_matches_the_cached_kernel(irreps_out):
+    """The eval (no-grad) forward under ``torch.compile`` builds no autograd node: with exactly two basis
+    tensors, dynamo (torch 2.14) bound ``_ConvFromBasis``'s arguments wrongly there and fell back to eager
+    frames (18 graph breaks in ``nnUNetTrainerE3nn_8x8x0``'s network)."""
+    torch.manual_seed(0)
+    conv = SteerableConv3d("1x0e", irreps_out, 5, (1.0, 1.0, 1.0), 5, 2, bias=False).eval()
+    x = torch.randn(2, 1, 8, 8, 8)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        compiled = torch.compile(conv, backend="eager", fullgraph=True)(x)  # fullgraph: a graph break fails
+        eager = conv(x)  # the cached kernel
+    assert torch.allclose(compiled, eager, atol=1e-6)
+
+
 @pytest.mark.parametrize("activation", ["leaky_relu", "relu"])
 def test_fused_norm_gate_equals_the_composition(float64_default, activation):
     gate = EquivariantGate("3x0e", "2x1e + 1x2e + 1x1e", activation)

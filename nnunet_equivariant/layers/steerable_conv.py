@@ -197,6 +197,17 @@ class _KernelFromBasis(torch.autograd.Function):
             return (_weight_gradient(grad_kernel, ctx.layout, bases), None, *([None] * len(bases)))
 
 
+def _convolve(x: torch.Tensor, weight: torch.Tensor, layout: _KernelLayout, bases: Sequence[torch.Tensor]):
+    """``(x in the convolution's dtype, conv3d(x, kernel))``: the kernel assembled in the weights' dtype and
+    the convolution run in autocast's dtype when autocast is on (as ``F.conv3d`` would), else in x's."""
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    with torch.autocast(device, enabled=False):
+        x = x.to(dtype)
+        # --- fast-path hook: conv3d or tiled FFT, chosen per shape by measurement (layers/_fft_conv.py)
+        return x, _fft_conv.conv3d(x, _assemble(weight, layout, bases).to(dtype))
+
+
 class _ConvFromBasis(torch.autograd.Function):
     """``F.conv3d(x, kernel)`` with the kernel assembled from the weights, for training. The backward pass
     assembles the kernel again instead of keeping it: a kernel is as large as a plain convolution's weight,
@@ -209,13 +220,8 @@ class _ConvFromBasis(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, layout: _KernelLayout, *bases: torch.Tensor):
-        device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         ctx.input_dtype = x.dtype
-        with torch.autocast(device, enabled=False):
-            x = x.to(dtype)
-            # --- fast-path hook: conv3d or tiled FFT, chosen per shape by measurement (layers/_fft_conv.py)
-            out = _fft_conv.conv3d(x, _assemble(weight, layout, bases).to(dtype))
+        x, out = _convolve(x, weight, layout, bases)
         ctx.layout = layout
         ctx.save_for_backward(x, weight, *bases)
         return out
@@ -421,7 +427,10 @@ class SteerableConv3d(nn.Module):
         """``(batch, irreps_in.dim, x, y, z)`` -> ``(batch, irreps_out.dim, x, y, z)``, same spatial size."""
         check_field(x, self._layout.dim_in, self.irreps_in)
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            out = _ConvFromBasis.apply(x, self.weight, self._layout, *self._bases())
+            if self.training or torch.is_grad_enabled():
+                out = _ConvFromBasis.apply(x, self.weight, self._layout, *self._bases())
+            else:  # compiled eval: no autograd node to build (dynamo mis-binds the Function's arguments there)
+                out = _convolve(x, self.weight, self._layout, self._bases())[1]
             bias = self._full_bias()
             return out if bias is None else out + bias.to(out.dtype)[:, None, None, None]
         kernel, bias = self._cached_kernel_and_bias()
