@@ -197,5 +197,54 @@ def test_equivariance_under_autocast_is_at_stock_rounding_level(dtype):
     for name, err in (("E3nnUNet", ours_err), ("MirrorUNet", mirror_err)):
         assert 0 < err["equivariance"] <= 4 * stock_err["vs_float32"], \
             f"{name} under {dtype}: equivariance error {err} vs stock's rounding {stock_err}"
-        # not asserted: the deviation from float32 itself (measured in float16: E3nnUNet 1.2e-2, stock 1.9e-3;
-        # docs/benchmarks_gpu.md, open)
+        # the deviation from float32 itself is larger for E3nnUNet (float16: 1.2e-2, stock 1.9e-3): its pooling's
+        # choices, next test
+
+
+def test_float16_deviation_of_the_steerable_network_comes_from_norm_pooling_choices(monkeypatch):
+    """Under float16 autocast E3nnUNet's output deviates from float32 more than stock nnU-Net's (1.2e-2 against
+    1.9e-3 here) because ``NormMaxPool3d`` picks, per window and vector copy, the voxel of largest norm: where
+    two norms tie to within float16 rounding the two runs pick different vectors (a discontinuous choice; a
+    handful of the windows). With each pool's choices replayed from the float32 run, the float16 deviation is
+    at stock's rounding level: nothing else in the network (kernels, norms, gates) loses precision."""
+    from nnunet_equivariant.layers import NormMaxPool3d
+
+    stock, ours, _ = _networks()
+    torch.manual_seed(3)
+    x = torch.randn(1, 1, 16, 16, 16)
+    stock.eval()
+    with torch.no_grad():
+        stock32 = stock(x)
+        with torch.autocast("cpu", dtype=torch.float16):
+            stock_rounding = float((stock(x).float() - stock32).norm() / stock32.norm())
+    choose = NormMaxPool3d.argmax_norm
+    calls: list[torch.Tensor] = []
+
+    def recording(self, xb, d):
+        calls.append(choose(self, xb, d))
+        return calls[-1]
+
+    def run(dtype, pool_choice):
+        monkeypatch.setattr(NormMaxPool3d, "argmax_norm", pool_choice)
+        calls.clear()
+        ours.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = ours(x).float()
+        return out, list(calls)
+
+    reference, float32_choices = run(None, recording)
+    free, float16_choices = run(torch.float16, recording)
+    replay = iter(float32_choices)
+    replayed, _ = run(torch.float16, lambda self, xb, d: next(replay))
+
+    def deviation(out):
+        return float((out - reference).norm() / reference.norm())
+
+    flips = sum(int((a != b).sum()) for a, b in zip(float32_choices, float16_choices))
+    windows = sum(a.numel() for a in float32_choices)
+    assert 0 < flips < 0.01 * windows, f"{flips} of {windows} pooling choices differ between float16 and float32"
+    assert deviation(replayed) <= 2 * stock_rounding, \
+        f"with float32's pooling choices: {deviation(replayed):.2e} vs stock's rounding {stock_rounding:.2e}"
+    print(f"float16 vs float32: stock {stock_rounding:.2e}, E3nnUNet {deviation(free):.2e}, with float32's pooling "
+          f"choices {deviation(replayed):.2e}; {flips} of {windows} choices differ")
+    assert deviation(free) > 2 * deviation(replayed), (deviation(free), deviation(replayed))

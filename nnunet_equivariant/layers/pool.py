@@ -49,14 +49,21 @@ class NormMaxPool3d(nn.Module):
                 parts.append(F.max_pool3d(xb, self.stride))
                 continue
             v = xb.unflatten(1, (b.mul, b.d))  # (batch, mul, d, x, y, z)
-            with torch.no_grad():  # the squared norm has the same argmax; float32 so squares cannot overflow
-                sq = squared_norms(at_least_float32(xb), b.d)
-                _, index = F.max_pool3d(sq, self.stride, return_indices=True)  # (batch, mul, x', y', z')
+            index = self.argmax_norm(xb, b.d)
             out_shape = index.shape[2:]
             index = index.flatten(2).unsqueeze(2).expand(-1, -1, b.d, -1)
             pooled = torch.gather(v.flatten(3), 3, index)  # (batch, mul, d, x'y'z')
             parts.append(pooled.reshape(x.shape[0], b.dim, *out_shape))
         return torch.cat(parts, dim=1)
+
+    def argmax_norm(self, xb: torch.Tensor, d: int) -> torch.Tensor:
+        """``(batch, mul * d, x, y, z)`` copies of one irrep of dimension ``d`` -> ``(batch, mul, x', y', z')``:
+        the flat index (into x * y * z) of each window's voxel of largest l2 norm. A discontinuous choice:
+        where two voxels' norms tie to within rounding, float16 and float32 inputs can pick different
+        vectors (docs/benchmarks_gpu.md, "float16")."""
+        with torch.no_grad():  # the squared norm has the same argmax; float32 so squares cannot overflow
+            sq = squared_norms(at_least_float32(xb), d)
+            return F.max_pool3d(sq, self.stride, return_indices=True)[1]
 
     def extra_repr(self) -> str:
         return f"{self.irreps}, stride={self.stride}"
