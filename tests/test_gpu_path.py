@@ -10,8 +10,8 @@ idle (benchmarks/gpu_check.py prints compile times). So, to keep the suite under
 
 - ``EXPLAINED`` (every trainer's network, and every network this package builds from plans): dynamo traces
   the training and the eval forward in one graph each (``torch._dynamo.explain``, no code generation);
-- ``COMPILED`` (SO(3) gates, O(3) parities, mirror convolutions): the full inductor training step against
-  the eager one; the variants left out differ from one of these in sizes, irreps multiplicities, basis
+- ``COMPILED`` (SO(3) gates, O(3) parities, mirror convolutions, and the steerable and mirror residual
+  encoders from ResEnc plans): the full inductor training step against the eager one; the variants left out differ from one of these in sizes, irreps multiplicities, basis
   buffers' values or an added blur (a depthwise convolution), which dynamo traces in ``EXPLAINED``;
   ``benchmarks/gpu_check.py`` compiles the stock, E3nn, lean and mirror trainers with inductor;
 - ``EVAL_COMPILED`` (one per convolution kind with a kernel cache): the compiled eval forward after
@@ -32,15 +32,24 @@ from nnunet_equivariant.training import e3nn, mirror
 from nnunet_equivariant.training.standalone import standalone_trainer, synthetic_batch, unwrap
 
 EXPLAINED = {name: getattr(module, name) for module in (e3nn, mirror) for name in module.__all__}
-COMPILED = ["nnUNetTrainerE3nn", "nnUNetTrainerE3nnO3", "nnUNetTrainerMirror"]
+# "TRAINER/ResEnc": the trainer's residual-encoder network, built from ResidualEncoderUNet plans
+COMPILED = ["nnUNetTrainerE3nn", "nnUNetTrainerE3nnO3", "nnUNetTrainerMirror",
+            "nnUNetTrainerE3nn/ResEnc", "nnUNetTrainerMirror/ResEnc"]
 EVAL_COMPILED = ["nnUNetTrainerE3nn", "nnUNetTrainerMirror"]
 
 
-def tiny_configuration(patch: int = 8) -> dict:
+def tiny_configuration(patch: int = 8, residual: bool = False) -> dict:
     """3 stages (nnU-Net's deep-supervision loss needs 3: it drops the lowest output), 8 / 16 / 16 features
-    (one unit of irreps per stage), isotropic 1 mm."""
-    return plans_configuration([[1, 1, 1], [2, 2, 2], [2, 2, 2]], None, [8, 16, 16], n_conv=1,
-                               patch_size=[patch] * 3, spacing=[1.0, 1.0, 1.0]).configuration
+    (one unit of irreps per stage), isotropic 1 mm; ``residual``: as nnU-Net's ResEnc planners write it
+    (``ResidualEncoderUNet``, one residual block per stage: a projection on the skip path where the width
+    changes, the identity where it does not)."""
+    configuration = plans_configuration([[1, 1, 1], [2, 2, 2], [2, 2, 2]], None, [8, 16, 16], n_conv=1,
+                                        patch_size=[patch] * 3, spacing=[1.0, 1.0, 1.0]).configuration
+    if residual:
+        architecture = configuration["architecture"]
+        architecture["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+        architecture["arch_kwargs"]["n_blocks_per_stage"] = architecture["arch_kwargs"].pop("n_conv_per_stage")
+    return configuration
 
 
 def _grads(network):
@@ -57,11 +66,14 @@ def _stepped(name: str, tmp_path_factory):
     """An eager and a compiled trainer with the same initial weights after one nnU-Net ``train_step`` on
     the same batch (built once per module): ``(name, eager, compiled, batch, losses, grads, initial_state)``."""
     if name not in _STEPPED:
-        cls = EXPLAINED[name]
-        work = tmp_path_factory.mktemp(name)
+        trainer_name, _, plans = name.partition("/")
+        cls, configuration = EXPLAINED[trainer_name], tiny_configuration(residual=plans == "ResEnc")
+        work = tmp_path_factory.mktemp(name.replace("/", "_"))
         torch.manual_seed(0)
-        eager = standalone_trainer(cls, tiny_configuration(), work / "eager", compile=False)
-        compiled = standalone_trainer(cls, tiny_configuration(), work / "compiled", compile=True)
+        eager = standalone_trainer(cls, configuration, work / "eager", compile=False)
+        compiled = standalone_trainer(cls, configuration, work / "compiled", compile=True)
+        if plans == "ResEnc":
+            assert "ResEnc" in type(unwrap(eager.network)).__name__, "the trainer built its residual network"
         assert isinstance(compiled.network, torch._dynamo.eval_frame.OptimizedModule), "nnU-Net compiled it"
         initial = copy.deepcopy(unwrap(eager.network).state_dict())
         unwrap(compiled.network).load_state_dict(initial)
