@@ -310,12 +310,15 @@ def _layer_hooks(net: torch.nn.Module, features: dict, irreps: dict) -> None:
         net.decoder.seg_layers[-1].register_forward_hook(store("logits", None))
         return
     for s, stage in enumerate(net.encoder.stages):
+        blurs = 0  # numbered as without the anti-aliasing blur (pooling k = 0), so the variants' rows align
         for k, op in enumerate(stage):
             kind = {"GaussianBlur3d": "blur", "NormMaxPool3d": "pool"}.get(type(op).__name__, "block")
+            blurs += kind == "blur"
+            j = k - blurs + (kind == "blur")
             if kind == "block":
-                block_hooks(f"enc{s}.{k}", op)
+                block_hooks(f"enc{s}.{j}", op)
             else:
-                op.register_forward_hook(store(f"enc{s}.{k}:{kind}", stage[k + 1].irreps if kind == "blur" else op.irreps))
+                op.register_forward_hook(store(f"enc{s}.{j}:{kind}", stage[k + 1].irreps if kind == "blur" else op.irreps))
     for s, stage in enumerate(net.decoder.stages):
         net.decoder.upsample[s].register_forward_hook(store(f"dec{s}:up", net.decoder.reduce[s].irreps_out))
         for k, op in enumerate(stage):
@@ -381,7 +384,9 @@ def run_anatomy(args) -> None:
         for pose, row in results[name].items():
             print(f"{name} {pose}: softmax {row['softmax'][0]:.3f} (band {row['softmax'][1]:.3f})", flush=True)
     for pose in poses:
-        layers = list(dict.fromkeys(k for rows in results.values() for k in rows[pose]))
+        # the variant with the most layers first (the blurs of the anti-aliased one fall into place)
+        layers = list(dict.fromkeys(k for rows in sorted(results.values(), key=lambda r: -len(r[pose]))
+                                    for k in rows[pose]))
         print(f"\nreal anatomy (MNI152NLin6Asym-lh subject, 3 mm, 32^3), {pose} about the first axis; "
               f"whole field / band of {args.band_width:g} voxels around {', '.join(THIN_STRUCTURES)}")
         print("| layer | " + " | ".join(results) + " |")
