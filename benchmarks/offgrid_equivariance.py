@@ -144,7 +144,8 @@ def _stock_network(num_classes: int = 3) -> torch.nn.Module:
     from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
     net = PlainConvUNet(1, PROXY_PLANS["n_stages"], PROXY_PLANS["features_per_stage"], torch.nn.Conv3d, 3,
-                        PROXY_PLANS["strides"], 2, num_classes, 2, conv_bias=True, norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                        PROXY_PLANS["strides"], 2, num_classes, 2, conv_bias=True, norm_op=torch.nn.InstanceNorm3d,
+                        norm_op_kwargs={"eps": 1e-5, "affine": True},
                         nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True})
     net.apply(InitWeights_He(1e-2))
     return net
@@ -318,7 +319,8 @@ def _layer_hooks(net: torch.nn.Module, features: dict, irreps: dict) -> None:
             if kind == "block":
                 block_hooks(f"enc{s}.{j}", op)
             else:
-                op.register_forward_hook(store(f"enc{s}.{j}:{kind}", stage[k + 1].irreps if kind == "blur" else op.irreps))
+                ir = stage[k + 1].irreps if kind == "blur" else op.irreps
+                op.register_forward_hook(store(f"enc{s}.{j}:{kind}", ir))
     for s, stage in enumerate(net.decoder.stages):
         net.decoder.upsample[s].register_forward_hook(store(f"dec{s}:up", net.decoder.reduce[s].irreps_out))
         for k, op in enumerate(stage):

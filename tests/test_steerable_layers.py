@@ -159,7 +159,8 @@ def test_gaussian_shells_are_nearly_equivariant_off_the_grid(float64_default):
     assert min(errors["smooth_finite"][1:]) > 0.1, errors
     # shells between the integer radii weight the lattice's face and body diagonals differently: more radial
     # resolution, less rotation consistency (a cubic anisotropy), on every order
-    assert all(half > 3 * shells for half, shells in zip(errors["gaussian_shells_half"], errors["gaussian_shells"])), errors
+    assert all(half > 3 * shells
+               for half, shells in zip(errors["gaussian_shells_half"], errors["gaussian_shells"])), errors
 
 
 def test_parameters_and_state_dict_hold_only_weights():
