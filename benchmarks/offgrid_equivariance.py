@@ -24,7 +24,10 @@ Usage: ``python benchmarks/offgrid_equivariance.py [--checkpoint fold_0/checkpoi
 [--edge-width 0.8]`` (the checkpoint of a demo's ``nnUNetTrainerE3nn``; random weights without it), or
 ``python benchmarks/offgrid_equivariance.py --proxy [--window] [--variants paper shells ...]``, or
 ``python benchmarks/offgrid_equivariance.py --context [--patch-sizes 32 48 64] [--variants ...]`` (the plain
-proxy with real content in the rotated patch's corners, at several patch sizes: ``run_context``).
+proxy with real content in the rotated patch's corners, at several patch sizes: ``run_context``), or
+``python benchmarks/offgrid_equivariance.py --anatomy [--angles 45 90] [--variants ...]`` (the same per-layer
+analysis on a real subcortical label map rendered at 3 mm, on the whole field and in the band around the
+thin structures' boundaries: ``run_anatomy``; needs the optional ``anatomy`` extra).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import torch
 from scipy.ndimage import affine_transform
 
 from nnunet_equivariant.layers._irreps import blocks
-from nnunet_equivariant.layers.steerable_conv import DEFAULT_RADIAL_BASIS
+from nnunet_equivariant.layers.steerable_conv import DEFAULT_RADIAL_BASIS, RADIAL_BASES
 from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 from nnunet_equivariant.synthetic import _cylinder_distance
 
@@ -91,6 +94,8 @@ VARIANTS = {
                                    scalar_activation="silu"),
     "shells+aa_pool0.7": dict(radial_basis="gaussian_shells", antialias=0.7),
     "paper+aa_pool": dict(radial_basis="smooth_finite", antialias=0.5),
+    "shells_half": dict(radial_basis="gaussian_shells_half"),
+    "shells_half+silu": dict(radial_basis="gaussian_shells_half", scalar_activation="silu"),
 }
 PROXY_PLANS = dict(n_stages=4, features_per_stage=[32, 64, 128, 256], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2],
                    [2, 2, 2]], n_conv_per_stage=[2] * 4, n_conv_per_stage_decoder=[2] * 3)
@@ -132,13 +137,15 @@ def proxy_input(n: int, window: bool, seed: int = 0) -> np.ndarray:
     return x[None]
 
 
-def _stock_network() -> torch.nn.Module:
-    """nnU-Net's PlainConvUNet for the same plans (3^3 kernels), initialised as nnUNetTrainer does."""
+def _stock_network(num_classes: int = 3) -> torch.nn.Module:
+    """nnU-Net's PlainConvUNet for the same plans (3^3 kernels, ``num_classes`` outputs), initialised as
+    nnUNetTrainer does."""
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
     from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
-    net = PlainConvUNet(1, 4, PROXY_PLANS["features_per_stage"], torch.nn.Conv3d, 3, PROXY_PLANS["strides"], 2, 3,
-                        2, conv_bias=True, norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+    net = PlainConvUNet(1, PROXY_PLANS["n_stages"], PROXY_PLANS["features_per_stage"], torch.nn.Conv3d, 3,
+                        PROXY_PLANS["strides"], 2, num_classes, 2, conv_bias=True, norm_op=torch.nn.InstanceNorm3d,
+                        norm_op_kwargs={"eps": 1e-5, "affine": True},
                         nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True})
     net.apply(InitWeights_He(1e-2))
     return net
@@ -184,7 +191,7 @@ def run_proxy(args) -> None:
             rows[name] = proxy_row(_stock_network().eval(), x, theta)
         else:
             torch.manual_seed(0)
-            net = E3nnUNet(1, 3, **PROXY_PLANS, spec=E3nnSpec(**VARIANTS[name])).eval()
+            net = E3nnUNet(1, 3, **PROXY_PLANS, spec=anatomy_spec(name)).eval()
             rows[name] = proxy_row(net, x, theta)
         print(f"{name}: softmax {rows[name]['softmax']:.3f}", flush=True)
     columns = list(dict.fromkeys(c for row in rows.values() for c in row))
@@ -193,6 +200,203 @@ def run_proxy(args) -> None:
     print("|---" * (len(columns) + 1) + "|")
     for name, row in rows.items():
         print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in columns) + " |")
+
+
+# --- real anatomy (issue 17): per-layer errors on a real label map, whole field and thin-structure band ---
+
+#: network variants of ``--anatomy``: the ``E3nnSpec`` of the trainer each name stands for (or ``stock``)
+ANATOMY_TRAINERS = {"default": "nnUNetTrainerE3nn", "antialias": "nnUNetTrainerE3nnAntialias",
+                    "paper": "nnUNetTrainerE3nnPaperBasis", "k3": "nnUNetTrainerE3nn_k3"}
+#: the structures 2-3 voxels across at 3 mm whose Dice issue 17 is about (``real_anatomy.LABELS`` names)
+THIN_STRUCTURES = ("caudate", "putamen", "pallidum", "hippocampus")
+
+
+def anatomy_spec(name: str) -> E3nnSpec:
+    """The ``E3nnSpec`` of ``ANATOMY_TRAINERS[name]`` (``nnunet_equivariant.training.e3nn``), or of
+    ``VARIANTS[name]``; ``ValueError`` naming an unknown ``name``."""
+    if name in ANATOMY_TRAINERS:
+        from nnunet_equivariant.training import e3nn as trainers
+
+        return getattr(trainers, ANATOMY_TRAINERS[name]).spec
+    if name in VARIANTS:
+        return E3nnSpec(**VARIANTS[name])
+    raise ValueError(f"unknown variant {name!r}; known: {[*ANATOMY_TRAINERS, *VARIANTS, 'stock']}")
+
+
+def anatomy_case(theta: float, n: int = 32, spacing: float = 3.0, source: str = "MNI152NLin6Asym-lh",
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(image (1, n, n, n) float64, labels (n, n, n) uint8)`` of one real-anatomy subject
+    (``real_anatomy.sample_subject`` of ``source``, deformed, ``seed``) rendered at ``spacing`` mm in the pose
+    rotated by ``theta`` (radians) about the first axis, with ``rotate_x``'s convention
+    (``out(p) = subject(R^T p)`` about the volume centre, which is the centroid of the structures). T1-like
+    class intensities and point-spread function as the benchmark's, without bias field and noise (they
+    belong to the scanner and do not rotate with the subject; here only the network's error should
+    differ between poses). The label map is rotated at 1 mm by nearest neighbour, no image is
+    interpolated. The image is z-scored by its own mean and standard deviation (nnU-Net's normalisation
+    for MRI)."""
+    from nnunet_equivariant.real_anatomy import read_aseg_sources, render_subject, sample_subject
+    from nnunet_equivariant.synthetic_anatomy import AnatomyStyle
+
+    sources = {s.name: s for s in read_aseg_sources()}
+    if source not in sources:
+        raise ValueError(f"unknown label-map source {source!r}; known: {sorted(sources)}")
+    subject = sample_subject(sources[source], np.random.default_rng(seed))
+    style = AnatomyStyle(psf_sigma=0.425 * spacing, noise=0.0, bias=0.0)
+    image, labels = render_subject(subject, (n, n, n), (spacing,) * 3, _rotation_x(theta), style)
+    image = image.astype(np.float64)
+    return ((image - image.mean()) / image.std())[None], labels
+
+
+def boundary_band(labels: np.ndarray, structures, width: float = 2.0) -> np.ndarray:
+    """Boolean ``(x, y, z)`` mask of the voxels at most ``width`` voxels (Euclidean, voxel centres) from the
+    boundary of any of ``structures`` (label values) in ``labels``: the last ``width`` voxels inside a
+    structure and the first ``width`` outside it, where its Dice is decided."""
+    from scipy.ndimage import distance_transform_edt
+
+    band = np.zeros(labels.shape, dtype=bool)
+    for value in structures:
+        mask = labels == value
+        if not mask.any():
+            continue
+        band |= (mask & (distance_transform_edt(mask) <= width)) | (~mask & (distance_transform_edt(~mask) <= width))
+    return band
+
+
+def _coarse_mask(mask: np.ndarray, shape) -> np.ndarray:
+    """``mask`` on a grid coarser by whole factors (a coarse voxel is in it if any of its fine voxels is)."""
+    factors = [a // b for a, b in zip(mask.shape, shape)]
+    if any(a != b * f for a, b, f in zip(mask.shape, shape, factors)):
+        raise ValueError(f"mask shape {mask.shape} is not a whole multiple of {tuple(shape)}")
+    return mask.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2]).any(axis=(1, 3, 5))
+
+
+def masked_error(unrotated: np.ndarray, rotated: np.ndarray, theta: float, irreps, mask: np.ndarray) -> float:
+    """``field_error``'s relative l2 error of ``D(R) rotate_x(unrotated)`` against ``rotated`` (both
+    ``(C, x, y, z)``), on the voxels of ``mask`` (the fine grid's; pooled to coarser fields) inside the
+    central ball of radius 0.4 x the grid."""
+    from nnunet_equivariant.testing import irreps_D
+
+    n = unrotated.shape[-1]
+    grid = np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2] * 3, indexing="ij"), -1)
+    voxels = (np.linalg.norm(grid, axis=-1) <= 0.4 * n) & _coarse_mask(mask, unrotated.shape[1:])
+    expected = rotate_x(unrotated, theta)
+    if irreps is not None:
+        D = irreps_D(irreps, torch.from_numpy(_rotation_x(theta))).numpy()
+        expected = np.einsum("ij,j...->i...", D, expected)
+    return float(np.linalg.norm((expected - rotated)[:, voxels]) / np.linalg.norm(rotated[:, voxels]))
+
+
+def _layer_hooks(net: torch.nn.Module, features: dict, irreps: dict) -> None:
+    """Forward hooks that store, for one sample, every layer's output in ``features`` (name -> ``(C, x, y,
+    z)`` array, in forward order) and its irreps in ``irreps`` (``None``: plain channels). An ``E3nnUNet``:
+    per block the convolution (``:conv``), the instance norm (``:norm``, recomputed from the stored
+    convolution output: the block runs norm and gate fused) and the gate (``:gate``, the block's output);
+    blurs, poolings, upsamplings (``:up``, after their blur) and the head (``logits``). Stock
+    ``PlainConvUNet``: the head only."""
+    def store(name, ir):
+        irreps[name] = ir
+        return lambda module, inputs, output: features.__setitem__(name, output[0].detach().numpy())
+
+    def block_hooks(name, block):
+        block.conv.register_forward_hook(store(f"{name}:conv", block.conv.irreps_out))
+        irreps[f"{name}:norm"], irreps[f"{name}:gate"] = block.norm.irreps, block.irreps_out
+
+        def after(module, inputs, output):
+            conv_out = torch.from_numpy(features[f"{name}:conv"])[None]
+            features[f"{name}:norm"] = module.norm(conv_out)[0].detach().numpy()
+            features[f"{name}:gate"] = output[0].detach().numpy()
+        block.register_forward_hook(after)
+
+    if not isinstance(net, E3nnUNet):
+        net.decoder.seg_layers[-1].register_forward_hook(store("logits", None))
+        return
+    for s, stage in enumerate(net.encoder.stages):
+        blurs = 0  # numbered as without the anti-aliasing blur (pooling k = 0), so the variants' rows align
+        for k, op in enumerate(stage):
+            kind = {"GaussianBlur3d": "blur", "NormMaxPool3d": "pool"}.get(type(op).__name__, "block")
+            blurs += kind == "blur"
+            j = k - blurs + (kind == "blur")
+            if kind == "block":
+                block_hooks(f"enc{s}.{j}", op)
+            else:
+                ir = stage[k + 1].irreps if kind == "blur" else op.irreps
+                op.register_forward_hook(store(f"enc{s}.{j}:{kind}", ir))
+    for s, stage in enumerate(net.decoder.stages):
+        net.decoder.upsample[s].register_forward_hook(store(f"dec{s}:up", net.decoder.reduce[s].irreps_out))
+        for k, op in enumerate(stage):
+            block_hooks(f"dec{s}.{k}", op)
+    net.decoder.seg_layers[-1].register_forward_hook(store("logits", net.decoder.seg_layers[-1].irreps_out))
+
+
+def anatomy_rows(net: torch.nn.Module, reference: np.ndarray, poses: dict) -> dict:
+    """``{pose: {layer: (whole-field error, band error)}}`` of one network: the features of ``reference``
+    (the 0-degree input, ``(1, n, n, n)``) rotated by the pose's angle (``rotate_x``, ``D(R)`` on irreps
+    channels) against the features of the pose's input. ``poses``: name -> ``(theta (radians), input (1, n,
+    n, n), band)``, ``band`` the fine-grid mask of ``masked_error`` in that pose."""
+    features, irreps = {}, {}
+    _layer_hooks(net, features, irreps)
+    irreps["input"] = irreps["softmax"] = None
+
+    def forward(image):
+        features.clear()
+        with torch.no_grad():
+            softmax = torch.softmax(net(torch.from_numpy(image)[None]), 1)[0].numpy()
+        return {"input": image, **features, "softmax": softmax}
+
+    unrotated = forward(reference)
+    rows = {}
+    for pose, (theta, image, band) in poses.items():
+        rotated = forward(image)
+        rows[pose] = {k: (field_error(unrotated[k], rotated[k], theta, irreps[k]),
+                          masked_error(unrotated[k], rotated[k], theta, irreps[k], band)) for k in unrotated}
+    return rows
+
+
+def run_anatomy(args) -> None:
+    """Per-layer off-grid errors of each variant (random weights, float64, eval) on a real subcortical label
+    map rendered at 3 mm (``anatomy_case``), whole field and band of ``args.band_width`` voxels around the
+    thin structures' boundaries (``THIN_STRUCTURES``). Poses, about the first axis: each of ``args.angles``
+    rendered in that pose (``N deg``: what a scan in that pose shows), and for each off-grid angle the
+    0-degree rendering rotated by a cubic spline (``N deg spline``: the network's own error, without the
+    rendering's partial-volume differences between poses)."""
+    from nnunet_equivariant.real_anatomy import LABELS
+
+    torch.set_default_dtype(torch.float64)
+    reference, labels0 = anatomy_case(0.0)
+    thin = [LABELS[name] for name in THIN_STRUCTURES]
+    poses = {}
+    for angle in args.angles:
+        theta = np.deg2rad(angle)
+        image, labels = anatomy_case(theta)
+        band = boundary_band(labels, thin, args.band_width)
+        present = {name: int((labels == LABELS[name]).sum()) for name in THIN_STRUCTURES}
+        print(f"{angle:g} degrees: thin-structure voxels {present}, band voxels {int(band.sum())}", flush=True)
+        poses[f"{angle:g} deg"] = (theta, image, band)
+        if angle % 90:
+            poses[f"{angle:g} deg spline"] = (theta, rotate_x(reference, theta), band)
+    num_classes = len(LABELS)
+    results = {}
+    for name in args.variants:
+        torch.manual_seed(0)
+        if name == "stock":
+            net = _stock_network(num_classes).eval()
+        else:
+            net = E3nnUNet(1, num_classes, **PROXY_PLANS, spacing=(3.0, 3.0, 3.0), spec=anatomy_spec(name)).eval()
+        results[name] = anatomy_rows(net, reference, poses)
+        for pose, row in results[name].items():
+            print(f"{name} {pose}: softmax {row['softmax'][0]:.3f} (band {row['softmax'][1]:.3f})", flush=True)
+    for pose in poses:
+        # the variant with the most layers first (the blurs of the anti-aliased one fall into place)
+        layers = list(dict.fromkeys(k for rows in sorted(results.values(), key=lambda r: -len(r[pose]))
+                                    for k in rows[pose]))
+        print(f"\nreal anatomy (MNI152NLin6Asym-lh subject, 3 mm, 32^3), {pose} about the first axis; "
+              f"whole field / band of {args.band_width:g} voxels around {', '.join(THIN_STRUCTURES)}")
+        print("| layer | " + " | ".join(results) + " |")
+        print("|---" * (len(results) + 1) + "|")
+        for layer in layers:
+            cells = [f"{rows[pose][layer][0]:.3f} / {rows[pose][layer][1]:.3f}" if layer in rows[pose] else ""
+                     for rows in results.values()]
+            print(f"| {layer} | " + " | ".join(cells) + " |")
 
 
 def run_context(args) -> None:
@@ -211,7 +415,7 @@ def run_context(args) -> None:
     print("|---" * (len(args.patch_sizes) + 1) + "|")
     for name in args.variants:
         torch.manual_seed(0)
-        net = (_stock_network() if name == "stock" else E3nnUNet(1, 3, **PROXY_PLANS, spec=E3nnSpec(**VARIANTS[name]))).eval()
+        net = (_stock_network() if name == "stock" else E3nnUNet(1, 3, **PROXY_PLANS, spec=anatomy_spec(name))).eval()
         errors = []
         for n in args.patch_sizes:
             o = (n_field - n) // 2
@@ -232,7 +436,7 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", help="nnU-Net checkpoint of the demo's nnUNetTrainerE3nn")
     parser.add_argument("--angle", type=float, default=45.0)
     parser.add_argument("--edge-width", type=float, nargs="+", default=[0.0, 0.8])
-    parser.add_argument("--radial-basis", default=DEFAULT_RADIAL_BASIS, choices=["smooth_finite", "gaussian_shells"],
+    parser.add_argument("--radial-basis", default=DEFAULT_RADIAL_BASIS, choices=list(RADIAL_BASES),
                         help="rods and discs: the kernel basis of the checkpoint (smooth_finite for "
                              "nnUNetTrainerE3nnPaperBasis)")
     parser.add_argument("--proxy", action="store_true", help="issue 13's proxy, one row per network variant")
@@ -240,8 +444,18 @@ def main(argv=None) -> None:
     parser.add_argument("--context", action="store_true",
                         help="proxy patches cropped from a larger field and its rotation (see run_context)")
     parser.add_argument("--patch-sizes", type=int, nargs="+", default=[32, 48, 64], help="for --context")
-    parser.add_argument("--variants", nargs="+", default=[*VARIANTS, "stock"], choices=[*VARIANTS, "stock"])
+    parser.add_argument("--anatomy", action="store_true",
+                        help="per-layer errors on a real label map at 3 mm, whole field and thin-structure band")
+    parser.add_argument("--angles", type=float, nargs="+", default=[45.0, 90.0], help="for --anatomy")
+    parser.add_argument("--band-width", type=float, default=2.0,
+                        help="for --anatomy: voxels either side of the thin structures' boundaries")
+    parser.add_argument("--variants", nargs="+", default=None, choices=[*VARIANTS, *ANATOMY_TRAINERS, "stock"],
+                        help=f"default: {[*VARIANTS, 'stock']}; with --anatomy {[*ANATOMY_TRAINERS, 'stock']}")
     args = parser.parse_args(argv)
+    if args.variants is None:
+        args.variants = [*ANATOMY_TRAINERS, "stock"] if args.anatomy else [*VARIANTS, "stock"]
+    if args.anatomy:
+        return run_anatomy(args)
     if args.context:
         return run_context(args)
     if args.proxy:

@@ -56,6 +56,15 @@ def test_antialiased_paper_basis_unet_is_equivariant_on_all_24_rotations(float64
     assert extra == 9 * 2 * (SMALL_DIMS[0] * 16 ** 3 + SMALL_DIMS[1] * 8 ** 3)
 
 
+def test_half_voxel_shells_silu_unet_is_equivariant_on_all_24_rotations(float64_default):
+    """The off-grid levers of docs/offgrid_real_anatomy.md: shells at every half voxel and a SiLU gate."""
+    net = _net(radial_basis="gaussian_shells_half", scalar_activation="silu")
+    convs = [m for m in net.modules() if type(m).__name__ == "SteerableConv3d" and m.kernel_size > 1]
+    assert convs and all(m.radial_basis == "gaussian_shells_half" for m in convs)
+    x = torch.randn(1, 2, 16, 16, 16)
+    assert_equivariant(net, x, grid_rotations(), rep_in=None, rep_out=None, tol=1e-10)
+
+
 def test_o3_unet_is_equivariant_on_all_48_symmetries(float64_default):
     net = _net("o3")
     assert "1x1o" in str(net.encoder.output_irreps[0])

@@ -28,7 +28,7 @@ def _randomise(module):
     return module
 
 
-@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite"])
+@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite", "gaussian_shells_half"])
 @pytest.mark.parametrize("irreps_in, irreps_out", [("1x0e", SO3_HIDDEN), (SO3_HIDDEN, "3x0e + 1x1e + 2x2e")])
 def test_conv_is_so3_equivariant_on_all_24_rotations(float64_default, irreps_in, irreps_out, radial_basis):
     conv = _randomise(SteerableConv3d(irreps_in, irreps_out, kernel_size=5, radial_basis=radial_basis))
@@ -37,7 +37,7 @@ def test_conv_is_so3_equivariant_on_all_24_rotations(float64_default, irreps_in,
     assert err < 1e-12, "float64 exact"
 
 
-@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite"])
+@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite", "gaussian_shells_half"])
 def test_conv_is_o3_equivariant_on_all_48_symmetries(float64_default, radial_basis):
     conv = _randomise(SteerableConv3d(O3_MIXED, O3_MIXED, kernel_size=3, parity=True, radial_basis=radial_basis))
     x = torch.randn(1, conv.irreps_in.dim, 6, 7, 5)
@@ -52,7 +52,7 @@ def test_so3_conv_is_not_reflection_equivariant(float64_default):
         assert_equivariant(conv, x, [axis_flips([0])], conv.irreps_in, conv.irreps_out, tol=1e-10)
 
 
-@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite"])
+@pytest.mark.parametrize("radial_basis", ["gaussian_shells", "smooth_finite", "gaussian_shells_half"])
 def test_anisotropic_spacing_kernel_is_sized_in_mm_and_equivariant_to_its_grid_symmetries(float64_default,
                                                                                           radial_basis):
     conv = SteerableConv3d("1x0e + 1x1e", SO3_HIDDEN, kernel_size=5, spacing=(3.0, 1.0, 1.0),
@@ -106,6 +106,18 @@ def test_gaussian_shells_cut_the_angular_order_per_radius(float64_default):
     assert kernel[6:, :, 2, 2, 2].abs().max() < 1e-14, "no 1e -> 2e coupling at the centre (l = 1, 2 vanish there)"
 
 
+def test_half_voxel_shells_resolve_more_radii_and_cut_the_order_per_radius(float64_default):
+    """``gaussian_shells_half``, 5-voxel kernel: shells at 0, 1, 1.5, 2, 2.5 voxels; l = 0 on all five, l = 1
+    from radius 1, l = 2 from radius 2 (the outermost, 2.5, among them); 3-voxel kernel: 0, 1, 1.5, the
+    outermost carrying l = 2. Every element is a distinct direction (none dropped by Gram-Schmidt)."""
+    def n_elements(irreps_out, kernel_size=5):
+        return SteerableConv3d("1x0e", irreps_out, kernel_size=kernel_size, bias=False, self_connection=False,
+                               radial_basis="gaussian_shells_half").weight.numel()
+
+    assert [n_elements(o) for o in ("1x0e", "1x1e", "1x2e")] == [5, 4, 2]
+    assert [n_elements(o, 3) for o in ("1x0e", "1x1e", "1x2e")] == [3, 2, 1]
+
+
 def _anisotropic_blobs(points: torch.Tensor, seed: int, R: torch.Tensor) -> torch.Tensor:
     """A sum of anisotropic Gaussian blobs evaluated at ``R^T p``: the same smooth field in another pose,
     rendered without interpolation."""
@@ -132,7 +144,7 @@ def test_gaussian_shells_are_nearly_equivariant_off_the_grid(float64_default):
     points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)
     R = torch.from_numpy(Rotation.from_euler("x", 45, degrees=True).as_matrix())
     errors = {}
-    for radial_basis in ("gaussian_shells", "smooth_finite"):
+    for radial_basis in ("gaussian_shells", "smooth_finite", "gaussian_shells_half"):
         torch.manual_seed(0)
         conv = SteerableConv3d("1x0e", "4x0e + 4x1e + 4x2e", kernel_size=5, radial_basis=radial_basis).eval()
         D = irreps_D(conv.irreps_out, R)
@@ -145,6 +157,10 @@ def test_gaussian_shells_are_nearly_equivariant_off_the_grid(float64_default):
         errors[radial_basis] = [rel[:4].mean().item(), rel[4:16].mean().item(), rel[16:].mean().item()]
     assert max(errors["gaussian_shells"]) < 0.03, errors
     assert min(errors["smooth_finite"][1:]) > 0.1, errors
+    # shells between the integer radii weight the lattice's face and body diagonals differently: more radial
+    # resolution, less rotation consistency (a cubic anisotropy), on every order
+    assert all(half > 3 * shells
+               for half, shells in zip(errors["gaussian_shells_half"], errors["gaussian_shells"])), errors
 
 
 def test_parameters_and_state_dict_hold_only_weights():

@@ -61,7 +61,8 @@ class E3nnSpec:
     - ``kernel_size``: odd number of taps along a stage's finest axis; kernels are balls in mm, so coarser
       axes get fewer taps.
     - ``radial_basis`` / ``num_radial_basis`` / ``lmax``: the kernel basis (``SteerableConv3d``):
-      ``"gaussian_shells"`` (band-limited, the default) or ``"smooth_finite"`` (the paper's).
+      ``"gaussian_shells"`` (band-limited, the default), ``"smooth_finite"`` (the paper's) or
+      ``"gaussian_shells_half"`` (the shells at every half voxel from 1: an off-grid benchmark option).
     - ``scalar_activation``: the gate's activation of even scalars (``"leaky_relu"``: nnU-Net's).
     - ``antialias`` / ``upsample_antialias``: isotropic Gaussian blur of ``value * stride`` voxels before
       every pooling / after every upsampling (0: none).
