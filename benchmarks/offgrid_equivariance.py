@@ -32,6 +32,7 @@ thin structures' boundaries: ``run_anatomy``; needs the optional ``anatomy`` ext
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -224,7 +225,7 @@ def anatomy_spec(name: str) -> E3nnSpec:
 
 
 def anatomy_case(theta: float, n: int = 32, spacing: float = 3.0, source: str = "MNI152NLin6Asym-lh",
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                 seed: int = 0, folder=None) -> tuple[np.ndarray, np.ndarray]:
     """``(image (1, n, n, n) float64, labels (n, n, n) uint8)`` of one real-anatomy subject
     (``real_anatomy.sample_subject`` of ``source``, deformed, ``seed``) rendered at ``spacing`` mm in the pose
     rotated by ``theta`` (radians) about the first axis, with ``rotate_x``'s convention
@@ -233,11 +234,12 @@ def anatomy_case(theta: float, n: int = 32, spacing: float = 3.0, source: str = 
     belong to the scanner and do not rotate with the subject; here only the network's error should
     differ between poses). The label map is rotated at 1 mm by nearest neighbour, no image is
     interpolated. The image is z-scored by its own mean and standard deviation (nnU-Net's normalisation
-    for MRI)."""
-    from nnunet_equivariant.real_anatomy import read_aseg_sources, render_subject, sample_subject
+    for MRI). ``folder``: the atlases folder to read (default: the installed package's)."""
+    from nnunet_equivariant.real_anatomy import TEMPLATES, read_aseg_sources, render_subject, sample_subject
     from nnunet_equivariant.synthetic_anatomy import AnatomyStyle
 
-    sources = {s.name: s for s in read_aseg_sources()}
+    templates = TEMPLATES if folder is None else sorted(p.name for p in Path(folder).iterdir() if p.is_dir())
+    sources = {s.name: s for s in read_aseg_sources(folder, templates)}
     if source not in sources:
         raise ValueError(f"unknown label-map source {source!r}; known: {sorted(sources)}")
     subject = sample_subject(sources[source], np.random.default_rng(seed))
