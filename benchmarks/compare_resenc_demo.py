@@ -53,8 +53,13 @@ def main(argv=None) -> int:
 
     import torch
 
-    from nnunet_equivariant.demo import (DEMO_DATASET_ID, DEMO_GEOMETRY, SCHEDULES, _set_nnunet_environment,
-                                         _train)
+    from nnunet_equivariant.demo import (
+        DEMO_DATASET_ID,
+        DEMO_GEOMETRY,
+        SCHEDULES,
+        _set_nnunet_environment,
+        _train,
+    )
     from nnunet_equivariant.evaluation.compare import compare
     from nnunet_equivariant.synthetic import write_rods_and_discs_dataset
 
