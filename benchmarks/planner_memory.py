@@ -11,9 +11,10 @@ patch size with the estimate / measured ratio (the planner's goal: within 30 %).
     python benchmarks/planner_memory.py --stages 5 --sizes 48 64 80 --batch 1
     python benchmarks/planner_memory.py --networks nnUNetTrainerE3nnLean nnUNetTrainerE3nnAntialias
 
-``--networks`` takes ``E3nnUNet`` (``nnUNetTrainerE3nn``'s), ``PlainConvUNet`` and the name of any steerable
-trainer of this package: the network of that trainer's ``E3nnSpec``, the one the planner sizes for with
-``plan_and_preprocess -tr NAME``.
+``--networks`` takes ``E3nnUNet`` (``nnUNetTrainerE3nn``'s), ``PlainConvUNet``, the residual-encoder networks
+of the ResEnc presets (``ResidualEncoderUNet``, ``E3nnResEncUNet``: ``plan_and_preprocess -preset M|L|XL``'s
+topology, nnU-Net's blocks per stage) and the name of any steerable trainer of this package: the network of
+that trainer's ``E3nnSpec``, the one the planner sizes for with ``plan_and_preprocess -tr NAME``.
 """
 from __future__ import annotations
 
@@ -26,17 +27,24 @@ from typing import Sequence
 
 from nnunet_equivariant.evaluation.cost import process_status_bytes
 
+# measured on the ResEnc presets' topology (``isotropic_architecture(residual=True)``: blocks 1, 3, 4, 6, ...
+# per stage, one decoder convolution, the plans' 3^3 kernels; the steerable network's kernels follow its spec)
+RESIDUAL_NETWORKS = ("ResidualEncoderUNet", "E3nnResEncUNet")
+
 
 def measure(network_name: str, sizes: list[int], batch: int, stages: int, threads: int) -> list[dict]:
     import torch
 
     from nnunet_equivariant.planning.memory import estimate_forward_backward_bytes, largest_kernel_values
-    from nnunet_equivariant.planning.planner import isotropic_architecture, networks_on_plans
+    from nnunet_equivariant.planning.planner import RESENC_KERNEL_SIZE, isotropic_architecture, networks_on_plans
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    configuration = {"architecture": isotropic_architecture(stages), "patch_size": [sizes[0]] * 3,
-                     "spacing": [1.0, 1.0, 1.0]}
+    residual = network_name in RESIDUAL_NETWORKS
+    architecture = (isotropic_architecture(stages, kernel_size=RESENC_KERNEL_SIZE, residual=True) if residual
+                    else isotropic_architecture(stages))
+    configuration = {"architecture": architecture,
+                     "patch_size": [sizes[0]] * 3, "spacing": [1.0, 1.0, 1.0]}
     if network_name.startswith("nnUNetTrainer"):
         from nnunet_equivariant.training import e3nn as trainers
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "planner_memory.py"
+# 24^3: both residual networks peak late in backward (parameters / assembled kernels); 48^3: at its start
+RESENC_SIZES = (24, 48)
 
 
 def test_estimate_within_10_percent_of_measured_peak(tmp_path):
@@ -41,3 +43,24 @@ def test_estimate_follows_each_steerable_variant_the_planner_sizes_for(tmp_path)
     for r in rows:
         ratio = r["estimate"] / r["measured"]
         assert 0.9 <= ratio <= 1.1, f"{r['network']}: estimate within 10 % of its peak at {r['patch']}^3: {ratio:.2f}"
+
+
+def test_estimate_follows_the_resenc_presets_networks(tmp_path):
+    """``plan_and_preprocess -preset M|L|XL`` sizes for nnU-Net's ``ResidualEncoderUNet`` (3^3 kernels, blocks
+    1, 3, 4, 6 per stage) and the ``E3nnResEncUNet`` built on the same plans: both estimates within 10 % of
+    the measured peak, with the constants fit to their own measurements (docs/planner.md, "ResEnc presets'
+    networks"), at one size where each network's late (parameter- or kernel-bound) peak dominates and one
+    where its stored feature maps do."""
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(BENCHMARK), "--networks", "ResidualEncoderUNet", "E3nnResEncUNet",
+                    "--stages", "4", "--sizes", *map(str, RESENC_SIZES), "--batch", "1", "--json", str(out)],
+                   check=True, capture_output=True, text=True, timeout=900)
+    rows = json.loads(out.read_text())
+    assert [(r["network"], r["patch"]) for r in rows] == [(n, p) for n in ("ResidualEncoderUNet", "E3nnResEncUNet")
+                                                          for p in RESENC_SIZES]
+    stock, steerable = rows[0], rows[len(RESENC_SIZES)]
+    assert stock["parameters"] > 10 * steerable["parameters"], "nnU-Net's residual encoder against the steerable one"
+    for r in rows:
+        assert r["measured"] > 50 * 2 ** 20, "the pass allocated real memory"
+        ratio = r["estimate"] / r["measured"]
+        assert 0.9 <= ratio <= 1.1, f"{r['network']}: estimate within 10 % of its peak at {r['patch']}^3: {ratio:.3f}"
