@@ -97,6 +97,8 @@ VARIANTS = {
     "paper+aa_pool": dict(radial_basis="smooth_finite", antialias=0.5),
     "shells+mean_pool": dict(radial_basis="gaussian_shells", pooling="mean"),
     "shells+aa_pool+mean_pool": dict(radial_basis="gaussian_shells", antialias=0.5, pooling="mean"),
+    "shells+aa_pool+up+mean_pool": dict(radial_basis="gaussian_shells", antialias=0.5, upsample_antialias=0.5,
+                                        pooling="mean"),
     "shells_half": dict(radial_basis="gaussian_shells_half"),
     "shells_half+silu": dict(radial_basis="gaussian_shells_half", scalar_activation="silu"),
 }
