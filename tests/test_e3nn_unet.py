@@ -67,8 +67,8 @@ def test_half_voxel_shells_silu_unet_is_equivariant_on_all_24_rotations(float64_
 
 def test_mean_pooling_unet_is_equivariant_on_all_48_symmetries_and_counts_as_the_norm_max(float64_default):
     """``pooling="mean"`` (MeanPool3d at every pooling, after the anti-aliasing blur here): exact on the
-    48 symmetries; its memory count is the norm max's (the pooled output; the mean keeps no indices and,
-    being linear, no input for backward)."""
+    48 symmetries; its memory count is the norm max's (the pooled output; both keep their input for
+    backward, the norm max its int64 indices too, the mean none)."""
     net = _net("o3", pooling="mean", antialias=0.5)
     pools = [m for m in net.modules() if type(m).__name__ in ("MeanPool3d", "NormMaxPool3d")]
     assert len(pools) == 2 and all(type(m).__name__ == "MeanPool3d" for m in pools)

@@ -245,7 +245,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
             for op, following in zip(stage, list(stage)[1:] + [None]):
                 if isinstance(op, GaussianBlur3d):  # before the pooling, at the finer size
                     total += _blur_passes(op) * following.irreps.dim * int(np.prod(size * np.array(stride)))
-                elif isinstance(op, (NormMaxPool3d, MeanPool3d)):  # the pooled output (the mean keeps no more)
+                elif isinstance(op, (NormMaxPool3d, MeanPool3d)):  # the pooled output (the mean keeps no indices)
                     total += op.irreps.dim * int(np.prod(size))
                 else:
                     total += (2 * op.conv.irreps_out.dim + op.irreps_out.dim) * int(np.prod(size))
