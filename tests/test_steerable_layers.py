@@ -446,6 +446,25 @@ def test_mean_pool_is_continuous_where_the_norm_max_jumps(float64_default):
     assert (mean(nudged) - mean(x)).norm() < 1e-9
 
 
+def test_mean_pool_saves_no_more_for_backward_than_the_norm_max():
+    """The planner counts both poolings alike (their output): autograd keeps the input of both, the norm
+    max its int64 indices as well."""
+    def saved_bytes(pool):
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        x = torch.randn(1, 30, 8, 8, 8, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            pool(x * 1.0)
+        return sum(storages.values())
+
+    irreps = "8x0e + 4x1e + 2x2e"
+    mean, norm_max = saved_bytes(MeanPool3d(irreps, 2)), saved_bytes(NormMaxPool3d(irreps, 2))
+    assert mean == 30 * 8 ** 3 * 4 < norm_max, "the mean keeps its input only"
+
+
 def test_upsample_is_equivariant(float64_default):
     irreps = o3.Irreps(SO3_HIDDEN)
     up = TrilinearUpsample(2)
