@@ -95,9 +95,15 @@ VARIANTS = {
                                    scalar_activation="silu"),
     "shells+aa_pool0.7": dict(radial_basis="gaussian_shells", antialias=0.7),
     "paper+aa_pool": dict(radial_basis="smooth_finite", antialias=0.5),
+    "shells+mean_pool": dict(radial_basis="gaussian_shells", pooling="mean"),
+    "shells+aa_pool+mean_pool": dict(radial_basis="gaussian_shells", antialias=0.5, pooling="mean"),
+    "shells+aa_pool+up+mean_pool": dict(radial_basis="gaussian_shells", antialias=0.5, upsample_antialias=0.5,
+                                        pooling="mean"),
     "shells_half": dict(radial_basis="gaussian_shells_half"),
     "shells_half+silu": dict(radial_basis="gaussian_shells_half", scalar_activation="silu"),
 }
+#: the encoder's non-block operations by class name, as the layer tables name them
+_OP_KINDS = {"GaussianBlur3d": "blur", "NormMaxPool3d": "pool", "MeanPool3d": "pool"}
 PROXY_PLANS = dict(n_stages=4, features_per_stage=[32, 64, 128, 256], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2],
                    [2, 2, 2]], n_conv_per_stage=[2] * 4, n_conv_per_stage_decoder=[2] * 3)
 
@@ -163,7 +169,7 @@ def proxy_row(net: torch.nn.Module, x: np.ndarray, theta: float) -> dict:
     if isinstance(net, E3nnUNet):
         for s, stage in enumerate(net.encoder.stages):
             for k, op in enumerate(stage):
-                kind = {"GaussianBlur3d": "blur", "NormMaxPool3d": "pool"}.get(type(op).__name__, "block")
+                kind = _OP_KINDS.get(type(op).__name__, "block")
                 ir = op.irreps_out if kind == "block" else stage[k + 1].irreps if kind == "blur" else op.irreps
                 op.register_forward_hook(hook(f"enc{s}.{k}:{kind}", ir))
         for s, stage in enumerate(net.decoder.stages):
@@ -315,7 +321,7 @@ def _layer_hooks(net: torch.nn.Module, features: dict, irreps: dict) -> None:
     for s, stage in enumerate(net.encoder.stages):
         blurs = 0  # numbered as without the anti-aliasing blur (pooling k = 0), so the variants' rows align
         for k, op in enumerate(stage):
-            kind = {"GaussianBlur3d": "blur", "NormMaxPool3d": "pool"}.get(type(op).__name__, "block")
+            kind = _OP_KINDS.get(type(op).__name__, "block")
             blurs += kind == "blur"
             j = k - blurs + (kind == "blur")
             if kind == "block":

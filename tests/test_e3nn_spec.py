@@ -11,7 +11,8 @@ from nnunet_equivariant.training import e3nn as trainers
 
 
 def test_spec_round_trips_through_json_and_rejects_unknown_fields():
-    spec = E3nnSpec(symmetry="o3", kernel_size=3, radial_basis="smooth_finite", antialias=0.5, width_scale=0.5)
+    spec = E3nnSpec(symmetry="o3", kernel_size=3, radial_basis="smooth_finite", antialias=0.5, width_scale=0.5,
+                    pooling="mean")
     assert E3nnSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert E3nnSpec.coerce(spec.to_dict()) == spec and E3nnSpec.coerce(None) == E3nnSpec()
     with pytest.raises(ValueError, match=r"unknown E3nnSpec fields \['kernel'\]"):
@@ -77,3 +78,15 @@ def test_the_network_holds_the_spec_it_was_built_with():
     net = E3nnUNet(1, 2, 2, [8, 16], [1, 2], 1, 1, spec=spec.to_dict())
     assert net.spec == spec and net.symmetry == "so3"
     assert type(net.encoder.stages[1][0]).__name__ == "GaussianBlur3d"
+
+
+def test_pooling_is_checked_and_old_plans_specs_read_as_the_norm_max():
+    """``pooling`` names its bad value; a spec dict written before the field existed (plans' sizing entry)
+    is the default spec, so the trainer does not warn that such plans were sized for another network."""
+    from nnunet_equivariant.training.e3nn import _same_spec
+
+    with pytest.raises(ValueError, match="pooling must be one of \\['norm_max', 'mean'\\], got 'max'"):
+        E3nnSpec(pooling="max")
+    old = {k: v for k, v in E3nnSpec().to_dict().items() if k != "pooling"}
+    assert _same_spec(old, E3nnSpec()) and not _same_spec(old, E3nnSpec(pooling="mean"))
+    assert not _same_spec(None, E3nnSpec()) and not _same_spec({"kernel": 3}, E3nnSpec())

@@ -65,6 +65,19 @@ def test_half_voxel_shells_silu_unet_is_equivariant_on_all_24_rotations(float64_
     assert_equivariant(net, x, grid_rotations(), rep_in=None, rep_out=None, tol=1e-10)
 
 
+def test_mean_pooling_unet_is_equivariant_on_all_48_symmetries_and_counts_as_the_norm_max(float64_default):
+    """``pooling="mean"`` (MeanPool3d at every pooling, after the anti-aliasing blur here): exact on the
+    48 symmetries; its memory count is the norm max's (the pooled output; both keep their input for
+    backward, the norm max its int64 indices too, the mean none)."""
+    net = _net("o3", pooling="mean", antialias=0.5)
+    pools = [m for m in net.modules() if type(m).__name__ in ("MeanPool3d", "NormMaxPool3d")]
+    assert len(pools) == 2 and all(type(m).__name__ == "MeanPool3d" for m in pools)
+    x = torch.randn(1, 2, 8, 8, 8)
+    assert_equivariant(net, x, grid_symmetries(), tol=1e-10)
+    same = _net("o3", antialias=0.5)
+    assert net.compute_conv_feature_map_size((16, 16, 16)) == same.compute_conv_feature_map_size((16, 16, 16))
+
+
 def test_o3_unet_is_equivariant_on_all_48_symmetries(float64_default):
     net = _net("o3")
     assert "1x1o" in str(net.encoder.output_irreps[0])

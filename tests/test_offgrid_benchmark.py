@@ -57,17 +57,19 @@ def test_masked_error_is_zero_for_an_exact_grid_rotation_of_an_irreps_field(floa
 
 
 def test_layer_hooks_name_the_same_layers_with_and_without_the_antialiasing_blur(float64_default):
+    """... and with either pooling (the mean pooling is ``pool`` as the norm max is)."""
     names = {}
-    for antialias in (0.0, 0.5):
+    for antialias, pooling in ((0.0, "norm_max"), (0.5, "norm_max"), (0.0, "mean")):
         torch.manual_seed(0)
         net = E3nnUNet(1, 3, 2, ["4x0e + 2x1e", "4x0e + 2x1e + 1x2e"], [1, 2], 1, 1,
-                       spec=E3nnSpec(antialias=antialias, upsample_antialias=antialias)).eval()
+                       spec=E3nnSpec(antialias=antialias, upsample_antialias=antialias, pooling=pooling)).eval()
         features, irreps = {}, {}
         bench._layer_hooks(net, features, irreps)
         with torch.no_grad():
             net(torch.randn(1, 1, 8, 8, 8))
         assert list(features) == list(irreps)[:len(features)] and set(features) == set(irreps)
-        names[antialias] = list(features)
+        names[antialias if pooling == "norm_max" else pooling] = list(features)
+    assert names["mean"] == names[0.0]
     assert names[0.0] == ["enc0.0:conv", "enc0.0:norm", "enc0.0:gate", "enc1.0:pool", "enc1.1:conv",
                           "enc1.1:norm", "enc1.1:gate", "dec0:up", "dec0.0:conv", "dec0.0:norm", "dec0.0:gate",
                           "logits"]
@@ -82,6 +84,9 @@ def test_anatomy_variants_are_the_trainers_specs():
     assert bench.anatomy_spec("paper").radial_basis == "smooth_finite"
     assert bench.anatomy_spec("k3").kernel_size == 3
     assert bench.anatomy_spec("shells_half").radial_basis == "gaussian_shells_half"
+    assert bench.anatomy_spec("shells+mean_pool").pooling == "mean"
+    assert bench.anatomy_spec("shells+aa_pool+up+mean_pool") == E3nnSpec(antialias=0.5, upsample_antialias=0.5,
+                                                                         pooling="mean")
     with pytest.raises(ValueError, match="'bessel'"):
         bench.anatomy_spec("bessel")
 

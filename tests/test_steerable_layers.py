@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from e3nn import o3
 
-from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, GaussianBlur3d, NormMaxPool3d,
-                                       SteerableConv3d, TrilinearUpsample)
+from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, GaussianBlur3d, MeanPool3d,
+                                       NormMaxPool3d, SteerableConv3d, TrilinearUpsample, make_pool)
 from nnunet_equivariant.layers._irreps import blocks
 from nnunet_equivariant.layers._norm_gate import norm_gate, norm_gate_layout
 from nnunet_equivariant.layers.steerable_conv import _KernelFromBasis
@@ -415,6 +415,56 @@ def test_pool_gathers_each_samples_own_vectors():
     assert together.equal(one_by_one), "a batch of 2 equals pooling each sample alone"
 
 
+@pytest.mark.parametrize("stride", [(2, 2, 2), (1, 2, 2)])
+def test_mean_pool_is_equivariant_and_averages_every_component(float64_default, stride):
+    """All 48 symmetries (isotropic stride) or those of the (1, 2, 2) grid, alone and after the anti-aliasing
+    blur; the output is each window's mean of every component (0o and l > 0 alike), a linear map."""
+    irreps = o3.Irreps(O3_MIXED)
+    pool = MeanPool3d(irreps, stride)
+    x = torch.randn(2, irreps.dim, 4, 6, 6)
+    syms = grid_symmetries() if stride == (2, 2, 2) else [R for R in grid_symmetries() if abs(R[0, 0]) == 1]
+    assert len(syms) == (48 if stride == (2, 2, 2) else 16)
+    assert_equivariant(pool, x, syms, irreps, irreps, tol=1e-10)
+    blur = GaussianBlur3d([0.5 * s if s > 1 else 0.0 for s in stride])
+    assert_equivariant(torch.nn.Sequential(blur, pool), x, syms, irreps, irreps, tol=1e-10)
+    windows = x.unflatten(2, (4 // stride[0], stride[0])).unflatten(4, (3, 2)).unflatten(6, (3, 2))
+    assert torch.allclose(pool(x), windows.mean(dim=(3, 5, 7)))
+    y = torch.randn_like(x)
+    assert torch.allclose(pool(2 * x - y), 2 * pool(x) - pool(y)), "linear"
+
+
+def test_mean_pool_is_continuous_where_the_norm_max_jumps(float64_default):
+    """Two vectors of almost equal norm in one window: a tiny change of one swaps the norm max's choice
+    (a jump as large as the vectors), while the mean moves as little as the input."""
+    x = torch.zeros(1, 3, 2, 2, 2)
+    x[0, :, 0, 0, 0] = torch.tensor([1.0, 0.0, 0.0])
+    x[0, :, 1, 1, 1] = torch.tensor([0.0, 1.0 - 1e-9, 0.0])
+    nudged = x.clone()
+    nudged[0, 1, 1, 1, 1] += 2e-9
+    norm_max, mean = NormMaxPool3d("1x1e", 2), make_pool("mean", "1x1e", 2)
+    assert (norm_max(nudged) - norm_max(x)).norm() > 1.0
+    assert (mean(nudged) - mean(x)).norm() < 1e-9
+
+
+def test_mean_pool_saves_no_more_for_backward_than_the_norm_max():
+    """The planner counts both poolings alike (their output): autograd keeps the input of both, the norm
+    max its int64 indices as well."""
+    def saved_bytes(pool):
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        x = torch.randn(1, 30, 8, 8, 8, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            pool(x * 1.0)
+        return sum(storages.values())
+
+    irreps = "8x0e + 4x1e + 2x2e"
+    mean, norm_max = saved_bytes(MeanPool3d(irreps, 2)), saved_bytes(NormMaxPool3d(irreps, 2))
+    assert mean == 30 * 8 ** 3 * 4 < norm_max, "the mean keeps its input only"
+
+
 def test_upsample_is_equivariant(float64_default):
     irreps = o3.Irreps(SO3_HIDDEN)
     up = TrilinearUpsample(2)
@@ -489,5 +539,11 @@ def test_layers_reject_bad_arguments_and_inputs():
         SteerableConv3d("1x0e + 1x1e", "1x0e")(torch.randn(1, 3, 4, 4, 4))
     with pytest.raises(ValueError, match="stride must be"):
         NormMaxPool3d("1x0e", (2, 2))
+    with pytest.raises(ValueError, match="not divisible by the pooling stride"):
+        MeanPool3d("1x1e", 2)(torch.randn(1, 3, 4, 5, 4))
+    with pytest.raises(ValueError, match="stride must be .* got \\(0, 2, 2\\)"):
+        MeanPool3d("1x0e", (0, 2, 2))
+    with pytest.raises(ValueError, match="pooling must be one of \\['norm_max', 'mean'\\], got 'avg'"):
+        make_pool("avg", "1x0e", 2)
     with pytest.raises(ValueError, match="radial_basis must be one of"):
         SteerableConv3d("1x0e", "1x0e", radial_basis="bessel")

@@ -1,7 +1,8 @@
 """Equivariant layers.
 
 Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
-``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``TrilinearUpsample``, ``GaussianBlur3d``
+``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``MeanPool3d`` (``make_pool`` builds
+either by ``POOLINGS`` name), ``TrilinearUpsample``, ``GaussianBlur3d``
 (anti-aliasing of pooling and upsampling), the blocks ``SteerableBlock`` (conv -- norm -- gate) and
 ``SteerableResidualBlock`` (``BasicBlockD``'s layout);
 ``parse_irreps`` checks an irreps argument.
@@ -18,14 +19,16 @@ from .mirror_conv import (
     symmetry_axes,
 )
 from .norm import EquivariantInstanceNorm
-from .pool import NormMaxPool3d
+from .pool import POOLINGS, MeanPool3d, NormMaxPool3d, make_pool
 from .steerable_block import SteerableBlock
 from .steerable_conv import SteerableConv3d
 from .steerable_residual import SteerableResidualBlock
 from .upsample import TrilinearUpsample
 
 __all__ = [
-    "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "TrilinearUpsample",
+    "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "MeanPool3d", "POOLINGS",
+    "make_pool",
+    "TrilinearUpsample",
     "GaussianBlur3d", "SteerableBlock", "SteerableResidualBlock", "parse_irreps",
     "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
 ]

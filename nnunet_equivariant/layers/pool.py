@@ -1,4 +1,5 @@
-"""NormMaxPool3d: max pooling of irreps fields, scalars by value and every other irrep by its norm."""
+"""Pooling of irreps fields: ``NormMaxPool3d`` (max pooling, scalars by value and every other irrep by its
+norm) and ``MeanPool3d`` (the mean over each window of every component: linear and continuous)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,7 +10,20 @@ from torch import nn
 
 from ._irreps import at_least_float32, blocks, check_field, parse_irreps, squared_norms
 
-__all__ = ["NormMaxPool3d"]
+__all__ = ["NormMaxPool3d", "MeanPool3d", "POOLINGS", "make_pool"]
+
+
+def _stride(stride) -> tuple[int, int, int]:
+    stride = (stride,) * 3 if isinstance(stride, int) else tuple(int(s) for s in stride)
+    if len(stride) != 3 or min(stride) < 1:
+        raise ValueError(f"stride must be a positive int or three positive ints, got {stride}")
+    return stride
+
+
+def _check_divisible(x: torch.Tensor, stride: tuple[int, int, int]) -> None:
+    if any(n % s for n, s in zip(x.shape[2:], stride)):
+        raise ValueError(f"spatial size {tuple(x.shape[2:])} is not divisible by the pooling stride "
+                         f"{stride}: pooling would drop voxels and break equivariance")
 
 
 class NormMaxPool3d(nn.Module):
@@ -30,19 +44,14 @@ class NormMaxPool3d(nn.Module):
         super().__init__()
         self.irreps = parse_irreps(irreps, "irreps")
         self.irreps_in = self.irreps_out = self.irreps
-        stride = (stride,) * 3 if isinstance(stride, int) else tuple(int(s) for s in stride)
-        if len(stride) != 3 or min(stride) < 1:
-            raise ValueError(f"stride must be a positive int or three positive ints, got {stride}")
-        self.stride = stride
+        self.stride = _stride(stride)
         self._dim = self.irreps.dim
         self._blocks = blocks(self.irreps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps.dim, x, y, z)`` -> ``(batch, irreps.dim, x / sx, y / sy, z / sz)``."""
         check_field(x, self._dim, self.irreps)
-        if any(n % s for n, s in zip(x.shape[2:], self.stride)):
-            raise ValueError(f"spatial size {tuple(x.shape[2:])} is not divisible by the pooling stride "
-                             f"{self.stride}: pooling would drop voxels and break equivariance")
+        _check_divisible(x, self.stride)
         parts = []
         for xb, b in zip(x.split([b.dim for b in self._blocks], 1), self._blocks):
             if b.is_even_scalar:
@@ -67,3 +76,48 @@ class NormMaxPool3d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.irreps}, stride={self.stride}"
+
+
+class MeanPool3d(nn.Module):
+    r"""Equivariant mean pooling with window = stride: every channel of every irrep averaged over the window.
+
+    Linear and the same for every component, so it commutes with any ``D(R)`` (``0o`` and reflections
+    included); the window average is symmetric under the window's flips and axis swaps, so it is exact on
+    the same grid symmetries as ``NormMaxPool3d`` (every pooled axis divisible by its stride, equal strides
+    along permuted axes). It is a box filter of ``stride`` taps followed by subsampling at the windows'
+    starts: the grid-symmetric form of "blur, then keep every ``stride``-th voxel" (plain strided subsampling
+    of an even axis is not symmetric under its flip). Unlike the norm max it is continuous in its input
+    and keeps no indices; it is not band-limited (a box filter: place a ``GaussianBlur3d`` before it for
+    that, ``E3nnSpec.antialias``). An off-grid option (docs/offgrid_real_anatomy.md, "mean pooling").
+
+    Convention: ``(batch, irreps.dim, x, y, z)`` -> ``(batch, irreps.dim, x / sx, y / sy, z / sz)``;
+    ``stride`` per spatial axis (x, y, z) or one int.
+    """
+
+    def __init__(self, irreps, stride: int | Sequence[int]):
+        super().__init__()
+        self.irreps = parse_irreps(irreps, "irreps")
+        self.irreps_in = self.irreps_out = self.irreps
+        self.stride = _stride(stride)
+        self._dim = self.irreps.dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, irreps.dim, x, y, z)`` -> ``(batch, irreps.dim, x / sx, y / sy, z / sz)``."""
+        check_field(x, self._dim, self.irreps)
+        _check_divisible(x, self.stride)
+        return F.avg_pool3d(x, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps}, stride={self.stride}"
+
+
+#: ``E3nnSpec.pooling``'s values: the pooling module each names
+POOLINGS = {"norm_max": NormMaxPool3d, "mean": MeanPool3d}
+
+
+def make_pool(pooling: str, irreps, stride: int | Sequence[int]) -> NormMaxPool3d | MeanPool3d:
+    """The pooling ``POOLINGS[pooling]`` of ``irreps`` with window = ``stride``; ``ValueError`` naming an
+    unknown ``pooling``."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+    return POOLINGS[pooling](irreps, stride)

@@ -12,7 +12,7 @@ from torch import nn
 from ._irreps import parse_irreps
 from .gate import EquivariantGate
 from .norm import EquivariantInstanceNorm
-from .pool import NormMaxPool3d
+from .pool import make_pool
 from .steerable_block import SteerableBlock
 from .steerable_conv import DEFAULT_RADIAL_BASIS, SteerableConv3d
 
@@ -39,7 +39,8 @@ class SteerableResidualBlock(nn.Module):
 
     Conditions and choices:
 
-    1. ``stride``: the block downsamples with a ``NormMaxPool3d`` before both paths (one pooled input; no
+    1. ``stride``: the block downsamples with a ``NormMaxPool3d`` (``pooling="norm_max"``, the default) or a
+       ``MeanPool3d`` (``pooling="mean"``) before both paths (one pooled input; no
        strided convolution, whose odd kernel would sit off-centre on the even lengths nnU-Net plans and
        break the grid symmetries). ``BasicBlockD`` strides its first convolution and average-pools its skip.
     2. The skip is the identity when ``irreps_in`` equals the output irreps, else a pointwise equivariant
@@ -63,7 +64,8 @@ class SteerableResidualBlock(nn.Module):
 
     def __init__(self, irreps_in, irreps_out, kernel_size: int, spacing: Sequence[float], parity: bool,
                  num_radial_basis: int = 5, lmax: int = 2, scalar_activation: str = "leaky_relu",
-                 radial_basis: str = DEFAULT_RADIAL_BASIS, stride: int | Sequence[int] = 1):
+                 radial_basis: str = DEFAULT_RADIAL_BASIS, stride: int | Sequence[int] = 1,
+                 pooling: str = "norm_max"):
         super().__init__()
         irreps_in = parse_irreps(irreps_in, "irreps_in")
         irreps_out = parse_irreps(irreps_out, "irreps_out")
@@ -71,7 +73,7 @@ class SteerableResidualBlock(nn.Module):
         if len(stride) != 3 or min(stride) < 1:
             raise ValueError(f"stride must be a positive int or three positive ints, got {stride}")
         self.stride = stride
-        self.pool = NormMaxPool3d(irreps_in, stride) if stride != (1, 1, 1) else None
+        self.pool = make_pool(pooling, irreps_in, stride) if stride != (1, 1, 1) else None
         conv_kwargs = dict(kernel_size=kernel_size, spacing=spacing, parity=parity,
                            num_radial_basis=num_radial_basis, lmax=lmax, radial_basis=radial_basis)
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])

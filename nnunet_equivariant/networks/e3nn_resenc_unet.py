@@ -24,14 +24,14 @@ def _residual_block(spec: E3nnSpec, irreps_in, irreps_out, spacing, stride) -> S
     return SteerableResidualBlock(irreps_in, irreps_out, kernel_size=spec.kernel_size, spacing=spacing,
                                   parity=spec.parity, num_radial_basis=spec.num_radial_basis, lmax=spec.lmax,
                                   scalar_activation=spec.scalar_activation, radial_basis=spec.radial_basis,
-                                  stride=stride)
+                                  stride=stride, pooling=spec.pooling)
 
 
 class E3nnResEncEncoder(nn.Module):
     """``stem: SteerableBlock`` at the input resolution, then per stage ``[GaussianBlur3d] --
     SteerableResidualBlock(stride) -- SteerableResidualBlock x (n - 1)``; returns every stage's output.
-    The first block of a stage pools (``NormMaxPool3d``) before both its paths; the blur (``antialias *
-    stride`` voxels) is there only with ``spec.antialias > 0``."""
+    The first block of a stage pools (``spec.pooling``'s ``NormMaxPool3d`` or ``MeanPool3d``) before both its
+    paths; the blur (``antialias * stride`` voxels) is there only with ``spec.antialias > 0``."""
 
     def __init__(self, input_irreps: o3.Irreps, stage_irreps: list[o3.Irreps], strides: list[tuple[int, int, int]],
                  spacing: tuple[float, float, float], stage_spacing: list[tuple[float, float, float]],

@@ -19,6 +19,7 @@ from e3nn import o3
 
 from ..layers import SteerableBlock, SteerableConv3d, parse_irreps
 from ..layers.gate import SCALAR_ACTIVATIONS
+from ..layers.pool import POOLINGS, make_pool
 from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS, RADIAL_BASES
 from ..symmetry import GROUPS, get_symmetry
 
@@ -66,6 +67,8 @@ class E3nnSpec:
     - ``scalar_activation``: the gate's activation of even scalars (``"leaky_relu"``: nnU-Net's).
     - ``antialias`` / ``upsample_antialias``: isotropic Gaussian blur of ``value * stride`` voxels before
       every pooling / after every upsampling (0: none).
+    - ``pooling``: ``"norm_max"`` (``NormMaxPool3d``, the default) or ``"mean"`` (``MeanPool3d``: the window
+      mean of every component, linear and continuous; an off-grid option, docs/offgrid_real_anatomy.md).
     - ``width_scale``: multiplies the plans' integer feature widths (rounded, at least 1) before they
       become irreps (``0.5`` with ``4x0e+2x1e+1x2e``: the lean network).
 
@@ -83,6 +86,7 @@ class E3nnSpec:
     scalar_activation: str = "leaky_relu"
     antialias: float = 0.0
     upsample_antialias: float = 0.0
+    pooling: str = "norm_max"
     width_scale: float = 1.0
 
     def __post_init__(self):
@@ -104,6 +108,8 @@ class E3nnSpec:
             value = getattr(self, name)
             if not _is_number(value) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0 (Gaussian sigma per stride), got {value!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
         if not _is_number(self.width_scale) or not self.width_scale > 0:
             raise ValueError(f"width_scale must be a positive number, got {self.width_scale!r}")
         ratio = parse_irreps(self.ratio, "irreps_ratio")
@@ -142,6 +148,10 @@ class E3nnSpec:
         return SteerableConv3d(irreps_in, irreps_out, self.kernel_size if kernel_size is None else kernel_size,
                                spacing, self.num_radial_basis, self.lmax, parity=self.parity, bias=bias,
                                radial_basis=self.radial_basis)
+
+    def pool(self, irreps, stride):
+        """The pooling of this recipe (``NormMaxPool3d`` or ``MeanPool3d``) of ``irreps``, window = ``stride``."""
+        return make_pool(self.pooling, irreps, stride)
 
     def block(self, irreps_in, irreps_hidden, spacing: Sequence[float]) -> SteerableBlock:
         """A ``SteerableBlock`` (``-- SteerableConv3d -- EquivariantInstanceNorm -- EquivariantGate --``)."""

@@ -11,7 +11,7 @@ from e3nn import o3
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from ..layers import GaussianBlur3d, NormMaxPool3d, SteerableConv3d, TrilinearUpsample
+from ..layers import GaussianBlur3d, MeanPool3d, NormMaxPool3d, SteerableConv3d, TrilinearUpsample
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
 
@@ -62,8 +62,9 @@ def _antialias_blur(stride: Sequence[int], antialias: float) -> list[nn.Module]:
 
 
 class E3nnEncoder(nn.Module):
-    """Stages of ``[GaussianBlur3d] -- [NormMaxPool3d(stride)] -- SteerableBlock x n``; returns every stage's
-    output (skips). The blur (``antialias * stride`` voxels) is there only with ``antialias > 0``."""
+    """Stages of ``[GaussianBlur3d] -- [pooling(stride)] -- SteerableBlock x n``; returns every stage's
+    output (skips). The blur (``antialias * stride`` voxels) is there only with ``antialias > 0``; the pooling
+    is ``spec.pooling``'s (``NormMaxPool3d`` by default, ``MeanPool3d`` with ``"mean"``)."""
 
     def __init__(self, input_irreps: o3.Irreps, stage_irreps: list[o3.Irreps], strides: list[tuple[int, int, int]],
                  stage_spacing: list[tuple[float, float, float]], n_conv_per_stage: list[int], spec: E3nnSpec):
@@ -74,7 +75,7 @@ class E3nnEncoder(nn.Module):
         for irreps_stage, stride, spacing, n_conv in zip(stage_irreps, strides, stage_spacing, n_conv_per_stage):
             ops: list[nn.Module] = []
             if stride != (1, 1, 1):
-                ops += _antialias_blur(stride, spec.antialias) + [NormMaxPool3d(irreps, stride)]
+                ops += _antialias_blur(stride, spec.antialias) + [spec.pool(irreps, stride)]
             for _ in range(n_conv):
                 ops.append(spec.block(irreps, irreps_stage, spacing))
                 irreps = irreps_stage
@@ -159,13 +160,14 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     convolutions; anisotropic strides such as ``[1, 2, 2]`` allowed), ``n_conv_per_stage`` and
     ``n_conv_per_stage_decoder`` blocks. Every operation is equivariant:
 
-    - encoder stage: ``NormMaxPool3d(stride)`` (never a strided convolution) then ``SteerableBlock``\\ s
+    - encoder stage: ``NormMaxPool3d(stride)`` (``spec.pooling="mean"``: ``MeanPool3d``; never a strided
+      convolution) then ``SteerableBlock``\\ s
       (``-- SteerableConv3d -- EquivariantInstanceNorm -- EquivariantGate --``);
     - decoder stage: pointwise equivariant linear, ``TrilinearUpsample(stride)``, concatenation with the skip,
       ``SteerableBlock``\\ s, and a pointwise head to ``num_classes x 0e``.
 
     ``spec`` (an ``E3nnSpec`` or the dict of its fields; ``None``: the default recipe) decides everything
-    steerable: group, irreps ratio, kernel size and basis, gate activation, anti-aliasing (a
+    steerable: group, irreps ratio, kernel size and basis, gate activation, pooling, anti-aliasing (a
     ``GaussianBlur3d`` of ``antialias * stride`` voxels before every pooling / ``upsample_antialias *
     stride`` after every upsampling) and width scale. ``features_per_stage``: per stage either a width
     (int; scaled by ``spec.width_scale`` and mapped to ``spec.ratio``, see ``E3nnSpec.stage_irreps``) or an
@@ -243,7 +245,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
             for op, following in zip(stage, list(stage)[1:] + [None]):
                 if isinstance(op, GaussianBlur3d):  # before the pooling, at the finer size
                     total += _blur_passes(op) * following.irreps.dim * int(np.prod(size * np.array(stride)))
-                elif isinstance(op, NormMaxPool3d):
+                elif isinstance(op, (NormMaxPool3d, MeanPool3d)):  # the pooled output (the mean keeps no indices)
                     total += op.irreps.dim * int(np.prod(size))
                 else:
                     total += (2 * op.conv.irreps_out.dim + op.irreps_out.dim) * int(np.prod(size))

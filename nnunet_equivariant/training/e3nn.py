@@ -73,7 +73,7 @@ class nnUNetTrainerE3nn(LateralityGuardMixin, RotationAugmentationMixin, NonRedu
         e3nn_unet_kwargs(self.configuration_manager, type(self).__name__)  # fail now on 2D or unusable plans
         self.initial_lr = 5e-3  # the paper's Adam learning rate
         sizing = self.configuration_manager.configuration.get(SIZING_KEY)
-        if sizing and sizing.get("spec") != self.spec.to_dict():
+        if sizing and not _same_spec(sizing.get("spec"), self.spec):
             self.print_to_log_file(
                 f"WARNING: these plans were sized for {sizing.get('trainer')} ({sizing.get('spec')}), this trainer "
                 f"builds {self.spec.describe()}: patch and batch size may not fit the memory target. Plan for it "
@@ -158,3 +158,12 @@ class nnUNetTrainerE3nnLean(nnUNetTrainerE3nn):
     (docs/benchmarks_e3nn.md)."""
 
     spec = replace(nnUNetTrainerE3nn.spec, irreps_ratio="4x0e+2x1e+1x2e", width_scale=0.5)
+
+
+def _same_spec(stored, spec: E3nnSpec) -> bool:
+    """Whether the spec dict ``stored`` in plans (``SIZING_KEY``) is ``spec``: read with the defaults of the
+    fields added since it was written (``pooling``), so plans sized before a new field are not flagged."""
+    try:
+        return stored is not None and E3nnSpec.from_dict(stored) == spec
+    except (TypeError, ValueError):  # unknown fields or values: another version's spec
+        return False
