@@ -13,20 +13,32 @@ from ._irreps import at_least_float32, blocks, check_field, parse_irreps, square
 __all__ = ["NormMaxPool3d", "MeanPool3d", "POOLINGS", "make_pool"]
 
 
-def _stride(stride) -> tuple[int, int, int]:
-    stride = (stride,) * 3 if isinstance(stride, int) else tuple(int(s) for s in stride)
-    if len(stride) != 3 or min(stride) < 1:
-        raise ValueError(f"stride must be a positive int or three positive ints, got {stride}")
-    return stride
+class _WindowPool(nn.Module):
+    """What every pooling of irreps fields with window = stride shares: the irreps, the stride per axis (x, y,
+    z; ``ValueError`` naming a bad one) and the input check (field layout, every axis divisible by its
+    stride: a dropped voxel would break equivariance)."""
+
+    def __init__(self, irreps, stride: int | Sequence[int]):
+        super().__init__()
+        self.irreps = parse_irreps(irreps, "irreps")
+        self.irreps_in = self.irreps_out = self.irreps
+        stride = (stride,) * 3 if isinstance(stride, int) else tuple(int(s) for s in stride)
+        if len(stride) != 3 or min(stride) < 1:
+            raise ValueError(f"stride must be a positive int or three positive ints, got {stride}")
+        self.stride = stride
+        self._dim = self.irreps.dim
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_field(x, self._dim, self.irreps)
+        if any(n % s for n, s in zip(x.shape[2:], self.stride)):
+            raise ValueError(f"spatial size {tuple(x.shape[2:])} is not divisible by the pooling stride "
+                             f"{self.stride}: pooling would drop voxels and break equivariance")
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps}, stride={self.stride}"
 
 
-def _check_divisible(x: torch.Tensor, stride: tuple[int, int, int]) -> None:
-    if any(n % s for n, s in zip(x.shape[2:], stride)):
-        raise ValueError(f"spatial size {tuple(x.shape[2:])} is not divisible by the pooling stride "
-                         f"{stride}: pooling would drop voxels and break equivariance")
-
-
-class NormMaxPool3d(nn.Module):
+class NormMaxPool3d(_WindowPool):
     r"""Equivariant max pooling with window = stride (Cesa et al. 2021).
 
     - ``0e`` channels: ordinary max pooling by value.
@@ -41,17 +53,12 @@ class NormMaxPool3d(nn.Module):
     """
 
     def __init__(self, irreps, stride: int | Sequence[int]):
-        super().__init__()
-        self.irreps = parse_irreps(irreps, "irreps")
-        self.irreps_in = self.irreps_out = self.irreps
-        self.stride = _stride(stride)
-        self._dim = self.irreps.dim
+        super().__init__(irreps, stride)
         self._blocks = blocks(self.irreps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps.dim, x, y, z)`` -> ``(batch, irreps.dim, x / sx, y / sy, z / sz)``."""
-        check_field(x, self._dim, self.irreps)
-        _check_divisible(x, self.stride)
+        self._check(x)
         parts = []
         for xb, b in zip(x.split([b.dim for b in self._blocks], 1), self._blocks):
             if b.is_even_scalar:
@@ -74,11 +81,8 @@ class NormMaxPool3d(nn.Module):
             sq = squared_norms(at_least_float32(xb), d)
             return F.max_pool3d(sq, self.stride, return_indices=True)[1]
 
-    def extra_repr(self) -> str:
-        return f"{self.irreps}, stride={self.stride}"
 
-
-class MeanPool3d(nn.Module):
+class MeanPool3d(_WindowPool):
     r"""Equivariant mean pooling with window = stride: every channel of every irrep averaged over the window.
 
     Linear and the same for every component, so it commutes with any ``D(R)`` (``0o`` and reflections
@@ -94,21 +98,10 @@ class MeanPool3d(nn.Module):
     ``stride`` per spatial axis (x, y, z) or one int.
     """
 
-    def __init__(self, irreps, stride: int | Sequence[int]):
-        super().__init__()
-        self.irreps = parse_irreps(irreps, "irreps")
-        self.irreps_in = self.irreps_out = self.irreps
-        self.stride = _stride(stride)
-        self._dim = self.irreps.dim
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, irreps.dim, x, y, z)`` -> ``(batch, irreps.dim, x / sx, y / sy, z / sz)``."""
-        check_field(x, self._dim, self.irreps)
-        _check_divisible(x, self.stride)
+        self._check(x)
         return F.avg_pool3d(x, self.stride)
-
-    def extra_repr(self) -> str:
-        return f"{self.irreps}, stride={self.stride}"
 
 
 #: ``E3nnSpec.pooling``'s values: the pooling module each names
