@@ -43,6 +43,7 @@ def test_every_trainer_variant_is_its_parents_spec_with_the_fields_it_names():
         "nnUNetTrainerE3nnShells": {"radial_basis": "gaussian_shells"},
         "nnUNetTrainerE3nnAntialias": {"antialias": 0.5, "upsample_antialias": 0.5},
         "nnUNetTrainerE3nnLean": {"irreps_ratio": "4x0e+2x1e+1x2e", "width_scale": 0.5},
+        "nnUNetTrainerE3nnMeanPool": {"pooling": "mean"},
     }
     assert set(named) == set(trainers.__all__[1:]), "every public variant is listed"
     for name, fields in named.items():

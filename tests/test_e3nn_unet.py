@@ -199,7 +199,7 @@ def _configuration(patch_size, spacing, strides, features):
     (trainers.nnUNetTrainerE3nn_8x8x0, 32, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_4x4x4, 36, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnShells, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnLean, 15, (5, 5, 5)),
-    (trainers.nnUNetTrainerE3nnPaperBasis, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nnPaperBasis, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnMeanPool, 30, (5, 5, 5)),
 ])
 def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
     config = _configuration([32, 32, 32], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
@@ -210,6 +210,8 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert net.spec == trainer.spec
     assert net.encoder.stages[0][0].conv.radial_basis == trainer.spec.radial_basis
     assert (type(net.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.spec.antialias > 0)
+    pools = {type(m).__name__ for m in net.modules() if type(m).__name__ in ("NormMaxPool3d", "MeanPool3d")}
+    assert pools == {"MeanPool3d" if trainer.spec.pooling == "mean" else "NormMaxPool3d"}
     no_ds = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=False)
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 

@@ -34,6 +34,7 @@ __all__ = [
     "nnUNetTrainerE3nnShells",
     "nnUNetTrainerE3nnAntialias",
     "nnUNetTrainerE3nnLean",
+    "nnUNetTrainerE3nnMeanPool",
 ]
 
 
@@ -158,6 +159,16 @@ class nnUNetTrainerE3nnLean(nnUNetTrainerE3nn):
     (docs/benchmarks_e3nn.md)."""
 
     spec = replace(nnUNetTrainerE3nn.spec, irreps_ratio="4x0e+2x1e+1x2e", width_scale=0.5)
+
+
+class nnUNetTrainerE3nnMeanPool(nnUNetTrainerE3nn):
+    """The default network with mean pooling (``MeanPool3d``: each irrep's window mean, linear, so exact on
+    the 48 grid symmetries and continuous off the grid) instead of the norm max pooling, whose choice of the
+    largest vector jumps between voxels as a pose turns: on real anatomy (random weights, 45 degrees) the
+    first pooling's error falls from 0.40 to 0.17 and the softmax's from 0.200 to 0.174
+    (docs/offgrid_real_anatomy.md). Not the default until trained runs show no loss in the training pose."""
+
+    spec = replace(nnUNetTrainerE3nn.spec, pooling="mean")
 
 
 def _same_spec(stored, spec: E3nnSpec) -> bool:
