@@ -15,6 +15,10 @@
 - ``epochs, epoch_s, train_hours_per_fold, train_hours_total``: from the training logs, total epochs,
   median epoch time (mean over folds), training time per fold (mean) and summed over the folds (the
   cross-validation's compute time)
+- ``ema_pseudo_dice_final``: nnU-Net's EMA pseudo Dice (the validation curve it logs) at the end of
+  training, mean over folds; ``equal_time_s``: the training seconds every trained fold of every trainer
+  reached (the shortest training); ``ema_pseudo_dice_at_equal_time``: each trainer's EMA pseudo Dice at the
+  last epoch that ended by then (mean over folds): accuracy per second of training, not per epoch
 - ``predict_s_per_case`` (median over ``predictions``), ``tta_passes`` (network evaluations per window)
 - ``<quantity>_ratio``: against the first trainer listed.
 """
@@ -66,10 +70,28 @@ def _labels(entries) -> list[str]:
     return list(dict.fromkeys(r["label"] for e in entries for r in e.accuracy))
 
 
+def _curves(entries) -> list[tuple[str, object, object]]:
+    """``(model, fold, TrainingTimes)`` of every fold with a learning curve."""
+    return [(e.name, fold, t) for e in entries for fold, t in e.times.items() if t.curve_seconds]
+
+
+def equal_training_time(entries) -> float:
+    """The training seconds every fold with a learning curve reached (NaN if none has one)."""
+    ends = [t.curve_seconds[-1] for _, _, t in _curves(entries)]
+    return float(min(ends)) if ends else _NAN
+
+
+def dice_at(times, seconds: float) -> float:
+    """EMA pseudo Dice of the last epoch that ended by ``seconds`` of training (NaN if none had)."""
+    done = [d for t, d in zip(times.curve_seconds, times.ema_pseudo_dice) if t <= seconds + 1e-9]
+    return float(done[-1]) if done else _NAN
+
+
 def comparison_rows(entries, rotation_rows: Sequence[dict], context: ReportContext) -> list[dict]:
     """One dict per trainer with every column of ``comparison.csv`` (see the module docstring)."""
     means = mean_dice(rotation_rows)
     labels = _labels(entries)
+    equal = equal_training_time(entries)
     rows = []
     for e in entries:
         row = {"model": e.name, "trainer": e.trainer, "network": e.network, "plans": e.plans,
@@ -101,6 +123,10 @@ def comparison_rows(entries, rotation_rows: Sequence[dict], context: ReportConte
         row["epoch_s"] = float(np.mean([t.median_epoch_seconds for t in times])) if times else _NAN
         row["train_hours_per_fold"] = float(np.mean([t.total_seconds for t in times])) / 3600 if times else _NAN
         row["train_hours_total"] = sum(t.total_seconds for t in times) / 3600 if times else _NAN
+        curves = [t for t in times if t.curve_seconds]
+        row["ema_pseudo_dice_final"] = _mean_std([t.ema_pseudo_dice[-1] for t in curves])[0]
+        row["equal_time_s"] = equal
+        row["ema_pseudo_dice_at_equal_time"] = _mean_std([dice_at(t, equal) for t in curves])[0]
         row["predict_s_per_case"] = float(np.median(e.predict_seconds)) if e.predict_seconds else _NAN
         row["predictions"] = len(e.predict_seconds)
         row["tta_passes"] = e.tta_passes if e.tta_passes is not None else _NAN
@@ -137,7 +163,9 @@ def _verdict(rows) -> list[str]:
     quantities = [("cv_dice_foreground", "cross-validation foreground Dice", "higher"),
                   ("test_dice_0deg", "test foreground Dice at 0 deg", "higher"),
                   ("test_dice_min", "lowest test foreground Dice over the rotations", "higher"),
-                  ("worst_drop", "worst Dice drop under rotation", "lower"), *RATIO_COLUMNS]
+                  ("worst_drop", "worst Dice drop under rotation", "lower"),
+                  ("ema_pseudo_dice_at_equal_time", "nnU-Net's EMA pseudo Dice after the same training seconds",
+                   "higher"), *RATIO_COLUMNS]
     lines = []
     for column, what, better in quantities:
         values = [(r["model"], r.get(column, _NAN)) for r in rows]
@@ -208,6 +236,17 @@ def _report(entries, rows, context: ReportContext) -> str:
             drop = values[context.angles.index(0.0)] - min(valid) if valid else _NAN
             lines.append(f"| {row['model']} | " + " | ".join(_fmt(v) for v in values) + f" | {_fmt(drop)} |")
         lines.append("")
+    if any(not np.isnan(r["ema_pseudo_dice_at_equal_time"]) for r in rows):
+        lines += ["## Learning per second of training", "",
+                  "nnU-Net's EMA pseudo Dice (the validation curve of its training log) against the seconds of "
+                  "training (epoch times summed; `dice_vs_training_seconds.png`, `learning_curves.csv`), mean over "
+                  f"folds, at {_fmt(rows[0]['equal_time_s'], 0)} s (the shortest training of any fold, so every "
+                  "trainer had it) and at each trainer's end. A slower trainer has had fewer iterations by then.", "",
+                  "| model | EMA pseudo Dice at the same seconds | at the end | training per fold (h) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['model']} | {_fmt(r['ema_pseudo_dice_at_equal_time'])} | {_fmt(r['ema_pseudo_dice_final'])} | "
+                  f"{_fmt(r['train_hours_per_fold'], 4)} |" for r in rows]
+        lines.append("")
     lines += ["## Cost", "",
               f"Ratios in parentheses against {ratio_reference}. Train step: the trainer's own `train_step` (loss, "
               f"optimizer{', AMP' if context.device.startswith('cuda') else ''}) on a random batch at the plans' "
@@ -237,7 +276,8 @@ def _report(entries, rows, context: ReportContext) -> str:
     lines += ["", "## Models", "", *[f"- `{e.name}`: `{e.folder}` (folds {', '.join(map(str, e.folds)) or 'none'})"
                                      for e in entries],
               "", "Files: `comparison.csv` (every number above, one row per trainer), `accuracy_per_fold.csv`, "
-              "`rotation_eval.csv`, `rotation_summary.md`, `dice_vs_angle.png`, `dice_per_fold.png`, `cost.png`.", ""]
+              "`rotation_eval.csv`, `rotation_summary.md`, `dice_vs_angle.png`, `dice_per_fold.png`, `cost.png`, "
+              "`learning_curves.csv`, `dice_vs_training_seconds.png`.", ""]
     return "\n".join(lines)
 
 
@@ -312,6 +352,32 @@ def _plot_cost(rows, path: Path) -> None:
         fig.savefig(path, dpi=120)
 
 
+def _plot_learning(entries, path: Path) -> None:
+    """EMA pseudo Dice against training seconds: a colour per model, a line per fold, the equal time dashed."""
+    import matplotlib.style
+
+    with matplotlib.style.context("default"):
+        fig = _figure(6.0, 3.6)
+        ax = fig.subplots()
+        colours = {e.name: f"C{i}" for i, e in enumerate(entries)}
+        labelled = set()
+        for model, fold, t in _curves(entries):
+            ax.plot(t.curve_seconds, t.ema_pseudo_dice, "-", color=colours[model], linewidth=1.5,
+                    label=None if model in labelled else model)
+            labelled.add(model)
+        equal = equal_training_time(entries)
+        if not np.isnan(equal):
+            ax.axvline(equal, color="k", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("training seconds (epoch times summed)")
+        ax.set_ylabel("EMA pseudo Dice (nnU-Net's validation curve)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title("learning per second of training; a line per fold", fontsize=10)
+        if labelled:
+            ax.legend(fontsize=8, loc="lower right")
+        fig.savefig(path, dpi=120)
+
+
 def write_all(folder: Path, entries, rows, rotation_rows, context: ReportContext) -> None:
     """Every file of the comparison into ``folder``."""
     folder = Path(folder)
@@ -328,4 +394,11 @@ def write_all(folder: Path, entries, rows, rotation_rows, context: ReportContext
                   folds=context.folds, num_cases=context.num_cases, files=("rotation_eval.csv", "dice_vs_angle.png"))
     _plot_folds(entries, folder / "dice_per_fold.png")
     _plot_cost(rows, folder / "cost.png")
+    with open(folder / "learning_curves.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("model", "fold", "epoch", "training_s", "pseudo_dice", "ema_pseudo_dice"))
+        for model, fold, t in _curves(entries):
+            writer.writerows((model, fold, i, s, d, ema) for i, (s, d, ema) in
+                             enumerate(zip(t.curve_seconds, t.pseudo_dice, t.ema_pseudo_dice)))
+    _plot_learning(entries, folder / "dice_vs_training_seconds.png")
     (folder / "report.md").write_text(_report(entries, rows, context))

@@ -54,12 +54,19 @@ class TrainStepCost:
 
 @dataclass
 class TrainingTimes:
-    """Per fold: epochs trained, median epoch time and total training time (seconds), and where they came from."""
+    """Per fold: epochs trained, median epoch time and total training time (seconds), and where they came
+    from; and the learning curve: training seconds at the end of each epoch (cumulative, epoch times only:
+    not the set-up and the final validation) with nnU-Net's pseudo Dice of that epoch (mean foreground
+    Dice of its validation iterations) and its EMA (nnU-Net's ``ema_fg_dice``: 0.9 old + 0.1 new), empty
+    where the logs have none."""
 
     epochs: int
     median_epoch_seconds: float
     total_seconds: float
     source: str
+    curve_seconds: tuple[float, ...] = ()
+    pseudo_dice: tuple[float, ...] = ()
+    ema_pseudo_dice: tuple[float, ...] = ()
 
 
 def memory_kind(device) -> str:
@@ -219,14 +226,36 @@ def training_times(fold_folder: str | os.PathLike, checkpoint: dict | None = Non
     logging = (checkpoint or {}).get("logging") or {}
     starts, ends = logging.get("epoch_start_timestamps") or [], logging.get("epoch_end_timestamps") or []
     durations = [e - s for s, e in zip(starts, ends)]
+    dice = [float(d) for d in logging.get("mean_fg_dice") or []]
     source = "checkpoint_final.pth logging"
     if not durations:
         # newest first by modification time (nnU-Net's log names do not zero-pad month and day)
         for log in sorted(Path(fold_folder).glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime, reverse=True):
-            durations = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", log.read_text(errors="replace"))]
+            text = log.read_text(errors="replace")
+            durations = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", text)]
             if durations:
+                # nnU-Net's mean_fg_dice: the nan-mean of the per-label pseudo Dice it printed
+                dice = [float(np.nanmean(d)) if np.isfinite(d).any() else float("nan") for d in map(
+                    _pseudo_dice, re.findall(r"Pseudo dice \[([^\]]*)\]", text))]
                 source = log.name
                 break
     if not durations:
         return None
-    return TrainingTimes(len(durations), float(np.median(durations)), float(np.sum(durations)), source)
+    n = min(len(durations), len(dice))
+    ema = [float(e) for e in logging.get("ema_fg_dice") or []][:n] if "ema_fg_dice" in logging else _ema(dice[:n])
+    return TrainingTimes(len(durations), float(np.median(durations)), float(np.sum(durations)), source,
+                         tuple(float(t) for t in np.cumsum(durations[:n])), tuple(dice[:n]), tuple(ema))
+
+
+def _pseudo_dice(listed: str) -> list[float]:
+    """The numbers of nnU-Net's logged ``Pseudo dice [...]`` list (``0.5`` or numpy 2's ``np.float32(0.5)``)."""
+    return [float(v) for v in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan",
+                                         re.sub(r"np\.float\d+\(", "", listed))]
+
+
+def _ema(values: list[float]) -> list[float]:
+    """nnU-Net's EMA of the pseudo Dice (``nnUNetTrainer.on_epoch_end``): the first value, then 0.9 old + 0.1 new."""
+    out = []
+    for v in values:
+        out.append(v if not out else 0.9 * out[-1] + 0.1 * v)
+    return out
