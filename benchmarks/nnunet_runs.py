@@ -1,8 +1,14 @@
 """nnU-Net's own commands for the benchmarks: a private nnU-Net environment in a work folder, schedule shims
-(a trainer subclass that only sets epochs and iterations), and a logged subprocess runner."""
+(a trainer subclass that only sets epochs and iterations), and a logged subprocess runner.
+
+A trainer may be named with fields of its ``E3nnSpec`` replaced or class attributes set, for variants that
+have no trainer of their own: ``nnUNetTrainerE3nnConsistency[kernel_size=3,consistency_weight=0.5]`` (the
+shim sets ``consistency_weight = 0.5`` and ``spec = replace(base.spec, kernel_size=3)``; its name:
+``..._kernel_size3_consistency_weight0p5``)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,12 +41,50 @@ def _base_module(base: str) -> str:
     return f"nnunet_equivariant.trainer_shims.{base}" if plugin.is_file() else "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
 
 
-def _write_shim(folder: Path, name: str, base: str, body: str, bases: str = "", imports: str = "") -> str:
+def parse_variant(trainer: str) -> tuple[str, dict]:
+    """``"Base[field=value,...]"`` -> ``("Base", {field: value})`` (values: int, float or string); a plain
+    trainer name -> ``(name, {})``. ``ValueError`` naming the trainer if the brackets do not parse."""
+    match = re.fullmatch(r"(\w+)(?:\[([^\]]*)\])?", trainer)
+    if match is None:
+        raise ValueError(f"trainer {trainer!r}: expected NAME or NAME[field=value,...]")
+    fields = {}
+    for item in filter(None, (match.group(2) or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"trainer {trainer!r}: {item!r} is not field=value")
+        for kind in (int, float, str):
+            try:
+                fields[key.strip()] = kind(value.strip())
+                break
+            except ValueError:
+                continue
+    return match.group(1), fields
+
+
+def variant_name(trainer: str) -> str:
+    """A Python name for ``trainer`` (see :func:`parse_variant`): the base, then ``_<field><value>`` each."""
+    base, fields = parse_variant(trainer)
+    return base + "".join(f"_{k}{re.sub(r'[^0-9A-Za-z]', 'p', str(v))}" for k, v in fields.items())
+
+
+def _write_shim(folder: Path, name: str, trainer: str, body: str, bases: str = "", imports: str = "") -> str:
     folder.mkdir(parents=True, exist_ok=True)
+    base, fields = parse_variant(trainer)
+    from dataclasses import fields as dataclass_fields
+
+    from nnunet_equivariant.networks.e3nn_spec import E3nnSpec
+
+    in_spec = {f.name for f in dataclass_fields(E3nnSpec)}
+    spec = "".join(f"    {k} = {v!r}\n" for k, v in fields.items() if k not in in_spec)  # trainer attributes
+    replaced = {k: v for k, v in fields.items() if k in in_spec}
+    if replaced:
+        imports += "from dataclasses import replace\n"
+        spec += f"    spec = replace({base}.spec, {', '.join(f'{k}={v!r}' for k, v in replaced.items())})\n"
+    spec += "\n" if spec else ""
     # nnU-Net records the constructor's arguments by name: the signature must stay exactly nnU-Net's
     (folder / f"{name}.py").write_text(
         f"import random\n\nimport numpy as np\nimport torch\n\nfrom {_base_module(base)} import {base}\n{imports}\n\n"
-        f"class {name}({bases}{base}):\n"
+        f"class {name}({bases}{base}):\n{spec}"
         f"    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,\n"
         f"                 device: torch.device = torch.device('cuda')):\n"
         f"        super().__init__(plans, configuration, fold, dataset_json, device)\n{body}")
@@ -57,7 +101,7 @@ def _seed_lines(seed: int | None) -> str:
 
 def schedule_trainer(folder: Path, base: str, epochs: int, iterations: int, seed: int | None = None) -> str:
     """Write a shim ``<base>_offgrid<E>x<I>[_seed<S>]`` that only sets the schedule (and seeds); return its name."""
-    name = f"{base}_offgrid{epochs}x{iterations}" + ("" if seed is None else f"_seed{seed}")
+    name = f"{variant_name(base)}_offgrid{epochs}x{iterations}" + ("" if seed is None else f"_seed{seed}")
     return _write_shim(folder, name, base,
                        f"        self.num_epochs = {epochs}\n"
                        f"        self.num_iterations_per_epoch = {iterations}\n"
@@ -69,7 +113,7 @@ def budget_trainer(folder: Path, base: str, seconds: float, iterations: int, see
     """Write a shim ``<base>_budget<S>s[cpu][_seed<S>]`` that trains for ``seconds`` on ``clock`` ("wall" or
     "cpu") in epochs of ``iterations`` iterations (``WallClockBudgetMixin``: poly learning rate over the
     budget); return its name."""
-    name = (f"{base}_budget{seconds:g}s".replace(".", "p") + ("cpu" if clock == "cpu" else "")
+    name = (f"{variant_name(base)}_budget{seconds:g}s".replace(".", "p") + ("cpu" if clock == "cpu" else "")
             + ("" if seed is None else f"_seed{seed}"))
     return _write_shim(folder, name, base,
                        f"        self.training_budget_s = {float(seconds)}\n"

@@ -333,7 +333,9 @@ def main(argv=None) -> None:
                         help="aseg: templates whose hemispheres make the training subjects")
     parser.add_argument("--test-templates", nargs="+", default=["MNI152NLin6Asym"],
                         help="aseg: templates whose hemispheres make the test subjects")
-    parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS))
+    parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS),
+                        help="trainer names; NAME[field=value,...] replaces E3nnSpec fields or sets trainer "
+                             "attributes (benchmarks/nnunet_runs.py), e.g. \"nnUNetTrainerE3nn[kernel_size=3,pooling=mean]\"")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
     parser.add_argument("--budget-seconds", type=float,

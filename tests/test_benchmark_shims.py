@@ -1,0 +1,47 @@
+"""The benchmarks' trainer shims: a variant named ``Base[field=value,...]`` is the base trainer with those
+fields of its ``E3nnSpec`` replaced and those trainer attributes set, under nnU-Net's constructor signature."""
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def runs():
+    spec = importlib.util.spec_from_file_location("nnunet_runs", ROOT / "benchmarks" / "nnunet_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_variant(runs):
+    assert runs.parse_variant("nnUNetTrainer") == ("nnUNetTrainer", {})
+    assert runs.parse_variant("nnUNetTrainerE3nn[kernel_size=3, pooling=mean,consistency_weight=0.5]") == \
+        ("nnUNetTrainerE3nn", {"kernel_size": 3, "pooling": "mean", "consistency_weight": 0.5})
+    assert runs.variant_name("nnUNetTrainerE3nn[kernel_size=3,consistency_weight=0.5]") == \
+        "nnUNetTrainerE3nn_kernel_size3_consistency_weight0p5"
+    for bad in ("nnUNetTrainerE3nn[kernel_size]", "nnUNetTrainerE3nn[kernel_size=3", "a b"):
+        with pytest.raises(ValueError, match="trainer"):
+            runs.parse_variant(bad)
+
+
+def test_budget_shim_of_a_variant_builds_that_network(runs, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from nnunet_equivariant.training.offgrid_trainers import nnUNetTrainerE3nnConsistency
+
+    name = runs.budget_trainer(tmp_path, "nnUNetTrainerE3nnConsistency[kernel_size=3,consistency_weight=0.5]",
+                               60, 5, seed=1, clock="cpu")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shim = getattr(__import__(name), name)
+    sys.modules.pop(name)
+    assert issubclass(shim, nnUNetTrainerE3nnConsistency)
+    assert shim.spec == replace(nnUNetTrainerE3nnConsistency.spec, kernel_size=3)
+    assert shim.consistency_weight == 0.5 and nnUNetTrainerE3nnConsistency.consistency_weight == 1.0
+    # nnU-Net records the constructor's arguments by name
+    assert list(inspect.signature(shim.__init__).parameters) == \
+        list(inspect.signature(nnUNetTrainerE3nnConsistency.__init__).parameters)
