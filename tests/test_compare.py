@@ -68,6 +68,8 @@ def test_compare_trains_what_is_missing_and_reports_everything(nnunet_env, train
         for column, value in row.items():
             if column == "failed_folds" or (name == E3NN and column.startswith("cv_dice_") and column.endswith("_std")):
                 continue  # no failure for the stock trainer; no std over one fold
+            if column == "ema_pseudo_dice_at_equal_time":
+                continue  # checked against the checkpoints below: n/a where no epoch ended by then
             assert value not in ("", "nan"), f"{name}: column {column} is filled"
     assert (rows[STOCK]["tta_passes"], rows[E3NN]["tta_passes"]) == ("8", "2"), "SO(3): 2 mirror passes"
     assert (rows[STOCK]["network"], rows[E3NN]["network"]) == ("the plans' network", "E3nnSpec() (defaults)"), \
@@ -102,6 +104,32 @@ def test_compare_trains_what_is_missing_and_reports_everything(nnunet_env, train
         at_zero = [float(r["dice"]) for k, r in ours.items() if k[0] == name and k[2] == "0.0"]
         assert len(at_zero) == 4, "2 test cases x 2 labels at 0 deg"
 
-    for png in ("dice_vs_angle.png", "dice_per_fold.png", "cost.png"):
+    # learning per second: nnU-Net's logged EMA pseudo Dice against the summed epoch times, exactly
+    import numpy as np
+    import torch
+
+    curves, logged = _rows(out / "learning_curves.csv"), {}
+    for name, folds in ((STOCK, (0, 1)), (E3NN, (0,))):
+        for fold in folds:
+            logging = torch.load(models[name] / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
+                                 weights_only=False)["logging"]
+            seconds = np.cumsum(np.subtract(logging["epoch_end_timestamps"], logging["epoch_start_timestamps"]))
+            logged[name, fold] = seconds, logging["ema_fg_dice"]
+            ours = [r for r in curves if (r["model"], r["fold"]) == (name, str(fold))]
+            assert [float(r["training_s"]) for r in ours] == pytest.approx(list(seconds))
+            assert [float(r["ema_pseudo_dice"]) for r in ours] == pytest.approx(logging["ema_fg_dice"], nan_ok=True)
+    equal = min(seconds[-1] for seconds, _ in logged.values())
+    assert float(rows[STOCK]["equal_time_s"]) == pytest.approx(equal), "the shortest training of any fold"
+    for name, folds in ((STOCK, (0, 1)), (E3NN, (0,))):
+        # each fold's EMA at its last epoch that ended by then (the tiny models train one epoch: maybe none)
+        at = [[d for t, d in zip(*logged[name, fold]) if t <= equal + 1e-6] for fold in folds]
+        expected = [values[-1] for values in at if values]
+        if expected:
+            assert float(rows[name]["ema_pseudo_dice_at_equal_time"]) == pytest.approx(np.mean(expected))
+        else:
+            assert rows[name]["ema_pseudo_dice_at_equal_time"] == "nan"
+    assert "## Learning per second of training" in report
+
+    for png in ("dice_vs_angle.png", "dice_per_fold.png", "cost.png", "dice_vs_training_seconds.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"{png} is a PNG with content"

@@ -18,7 +18,8 @@
 - ``ema_pseudo_dice_final``: nnU-Net's EMA pseudo Dice (the validation curve it logs) at the end of
   training, mean over folds; ``equal_time_s``: the training seconds every trained fold of every trainer
   reached (the shortest training); ``ema_pseudo_dice_at_equal_time``: each trainer's EMA pseudo Dice at the
-  last epoch that ended by then (mean over folds): accuracy per second of training, not per epoch
+  last epoch that ended by then (mean over the folds that had one; NaN if none had): accuracy per second of
+  training, not per epoch
 - ``predict_s_per_case`` (median over ``predictions``), ``tta_passes`` (network evaluations per window)
 - ``<quantity>_ratio``: against the first trainer listed.
 """
