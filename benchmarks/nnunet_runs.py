@@ -1,10 +1,11 @@
 """nnU-Net's own commands for the benchmarks: a private nnU-Net environment in a work folder, schedule shims
 (a trainer subclass that only sets epochs and iterations), and a logged subprocess runner.
 
-A trainer may be named with fields of its ``E3nnSpec`` replaced or class attributes set, for variants that
+A trainer may be named with fields of its ``E3nnSpec`` replaced or trainer attributes set, for variants that
 have no trainer of their own: ``nnUNetTrainerE3nnConsistency[kernel_size=3,consistency_weight=0.5]`` (the
-shim sets ``consistency_weight = 0.5`` and ``spec = replace(base.spec, kernel_size=3)``; its name:
-``..._kernel_size3_consistency_weight0p5``)."""
+shim's class sets ``spec = replace(base.spec, kernel_size=3)``, its ``__init__`` ``self.consistency_weight =
+0.5`` after nnU-Net's; its name: ``..._kernel_size3_consistency_weight0p5``), or
+``nnUNetTrainerVanillaAdam[initial_lr=0.005]`` (any of nnU-Net's trainers)."""
 from __future__ import annotations
 
 import os
@@ -35,10 +36,20 @@ def nnunet_env(out: Path, device: str) -> dict:
 
 
 def _base_module(base: str) -> str:
-    """Module of a trainer: this plugin's trainers each have a one-line shim module of their own name,
-    nnU-Net's stock trainer otherwise."""
+    """Module of a trainer: this plugin's trainers each have a one-line shim module of their own name;
+    nnU-Net's own trainers (``nnUNetTrainer``, ``nnUNetTrainerVanillaAdam``, ...) are found as
+    ``nnUNetv2_train`` finds them. ``ValueError`` naming the trainer if neither has it."""
     plugin = Path(__file__).resolve().parent.parent / "nnunet_equivariant" / "trainer_shims" / f"{base}.py"
-    return f"nnunet_equivariant.trainer_shims.{base}" if plugin.is_file() else "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
+    if plugin.is_file():
+        return f"nnunet_equivariant.trainer_shims.{base}"
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    found = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"), base,
+                                        "nnunetv2.training.nnUNetTrainer")
+    if found is None:
+        raise ValueError(f"trainer {base!r}: neither this plugin nor nnU-Net has it")
+    return found.__module__
 
 
 def parse_variant(trainer: str) -> tuple[str, dict]:
@@ -75,12 +86,13 @@ def _write_shim(folder: Path, name: str, trainer: str, body: str, bases: str = "
     from nnunet_equivariant.networks.e3nn_spec import E3nnSpec
 
     in_spec = {f.name for f in dataclass_fields(E3nnSpec)}
-    spec = "".join(f"    {k} = {v!r}\n" for k, v in fields.items() if k not in in_spec)  # trainer attributes
+    # trainer attributes after nnU-Net's __init__ (which sets initial_lr and the schedule), spec on the class
+    body = "".join(f"        self.{k} = {v!r}\n" for k, v in fields.items() if k not in in_spec) + body
     replaced = {k: v for k, v in fields.items() if k in in_spec}
+    spec = ""
     if replaced:
         imports += "from dataclasses import replace\n"
-        spec += f"    spec = replace({base}.spec, {', '.join(f'{k}={v!r}' for k, v in replaced.items())})\n"
-    spec += "\n" if spec else ""
+        spec = f"    spec = replace({base}.spec, {', '.join(f'{k}={v!r}' for k, v in replaced.items())})\n\n"
     # nnU-Net records the constructor's arguments by name: the signature must stay exactly nnU-Net's
     (folder / f"{name}.py").write_text(
         f"import random\n\nimport numpy as np\nimport torch\n\nfrom {_base_module(base)} import {base}\n{imports}\n\n"

@@ -41,7 +41,22 @@ def test_budget_shim_of_a_variant_builds_that_network(runs, tmp_path, monkeypatc
     sys.modules.pop(name)
     assert issubclass(shim, nnUNetTrainerE3nnConsistency)
     assert shim.spec == replace(nnUNetTrainerE3nnConsistency.spec, kernel_size=3)
-    assert shim.consistency_weight == 0.5 and nnUNetTrainerE3nnConsistency.consistency_weight == 1.0
+    assert "self.consistency_weight = 0.5" in (tmp_path / f"{name}.py").read_text(), "set after nnU-Net's __init__"
     # nnU-Net records the constructor's arguments by name
     assert list(inspect.signature(shim.__init__).parameters) == \
         list(inspect.signature(nnUNetTrainerE3nnConsistency.__init__).parameters)
+
+
+def test_variant_of_an_nnunet_trainer_sets_its_attributes_after_nnunets_init(runs, tmp_path, monkeypatch):
+    """``initial_lr`` is set by nnU-Net's ``__init__``: the variant's value must come after it."""
+    from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerVanillaAdam
+
+    name = runs.schedule_trainer(tmp_path, "nnUNetTrainerVanillaAdam[initial_lr=0.005]", 2, 5)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shim = getattr(__import__(name), name)
+    sys.modules.pop(name)
+    assert shim.__mro__[1] is nnUNetTrainerVanillaAdam
+    source = inspect.getsource(shim.__init__)
+    assert source.index("super().__init__") < source.index("self.initial_lr = 0.005")
+    with pytest.raises(ValueError, match="nnUNetTrainerNoSuchThing"):
+        runs.schedule_trainer(tmp_path, "nnUNetTrainerNoSuchThing", 2, 5)
