@@ -37,7 +37,7 @@ import numpy as np
 
 from nnunet_equivariant.evaluation.rotation_report import mean_dice, write_csv, write_plot, write_summary
 
-__all__ = ["ReportContext", "comparison_rows", "write_all", "RATIO_COLUMNS"]
+__all__ = ["ReportContext", "comparison_rows", "write_all", "write_learning_curves", "RATIO_COLUMNS"]
 
 # (column, what, better) for the ratios and the verdict
 RATIO_COLUMNS = (("parameters", "parameters", "lower"), ("train_step_s", "train step (s)", "lower"),
@@ -358,9 +358,9 @@ def _plot_learning(entries, path: Path) -> None:
     import matplotlib.style
 
     with matplotlib.style.context("default"):
-        fig = _figure(6.0, 3.6)
+        fig = _figure(9.0, 3.8)
         ax = fig.subplots()
-        colours = {e.name: f"C{i}" for i, e in enumerate(entries)}
+        colours = {e.name: f"C{i % 10}" for i, e in enumerate(entries)}
         labelled = set()
         for model, fold, t in _curves(entries):
             ax.plot(t.curve_seconds, t.ema_pseudo_dice, "-", color=colours[model], linewidth=1.5,
@@ -374,9 +374,22 @@ def _plot_learning(entries, path: Path) -> None:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.set_title("learning per second of training; a line per fold", fontsize=10)
-        if labelled:
-            ax.legend(fontsize=8, loc="lower right")
+        if labelled:  # beside the axes: the curves fill the lower right
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.savefig(path, dpi=120)
+
+
+def write_learning_curves(entries, folder: Path) -> None:
+    """``learning_curves.csv`` (model, fold, epoch, training_s, pseudo_dice, ema_pseudo_dice) and
+    ``dice_vs_training_seconds.png`` of ``entries`` (each with ``name`` and ``times``: fold ->
+    ``cost.TrainingTimes``) into ``folder``."""
+    with open(Path(folder) / "learning_curves.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("model", "fold", "epoch", "training_s", "pseudo_dice", "ema_pseudo_dice"))
+        for model, fold, t in _curves(entries):
+            writer.writerows((model, fold, i, s, d, ema) for i, (s, d, ema) in
+                             enumerate(zip(t.curve_seconds, t.pseudo_dice, t.ema_pseudo_dice)))
+    _plot_learning(entries, Path(folder) / "dice_vs_training_seconds.png")
 
 
 def write_all(folder: Path, entries, rows, rotation_rows, context: ReportContext) -> None:
@@ -395,11 +408,5 @@ def write_all(folder: Path, entries, rows, rotation_rows, context: ReportContext
                   folds=context.folds, num_cases=context.num_cases, files=("rotation_eval.csv", "dice_vs_angle.png"))
     _plot_folds(entries, folder / "dice_per_fold.png")
     _plot_cost(rows, folder / "cost.png")
-    with open(folder / "learning_curves.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("model", "fold", "epoch", "training_s", "pseudo_dice", "ema_pseudo_dice"))
-        for model, fold, t in _curves(entries):
-            writer.writerows((model, fold, i, s, d, ema) for i, (s, d, ema) in
-                             enumerate(zip(t.curve_seconds, t.pseudo_dice, t.ema_pseudo_dice)))
-    _plot_learning(entries, folder / "dice_vs_training_seconds.png")
+    write_learning_curves(entries, folder)
     (folder / "report.md").write_text(_report(entries, rows, context))
