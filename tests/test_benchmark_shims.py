@@ -1,21 +1,15 @@
 """The benchmarks' trainer shims: a variant named ``Base[field=value,...]`` is the base trainer with those
 fields of its ``E3nnSpec`` replaced and those trainer attributes set, under nnU-Net's constructor signature."""
-import importlib.util
 import inspect
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def runs():
-    spec = importlib.util.spec_from_file_location("nnunet_runs", ROOT / "benchmarks" / "nnunet_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("nnunet_runs")
 
 
 def test_parse_variant(runs):

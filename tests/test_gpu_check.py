@@ -1,17 +1,12 @@
 """benchmarks/gpu_check.py runs end to end on the CPU at a small size (what a GPU machine runs at 128^3):
 every trainer measured, the page written with its status and targets. No timing is asserted."""
-import importlib.util
 import math
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmark_scripts import load_benchmark
 
 
 def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def test_gpu_check_runs_on_the_cpu_at_a_small_size(tmp_path):

@@ -1,19 +1,14 @@
 """benchmarks/offgrid_equivariance.py's real-anatomy mode: the thin-structure band, the masked error (zero
 for an exact grid rotation, with D(R) on irreps channels), the per-layer hooks and the variants' specs."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from e3nn import o3
 
+from benchmark_scripts import load_benchmark
 from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "offgrid_equivariance.py"
-_spec = importlib.util.spec_from_file_location("offgrid_equivariance", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_benchmark("offgrid_equivariance")
 
 
 def test_boundary_band_holds_the_voxels_within_width_of_a_boundary_on_both_sides():
