@@ -12,16 +12,13 @@ from scipy.spatial.transform import Rotation
 
 from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 from nnunet_equivariant.testing import plans_configuration
-from nnunet_equivariant.training.consistency import _axis_rotation, consistency_term, resample, rotation_grid
+from nnunet_equivariant.training.consistency import consistency_term, resample, rotation_grid
 from nnunet_equivariant.training.offgrid_trainers import nnUNetTrainerE3nnConsistency
 from nnunet_equivariant.training.standalone import standalone_trainer, synthetic_batch, unwrap
 
 
-@pytest.mark.parametrize("axis", [0, 1, 2])
-def test_axis_rotation_follows_the_right_hand_rule(axis):
-    angle = 0.3
-    expected = Rotation.from_rotvec(angle * np.eye(3)[axis]).as_matrix()
-    np.testing.assert_allclose(_axis_rotation(axis, angle), expected, atol=1e-15)
+def _axis_rotation(axis: int, angle: float) -> np.ndarray:
+    return Rotation.from_rotvec(angle * np.eye(3)[axis]).as_matrix()
 
 
 @pytest.mark.parametrize("spacing, axis", [((1.0, 1.0, 1.0), 2), ((1.0, 1.0, 3.0), 0), ((2.0, 1.0, 1.0), 1)])
@@ -83,6 +80,14 @@ def test_term_vanishes_for_a_grid_exact_network_at_the_grid_angles_only(float64_
     assert _term(e3nn, x, quarter) < 1e-20
     assert _term(stock, x, quarter) > 1e-6
     assert _term(e3nn, x, np.stack([_axis_rotation(2, np.pi / 6)] * 3)) > 1e-12
+
+
+def test_drawn_rotations_are_within_45_degrees_about_one_axis(trainers):
+    np.random.seed(0)
+    rotations = Rotation.from_matrix(trainers[0]._draw_rotations(200)).as_rotvec()
+    assert np.all(np.count_nonzero(np.abs(rotations) > 1e-12, axis=1) == 1), "one axis each"
+    assert np.abs(rotations).max() <= np.pi / 4 + 1e-12
+    assert set(np.argmax(np.abs(rotations), axis=1)) == {0, 1, 2}
 
 
 def test_rejects_bad_grids():

@@ -33,18 +33,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial.transform import Rotation
+
+from .offgrid_rotation import OffGridRotationSampler
 
 __all__ = ["rotation_grid", "resample", "consistency_term", "OffgridConsistencyMixin"]
-
-
-def _axis_rotation(axis: int, angle: float) -> np.ndarray:
-    """3x3 rotation by ``angle`` (radians) about coordinate ``axis``: right-hand rule, axis ``a`` turns
-    ``a + 1`` towards ``a + 2`` (mod 3)."""
-    i, j = (axis + 1) % 3, (axis + 2) % 3
-    m = np.eye(3)
-    m[i, i] = m[j, j] = np.cos(angle)
-    m[j, i], m[i, j] = np.sin(angle), -np.sin(angle)
-    return m
 
 
 def rotation_grid(shape: tuple[int, int, int], spacing, rotations: np.ndarray,
@@ -119,7 +112,7 @@ class _WithConsistency(torch.nn.Module):
         regions = self._trainer.label_manager.has_regions
         probabilities = torch.sigmoid(logits) if regions else torch.softmax(logits, 1)
         term = consistency_term(probabilities[-k:], probabilities[:k], grid, valid)
-        self._trainer._consistency_last = float(term.detach())
+        self._trainer._consistency_last = term.detach()  # read at the epoch's end: no sync per step
         return loss + self._trainer.consistency_weight * term
 
 
@@ -143,11 +136,11 @@ class OffgridConsistencyMixin:
         return _WithConsistency(super()._build_loss(), self)
 
     def _draw_rotations(self, k: int) -> np.ndarray:
-        """``k`` rotations, each about one coordinate axis (uniform) by an angle uniform in +-max (numpy's
-        global generator: nnU-Net's seeding reaches it)."""
-        limit = np.deg2rad(self.consistency_max_angle_deg)
-        return np.stack([_axis_rotation(min(int(np.random.uniform(0, 3)), 2), np.random.uniform(-limit, limit))
-                         for _ in range(k)])
+        """``k`` rotations ``(k, 3, 3)``, each about one coordinate axis (uniform) by an angle uniform in +-max:
+        the off-grid augmentation's draw (numpy's global generator: nnU-Net's seeding reaches it)."""
+        sampler = OffGridRotationSampler(np.deg2rad(self.consistency_max_angle_deg))
+        # one nonzero angle per draw, so the angles per axis are the rotation vector
+        return Rotation.from_rotvec([[sampler(dim=d) for d in range(3)] for _ in range(k)]).as_matrix()
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"]
@@ -171,4 +164,4 @@ class OffgridConsistencyMixin:
     def on_train_epoch_end(self, train_outputs):
         super().on_train_epoch_end(train_outputs)
         if self.consistency_weight:
-            self.print_to_log_file(f"off-grid consistency term (last step): {self._consistency_last:.4f}")
+            self.print_to_log_file(f"off-grid consistency term (last step): {float(self._consistency_last):.4f}")
