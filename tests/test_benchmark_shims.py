@@ -54,3 +54,23 @@ def test_variant_of_an_nnunet_trainer_sets_its_attributes_after_nnunets_init(run
     assert source.index("super().__init__") < source.index("self.initial_lr = 0.005")
     with pytest.raises(ValueError, match="nnUNetTrainerNoSuchThing"):
         runs.schedule_trainer(tmp_path, "nnUNetTrainerNoSuchThing", 2, 5)
+
+
+def test_goal_summary_counts_learned_structures_and_their_deviations(monkeypatch):
+    """offgrid_training's one line per trainer, on hand-made goal rows: structures with Dice at 0 below 0.5
+    are left out of the deviations; the spread is |Dice 0 - grid mean|."""
+    from benchmark_scripts import BENCHMARKS
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # offgrid_training imports nnunet_runs from its folder
+    goal_summary = load_benchmark("offgrid_training").goal_summary
+
+    def row(structure, axis, grid, deviation, dice0):
+        return {"trainer": "e3nn", "structure": structure, "axis": axis, "grid_mean": grid,
+                "max_abs_deviation": deviation, "dice_0": dice0}
+
+    rows = [row("a", "z", 0.80, 0.01, 0.79), row("a", "x", 0.82, 0.05, 0.79),
+            row("b", "z", 0.60, 0.03, 0.64), row("b", "x", 0.61, 0.02, 0.64),
+            row("c", "z", 0.10, 0.00, 0.10), row("c", "x", 0.10, 0.00, 0.10)]
+    training = {("e3nn", 0): {"iterations": 30}, ("e3nn", 1): {"iterations": 20}}
+    lines = goal_summary(rows, training)
+    assert lines[2] == "| e3nn | 50 | 0.510 | 2 of 3 | 0.025 / 0.050 | 2 of 4 | 0.030 |"
