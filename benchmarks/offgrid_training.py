@@ -270,7 +270,57 @@ def goal_table(rows: list[dict], output: Path, training: dict, reference: str = 
     """Issue 17's metric per trainer, structure and axis: the mean Dice at the grid angles (0 and 90), the
     largest deviation from it over the angles, and the Dice at 0 degrees against ``reference`` (mean over
     test subjects and seeds). ``goal.csv``, ``goal.md`` (with ``training``: seconds and iterations per
-    trainer and seed)."""
+    trainer and seed; with several seeds also the summary of each seed alone, the seeds' own spread)."""
+    out = goal_rows(rows, reference)
+    with open(output / "goal.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(out[0]))
+        writer.writeheader()
+        writer.writerows(out)
+    lines = [f"Goal (issue 17): every structure's Dice at every angle within {GOAL} of its mean at {GRID_ANGLES} "
+             f"degrees; Dice at 0 no lower than {reference}. 'not learned': grid mean below {LEARNED}, where a "
+             "small deviation means nothing.", "",
+             "| trainer | structure | axis | grid mean | max deviation (at) | within | Dice 0 | vs stock |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in out:
+        lines.append(f"| {r['trainer']} | {r['structure']} | {r['axis']} | {r['grid_mean']:.3f} | "
+                     f"{r['max_abs_deviation']:.3f} ({r['at_angle']}°) | "
+                     f"{'not learned' if r['within_goal'] is None else 'yes' if r['within_goal'] else 'no'} | "
+                     f"{r['dice_0']:.3f} | {r['dice_0_minus_stock']:+.3f} |")
+    lines += ["", "| trainer | seed | clock | trained s | wall s | iterations | s / iteration | load (1 min) start, end |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (t, seed), record in training.items():
+        if record:
+            lines.append(f"| {t} | {seed} | {record.get('clock', 'wall')} | {record['trained_s']:.0f} | "
+                         f"{record.get('wall_s', record['trained_s']):.0f} | "
+                         f"{record['iterations']} | {record['s_per_iteration']:.2f} | "
+                         f"{record['load_start'][0]:.1f}, {record['load_end'][0]:.1f} |")
+        else:
+            lines.append(f"| {t} | {seed} | (epoch schedule) | | | | | |")
+    lines += ["", *goal_summary(out, training)]
+    seeds = list(dict.fromkeys(r["seed"] for r in rows))
+    if len(seeds) > 1:
+        lines += ["", "Each seed alone:", "", *seed_summaries(rows, training)]
+    (output / "goal.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
+def seed_summaries(rows: list[dict], training: dict) -> list[str]:
+    """:func:`goal_summary` of every trainer and seed alone (named ``"<trainer> seed <s>"``; trainers in their
+    order, their seeds under them): how far two seeds of one trainer differ, beside how far trainers do."""
+    lines = goal_summary([], {})[:2]
+    for t in dict.fromkeys(r["trainer"] for r in rows):
+        for seed in dict.fromkeys(r["seed"] for r in rows if r["trainer"] == t):
+            name = f"{t} seed {seed}"
+            alone = [{**r, "trainer": name} for r in rows if r["trainer"] == t and r["seed"] == seed]
+            lines += goal_summary(goal_rows(alone), {(name, seed): training.get((t, seed))})[2:]
+    return lines
+
+
+def goal_rows(rows: list[dict], reference: str = "nnUNetTrainer") -> list[dict]:
+    """:func:`goal_table`'s rows (no files): per trainer, structure and axis the grid mean, the largest
+    deviation from it and its angle, whether it is within the goal (``None``: not learned), the Dice at 0
+    and its difference to ``reference``'s (NaN without it). Means over test subjects and seeds."""
     trainers = list(dict.fromkeys(r["trainer"] for r in rows))
     structures = list(dict.fromkeys(r["structure"] for r in rows))
     axes = list(dict.fromkeys(r["axis"] for r in rows if r["angle"] != 0))
@@ -297,33 +347,6 @@ def goal_table(rows: list[dict], output: Path, training: dict, reference: str = 
                             "within_goal": bool(abs(deviations[worst]) <= GOAL) if grid >= LEARNED else None,
                             "dice_0": round(dice0, 4),
                             "dice_0_minus_stock": round(dice0 - ref0, 4)})
-    with open(output / "goal.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(out[0]))
-        writer.writeheader()
-        writer.writerows(out)
-    lines = [f"Goal (issue 17): every structure's Dice at every angle within {GOAL} of its mean at {GRID_ANGLES} "
-             f"degrees; Dice at 0 no lower than {reference}. 'not learned': grid mean below {LEARNED}, where a "
-             "small deviation means nothing.", "",
-             "| trainer | structure | axis | grid mean | max deviation (at) | within | Dice 0 | vs stock |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in out:
-        lines.append(f"| {r['trainer']} | {r['structure']} | {r['axis']} | {r['grid_mean']:.3f} | "
-                     f"{r['max_abs_deviation']:.3f} ({r['at_angle']}°) | "
-                     f"{'not learned' if r['within_goal'] is None else 'yes' if r['within_goal'] else 'no'} | "
-                     f"{r['dice_0']:.3f} | {r['dice_0_minus_stock']:+.3f} |")
-    lines += ["", "| trainer | seed | clock | trained s | wall s | iterations | s / iteration | load (1 min) start, end |",
-              "|---|---|---|---|---|---|---|---|"]
-    for (t, seed), record in training.items():
-        if record:
-            lines.append(f"| {t} | {seed} | {record.get('clock', 'wall')} | {record['trained_s']:.0f} | "
-                         f"{record.get('wall_s', record['trained_s']):.0f} | "
-                         f"{record['iterations']} | {record['s_per_iteration']:.2f} | "
-                         f"{record['load_start'][0]:.1f}, {record['load_end'][0]:.1f} |")
-        else:
-            lines.append(f"| {t} | {seed} | (epoch schedule) | | | | | |")
-    lines += ["", *goal_summary(out, training)]
-    (output / "goal.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
     return out
 
 

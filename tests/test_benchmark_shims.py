@@ -74,3 +74,27 @@ def test_goal_summary_counts_learned_structures_and_their_deviations(monkeypatch
     training = {("e3nn", 0): {"iterations": 30}, ("e3nn", 1): {"iterations": 20}}
     lines = goal_summary(rows, training)
     assert lines[2] == "| e3nn | 50 | 0.510 | 2 of 3 | 0.025 / 0.050 | 2 of 4 | 0.030 |"
+
+
+def test_seed_summaries_give_each_trainer_and_seed_alone(monkeypatch):
+    """With two seeds goal.md also summarises every seed alone, from the per-case Dice rows: a seed whose
+    network dips at 45 degrees keeps its dip (averaging over seeds would halve it), trainers in their order."""
+    from benchmark_scripts import BENCHMARKS
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_training")
+
+    def rows(trainer, seed, dice_by_angle):
+        return [{"trainer": trainer, "seed": seed, "case": "t0", "structure": "a", "axis": "z", "angle": angle,
+                 "dice": dice} for angle, dice in dice_by_angle.items()]
+
+    dice = (rows("e3nn", 0, {0: 0.8, 45: 0.7, 90: 0.8}) + rows("e3nn", 1, {0: 0.6, 45: 0.6, 90: 0.6})
+            + rows("stock", 0, {0: 0.9, 45: 0.5, 90: 0.3}) + rows("stock", 1, {0: 0.4, 45: 0.2, 90: 0.1}))
+    training = {("e3nn", 0): {"iterations": 30}, ("e3nn", 1): {"iterations": 20}, ("stock", 0): {"iterations": 5}}
+    lines = bench.seed_summaries(dice, training)
+    assert lines[2:] == ["| e3nn seed 0 | 30 | 0.800 | 1 of 1 | 0.100 / 0.100 | 0 of 1 | 0.000 |",
+                         "| e3nn seed 1 | 20 | 0.600 | 1 of 1 | 0.000 / 0.000 | 1 of 1 | 0.000 |",
+                         "| stock seed 0 | 5 | 0.900 | 1 of 1 | 0.300 / 0.300 | 0 of 1 | 0.300 |",
+                         "| stock seed 1 | n/a | 0.400 | 0 of 1 | n/a | n/a | n/a |"]
+    pooled = bench.goal_summary(bench.goal_rows(dice), training)
+    assert pooled[2] == "| e3nn | 50 | 0.700 | 1 of 1 | 0.050 / 0.050 | 0 of 1 | 0.000 |"
