@@ -82,6 +82,13 @@ def test_mean_pooling_network_is_equivariant_to_the_o3_generators(float64_defaul
     assert net.compute_conv_feature_map_size((16, 16, 16)) == same.compute_conv_feature_map_size((16, 16, 16))
 
 
+def test_invariant_head_network_is_equivariant_to_the_o3_generators(float64_default):
+    """``head="invariants"`` reaches the ResEnc network's heads (its decoder is E3nnUNet's)."""
+    net = _net("isotropic", "o3", n_blocks=[1, 1, 1, 1, 1], head="invariants")
+    assert all(type(h).__name__ == "InvariantHead" for h in net.decoder.seg_layers)
+    assert_equivariant(net, torch.randn(1, 1, 16, 16, 16), _generators("o3"), tol=1e-10)
+
+
 def test_anisotropic_plans_network_is_equivariant_to_the_symmetries_of_its_grid(float64_default):
     """(3, 0.8, 0.8) mm with strides [1,2,2] first: the 8 rotations that keep the x axis stay exact."""
     net = _net("anisotropic", n_blocks=[1, 2, 2, 2, 2])

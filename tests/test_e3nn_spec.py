@@ -12,7 +12,7 @@ from nnunet_equivariant.training import e3nn as trainers
 
 def test_spec_round_trips_through_json_and_rejects_unknown_fields():
     spec = E3nnSpec(symmetry="o3", kernel_size=3, radial_basis="smooth_finite", antialias=0.5, width_scale=0.5,
-                    pooling="mean")
+                    pooling="mean", head="invariants")
     assert E3nnSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     assert E3nnSpec.coerce(spec.to_dict()) == spec and E3nnSpec.coerce(None) == E3nnSpec()
     with pytest.raises(ValueError, match=r"unknown E3nnSpec fields \['kernel'\]"):
@@ -44,6 +44,7 @@ def test_every_trainer_variant_is_its_parents_spec_with_the_fields_it_names():
         "nnUNetTrainerE3nnAntialias": {"antialias": 0.5, "upsample_antialias": 0.5},
         "nnUNetTrainerE3nnLean": {"irreps_ratio": "4x0e+2x1e+1x2e", "width_scale": 0.5},
         "nnUNetTrainerE3nnMeanPool": {"pooling": "mean"},
+        "nnUNetTrainerE3nnInvariantHead": {"head": "invariants"},
     }
     assert set(named) == set(trainers.__all__[1:]), "every public variant is listed"
     for name, fields in named.items():
@@ -91,3 +92,12 @@ def test_pooling_is_checked_and_old_plans_specs_read_as_the_norm_max():
     old = {k: v for k, v in E3nnSpec().to_dict().items() if k != "pooling"}
     assert _same_spec(old, E3nnSpec()) and not _same_spec(old, E3nnSpec(pooling="mean"))
     assert not _same_spec(None, E3nnSpec()) and not _same_spec({"kernel": 3}, E3nnSpec())
+
+
+def test_head_is_checked_and_old_plans_specs_read_as_the_scalar_head():
+    from nnunet_equivariant.training.e3nn import _same_spec
+
+    with pytest.raises(ValueError, match="head must be one of \\['scalars', 'invariants'\\], got 'norms'"):
+        E3nnSpec(head="norms")
+    old = {k: v for k, v in E3nnSpec().to_dict().items() if k not in ("pooling", "head")}
+    assert _same_spec(old, E3nnSpec()) and not _same_spec(old, E3nnSpec(head="invariants"))

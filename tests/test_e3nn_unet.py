@@ -78,6 +78,20 @@ def test_mean_pooling_unet_is_equivariant_on_all_48_symmetries_and_counts_as_the
     assert net.compute_conv_feature_map_size((16, 16, 16)) == same.compute_conv_feature_map_size((16, 16, 16))
 
 
+def test_invariant_head_unet_is_equivariant_on_all_48_symmetries_and_counts_its_invariants(float64_default):
+    """``head="invariants"``: every head (deep supervision included) is an ``InvariantHead``; exact on the
+    48 symmetries; the memory count adds each head's invariants at its resolution."""
+    net = _net("o3", head="invariants")
+    heads = list(net.decoder.seg_layers)
+    assert len(heads) == 2 and all(type(h).__name__ == "InvariantHead" for h in heads)
+    assert [h.n_invariants for h in heads] == [4, 3], "2x0e+1x1o+1x2e, 1x0e+1x1o+1x2e: the scalars, a norm per copy"
+    x = torch.randn(1, 2, 8, 8, 8)
+    assert_equivariant(net, x, grid_symmetries(), tol=1e-10)
+    plain = _net("o3")
+    extra = net.compute_conv_feature_map_size((16, 16, 16)) - plain.compute_conv_feature_map_size((16, 16, 16))
+    assert extra == 4 * 8 ** 3 + 3 * 16 ** 3
+
+
 def test_o3_unet_is_equivariant_on_all_48_symmetries(float64_default):
     net = _net("o3")
     assert "1x1o" in str(net.encoder.output_irreps[0])
@@ -200,6 +214,7 @@ def _configuration(patch_size, spacing, strides, features):
     (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnShells, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnLean, 15, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnPaperBasis, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnMeanPool, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nnInvariantHead, 30, (5, 5, 5)),
 ])
 def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
     config = _configuration([32, 32, 32], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
@@ -212,6 +227,8 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert (type(net.encoder.stages[1][0]).__name__ == "GaussianBlur3d") == (trainer.spec.antialias > 0)
     pools = {type(m).__name__ for m in net.modules() if type(m).__name__ in ("NormMaxPool3d", "MeanPool3d")}
     assert pools == {"MeanPool3d" if trainer.spec.pooling == "mean" else "NormMaxPool3d"}
+    heads = {type(h).__name__ for h in net.decoder.seg_layers}
+    assert heads == {"InvariantHead" if trainer.spec.head == "invariants" else "SteerableConv3d"}
     no_ds = trainer.build_network_architecture(None, config, 1, 3, enable_deep_supervision=False)
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 

@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from e3nn import o3
 
-from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, GaussianBlur3d, MeanPool3d,
-                                       NormMaxPool3d, SteerableConv3d, TrilinearUpsample, make_pool)
+from nnunet_equivariant.layers import (EquivariantGate, EquivariantInstanceNorm, GaussianBlur3d, InvariantHead,
+                                       MeanPool3d, NormMaxPool3d, SteerableConv3d, TrilinearUpsample, make_pool)
 from nnunet_equivariant.layers._irreps import blocks
 from nnunet_equivariant.layers._norm_gate import norm_gate, norm_gate_layout
 from nnunet_equivariant.layers.steerable_conv import _KernelFromBasis
-from nnunet_equivariant.testing import assert_equivariant, axis_flips, grid_rotations, grid_symmetries
+from nnunet_equivariant.testing import (assert_equivariant, axis_flips, grid_rotations, grid_symmetries,
+                                       irreps_D)
 
 SO3_HIDDEN = "2x0e + 2x1e + 1x2e"
 O3_MIXED = "2x0e + 1x0o + 1x1o + 1x1e + 1x2e + 1x2o"
@@ -547,3 +548,37 @@ def test_layers_reject_bad_arguments_and_inputs():
         make_pool("avg", "1x0e", 2)
     with pytest.raises(ValueError, match="radial_basis must be one of"):
         SteerableConv3d("1x0e", "1x0e", radial_basis="bessel")
+
+
+def test_invariant_head_is_invariant_under_every_rotation_and_reflection(float64_default):
+    """Pointwise, so any O(3) matrix (not only the grid's) acting on the irreps leaves the logits unchanged;
+    the head reads the 0e channels as they are and every other copy (0o, l > 0) by its norm, so the vectors
+    and tensors reach the logits, which a head on the 0e channels alone does not let them do."""
+    irreps = o3.Irreps(O3_MIXED)
+    head = _randomise(InvariantHead(irreps, 3))
+    assert head.n_invariants == 7 and head.irreps_out == o3.Irreps("3x0e")
+    x = torch.randn(2, irreps.dim, 3, 4, 5)
+    torch.manual_seed(1)
+    for _ in range(5):
+        R = o3.rand_matrix(dtype=torch.float64) * (-1) ** torch.randint(2, ()).item()  # rotations and reflections
+        rotated = torch.einsum("ij,bj...->bi...", irreps_D(irreps, R), x)
+        assert torch.allclose(head(rotated), head(x), atol=1e-12), "logits are invariant"
+    expected = torch.cat([x[:, :2], x[:, 2:3].abs(), x[:, 3:6].norm(dim=1, keepdim=True),
+                          x[:, 6:9].norm(dim=1, keepdim=True), x[:, 9:14].norm(dim=1, keepdim=True),
+                          x[:, 14:19].norm(dim=1, keepdim=True)], dim=1)
+    assert torch.allclose(head.invariants(x), expected), "0e as is, then one norm per copy"
+    assert torch.allclose(head(x), F.conv3d(expected, head.weight, head.bias))
+    x.requires_grad_(True)
+    head(x).sum().backward()
+    assert x.grad[:, 3:].abs().amax() > 0, "the odd scalars, vectors and tensors reach the logits"
+    assert torch.isfinite(InvariantHead("1x1e", 1)(torch.zeros(1, 3, 1, 1, 1, requires_grad=True))).all()
+
+
+def test_invariant_head_rejects_bad_arguments_and_zero_copies_have_finite_gradients():
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
+        InvariantHead("1x0e", 0)
+    with pytest.raises(ValueError, match="irreps_in: invalid irreps 'vectors'"):
+        InvariantHead("vectors", 2)
+    x = torch.zeros(1, 4, 2, 2, 2, requires_grad=True)  # 1x0e + 1x1e, all zero
+    InvariantHead("1x0e + 1x1e", 2)(x).sum().backward()
+    assert torch.isfinite(x.grad).all(), "the norm's gradient at a zero vector is finite"

@@ -3,14 +3,15 @@
 Steerable (e3nn irreps fields, channels first ``(batch, irreps.dim, x, y, z)``): ``SteerableConv3d``,
 ``EquivariantGate``, ``EquivariantInstanceNorm``, ``NormMaxPool3d``, ``MeanPool3d`` (``make_pool`` builds
 either by ``POOLINGS`` name), ``TrilinearUpsample``, ``GaussianBlur3d``
-(anti-aliasing of pooling and upsampling), the blocks ``SteerableBlock`` (conv -- norm -- gate) and
-``SteerableResidualBlock`` (``BasicBlockD``'s layout);
+(anti-aliasing of pooling and upsampling), ``InvariantHead`` (logits from every irrep's invariants), the
+blocks ``SteerableBlock`` (conv -- norm -- gate) and ``SteerableResidualBlock`` (``BasicBlockD``'s layout);
 ``parse_irreps`` checks an irreps argument.
 Mirror-symmetric (plain channels): ``MirrorSymmetricConv3d``, ``MirrorSymmetricConvTranspose3d``.
 """
 from ._irreps import parse_irreps
 from .blur import GaussianBlur3d
 from .gate import EquivariantGate
+from .head import InvariantHead
 from .mirror_conv import (
     SYMMETRIES,
     MirrorSymmetricConv3d,
@@ -29,6 +30,6 @@ __all__ = [
     "SteerableConv3d", "EquivariantGate", "EquivariantInstanceNorm", "NormMaxPool3d", "MeanPool3d", "POOLINGS",
     "make_pool",
     "TrilinearUpsample",
-    "GaussianBlur3d", "SteerableBlock", "SteerableResidualBlock", "parse_irreps",
+    "GaussianBlur3d", "InvariantHead", "SteerableBlock", "SteerableResidualBlock", "parse_irreps",
     "SYMMETRIES", "MirrorSymmetricConv3d", "MirrorSymmetricConvTranspose3d", "mirror_conv_op", "symmetry_axes",
 ]

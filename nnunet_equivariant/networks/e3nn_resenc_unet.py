@@ -12,7 +12,7 @@ from e3nn import o3
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from ..layers import GaussianBlur3d, SteerableConv3d, SteerableResidualBlock
+from ..layers import GaussianBlur3d, InvariantHead, SteerableConv3d, SteerableResidualBlock
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
 from .e3nn_unet import E3nnDecoder, _antialias_blur, _blur_passes, _per_stage, _topology
@@ -155,7 +155,7 @@ class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
         """nnU-Net applies this to every submodule: steerable convolutions keep their own initialisation, and
         every residual block's second norm starts at zero (``ResidualEncoderUNet``'s
         ``init_last_bn_before_add_to_0``), so each block starts as its gated skip path."""
-        if isinstance(module, SteerableConv3d):
+        if isinstance(module, (SteerableConv3d, InvariantHead)):
             module.reset_parameters()
         elif isinstance(module, SteerableResidualBlock):
             module.zero_init_last_norm()

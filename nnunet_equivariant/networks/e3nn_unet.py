@@ -11,7 +11,7 @@ from e3nn import o3
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from ..layers import GaussianBlur3d, MeanPool3d, NormMaxPool3d, SteerableConv3d, TrilinearUpsample
+from ..layers import GaussianBlur3d, InvariantHead, MeanPool3d, NormMaxPool3d, SteerableConv3d, TrilinearUpsample
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
 
@@ -92,7 +92,8 @@ class E3nnEncoder(nn.Module):
 
 class E3nnDecoder(nn.Module):
     """Per stage: ``pointwise equivariant linear (to the skip's irreps) -- TrilinearUpsample(stride) --
-    concatenate skip -- SteerableBlock x n``, and a ``num_classes x 0e`` head (pointwise) at every stage.
+    concatenate skip -- SteerableBlock x n``, and a ``num_classes x 0e`` head (pointwise; ``spec.head``: the
+    ``0e`` channels or every irrep's invariants) at every stage.
 
     The pointwise linear at the coarse resolution plays the role of nnU-Net's transposed convolution: it
     halves the features before upsampling, so the first convolution sees ``2 x`` the skip's irreps, as in
@@ -118,7 +119,7 @@ class E3nnDecoder(nn.Module):
                 blocks.append(spec.block(irreps, irreps_skip, spacing))
                 irreps = irreps_skip
             stages.append(nn.Sequential(*blocks))
-            seg_layers.append(spec.conv(irreps_skip, f"{num_classes}x0e", spacing, kernel_size=1, bias=True))
+            seg_layers.append(spec.seg_head(irreps_skip, num_classes, spacing))
             irreps_below = irreps_skip
         self.reduce = nn.ModuleList(reduce)
         self.upsample = nn.ModuleList(upsample)
@@ -138,7 +139,8 @@ class E3nnDecoder(nn.Module):
             for block in self.stages[s]:
                 total += (2 * block.conv.irreps_out.dim + block.irreps_out.dim) * size
             if self.deep_supervision or s == len(self.stages) - 1:
-                total += self.num_classes * size
+                head = self.seg_layers[s]
+                total += (self.num_classes + (head.n_invariants if isinstance(head, InvariantHead) else 0)) * size
         return total
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -164,7 +166,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
       convolution) then ``SteerableBlock``\\ s
       (``-- SteerableConv3d -- EquivariantInstanceNorm -- EquivariantGate --``);
     - decoder stage: pointwise equivariant linear, ``TrilinearUpsample(stride)``, concatenation with the skip,
-      ``SteerableBlock``\\ s, and a pointwise head to ``num_classes x 0e``.
+      ``SteerableBlock``\\ s, and a pointwise head to ``num_classes x 0e`` (``spec.head``).
 
     ``spec`` (an ``E3nnSpec`` or the dict of its fields; ``None``: the default recipe) decides everything
     steerable: group, irreps ratio, kernel size and basis, gate activation, pooling, anti-aliasing (a
@@ -255,7 +257,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     def initialize(module: nn.Module) -> None:
         """nnU-Net applies this to every submodule: steerable convolutions keep their own initialisation
         (unit output second moment, any random weights keep equivariance)."""
-        if isinstance(module, SteerableConv3d):
+        if isinstance(module, (SteerableConv3d, InvariantHead)):
             module.reset_parameters()
 
 

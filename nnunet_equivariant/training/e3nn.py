@@ -35,6 +35,7 @@ __all__ = [
     "nnUNetTrainerE3nnAntialias",
     "nnUNetTrainerE3nnLean",
     "nnUNetTrainerE3nnMeanPool",
+    "nnUNetTrainerE3nnInvariantHead",
 ]
 
 
@@ -171,9 +172,18 @@ class nnUNetTrainerE3nnMeanPool(nnUNetTrainerE3nn):
     spec = replace(nnUNetTrainerE3nn.spec, pooling="mean")
 
 
+class nnUNetTrainerE3nnInvariantHead(nnUNetTrainerE3nn):
+    """The default network whose segmentation heads read every irrep's invariants (``InvariantHead``: the
+    ``0e`` channels and the norm of every vector and tensor copy) instead of the ``0e`` channels alone: at
+    nnU-Net's first-stage width 32 the 8:4:2 ratio leaves 8 scalars for all classes' logits, stock nnU-Net
+    has 32 channels there; the invariant head reads 14 (docs/offgrid_real_anatomy.md)."""
+
+    spec = replace(nnUNetTrainerE3nn.spec, head="invariants")
+
+
 def _same_spec(stored, spec: E3nnSpec) -> bool:
     """Whether the spec dict ``stored`` in plans (``SIZING_KEY``) is ``spec``: read with the defaults of the
-    fields added since it was written (``pooling``), so plans sized before a new field are not flagged."""
+    fields added since it was written (``pooling``, ``head``), so plans sized before a new field are not flagged."""
     try:
         return stored is not None and E3nnSpec.from_dict(stored) == spec
     except (TypeError, ValueError):  # unknown fields or values: another version's spec
