@@ -355,12 +355,15 @@ def _plot_cost(rows, path: Path) -> None:
 
 def _plot_learning(entries, path: Path) -> None:
     """EMA pseudo Dice against training seconds: a colour per model, a line per fold, the equal time dashed."""
+    import matplotlib
     import matplotlib.style
 
     with matplotlib.style.context("default"):
         fig = _figure(9.0, 3.8)
         ax = fig.subplots()
-        colours = {e.name: f"C{i % 10}" for i, e in enumerate(entries)}
+        # tab10's colours repeat after 10 models (a benchmark compares 2 seeds of 6 trainers): tab20 then
+        palette = matplotlib.colormaps["tab10" if len(entries) <= 10 else "tab20"]
+        colours = {e.name: palette(i % palette.N) for i, e in enumerate(entries)}
         labelled = set()
         for model, fold, t in _curves(entries):
             ax.plot(t.curve_seconds, t.ema_pseudo_dice, "-", color=colours[model], linewidth=1.5,
