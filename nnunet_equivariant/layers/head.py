@@ -28,7 +28,7 @@ class InvariantHead(nn.Module):
     1. ``irreps_in``: the field's irreps (any, non-empty).
     2. ``num_classes``: logits per voxel, ``>= 1``.
 
-    Weights: ``N(0, 1 / n_invariants)`` (unit output second moment for unit-variance invariants), bias 0.
+    Weights: ``N(0, 1 / n_invariants)`` (unit output second moment for invariants of unit second moment), bias 0.
     The norms are taken in float32 at least (squares of float16 fields can overflow) and clamped away from
     0 (finite gradients where a copy is exactly zero).
 
