@@ -266,6 +266,12 @@ def summarise(rows: list[dict], output: Path, title: str) -> None:
     plt.close(fig)
 
 
+#: The markdown header of :func:`goal_summary`'s and :func:`seed_summaries`' tables.
+SUMMARY_HEADER = ("| trainer | iterations | Dice 0 (mean of structures) | learned (Dice 0 >= "
+                  f"{LEARNED}) | deviation median / max | within {GOAL} | grid-angle spread (median) |",
+                  "|---|---|---|---|---|---|---|")
+
+
 def goal_table(rows: list[dict], output: Path, training: dict, reference: str = "nnUNetTrainer") -> list[dict]:
     """Issue 17's metric per trainer, structure and axis: the mean Dice at the grid angles (0 and 90), the
     largest deviation from it over the angles, and the Dice at 0 degrees against ``reference`` (mean over
@@ -308,12 +314,12 @@ def goal_table(rows: list[dict], output: Path, training: dict, reference: str = 
 def seed_summaries(rows: list[dict], training: dict) -> list[str]:
     """:func:`goal_summary` of every trainer and seed alone (named ``"<trainer> seed <s>"``; trainers in their
     order, their seeds under them): how far two seeds of one trainer differ, beside how far trainers do."""
-    lines = goal_summary([], {})[:2]
+    lines = list(SUMMARY_HEADER)
     for t in dict.fromkeys(r["trainer"] for r in rows):
         for seed in dict.fromkeys(r["seed"] for r in rows if r["trainer"] == t):
             name = f"{t} seed {seed}"
             alone = [{**r, "trainer": name} for r in rows if r["trainer"] == t and r["seed"] == seed]
-            lines += goal_summary(goal_rows(alone), {(name, seed): training.get((t, seed))})[2:]
+            lines += goal_summary(goal_rows(alone), {(name, seed): training.get((t, seed))})[len(SUMMARY_HEADER):]
     return lines
 
 
@@ -357,9 +363,7 @@ def goal_summary(goal: list[dict], training: dict) -> list[str]:
     goal, and the benchmark's own noise at the grid angles (median |Dice 0 - grid mean|: 0 and 90 degrees
     are exact for a grid-equivariant network, so for it their spread is the rendering's and the test
     subjects' noise; for a network without grid symmetry it is its error at 90 degrees)."""
-    lines = ["| trainer | iterations | Dice 0 (mean of structures) | learned (Dice 0 >= "
-             f"{LEARNED}) | deviation median / max | within {GOAL} | grid-angle spread (median) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = list(SUMMARY_HEADER)
     for t in dict.fromkeys(r["trainer"] for r in goal):
         rows = [r for r in goal if r["trainer"] == t]
         structures = list(dict.fromkeys(r["structure"] for r in rows))

@@ -92,6 +92,17 @@ def test_invariant_head_unet_is_equivariant_on_all_48_symmetries_and_counts_its_
     assert extra == 4 * 8 ** 3 + 3 * 16 ** 3
 
 
+def test_invariant_head_unet_exports_exactly():
+    """``export``'s float64 checks on a network with invariant heads: the assembled network and the traced
+    program give the trained network's logits (the norms trace like any other op)."""
+    from nnunet_equivariant.inference.export import _float64_errors
+
+    torch.manual_seed(0)
+    net = _net(head="invariants", deep_supervision=False)
+    assembly, program = _float64_errors(net, torch.randn(2, 2, 8, 8, 8))
+    assert assembly < 1e-12 and program < 1e-12
+
+
 def test_o3_unet_is_equivariant_on_all_48_symmetries(float64_default):
     net = _net("o3")
     assert "1x1o" in str(net.encoder.output_irreps[0])
