@@ -380,6 +380,62 @@ def goal_summary(goal: list[dict], training: dict) -> list[str]:
     return lines
 
 
+def structure_learning(curves: list, labels: dict, output: Path | None = None) -> list[dict]:
+    """When each structure was learned during training, from nnU-Net's per-label pseudo Dice (``TrainerEntry``
+    curves of fold 0; ``labels``: dataset.json's, background 0 left out, nnU-Net's label order).
+
+    Per model and structure: ``on_s``, the training seconds (epoch times, as nnU-Net logs them) at the end of
+    the first epoch after which the structure's pseudo Dice is never exactly 0 again (exactly 0: the
+    validation patches held the structure, or the network predicted it, and not one voxel of it was right;
+    NaN where the last epoch is 0); ``learned_s``, the seconds at
+    which the per-label EMA (nnU-Net's 0.9 old + 0.1 new) first reaches ``LEARNED`` (NaN: never);
+    ``zero_epochs``, how many epochs were at exactly 0. With ``output``: ``structure_learning.csv`` and
+    ``.md`` (seconds to ``LEARNED`` per model and structure). Returns the rows."""
+    structures = [name for name, value in sorted(labels.items(), key=lambda kv: kv[1]) if value != 0]
+    rows = []
+    for entry in curves:
+        times = entry.times.get(0)
+        per_label = np.asarray(times.pseudo_dice_per_label if times else (), dtype=float).reshape(-1, len(structures))
+        seconds = np.asarray(times.curve_seconds if times else (), dtype=float)[:len(per_label)]
+        for j, structure in enumerate(structures):
+            dice = per_label[:len(seconds), j]
+            zero = dice == 0
+            on = int(np.flatnonzero(zero)[-1]) + 1 if zero.any() else 0  # the first epoch never at 0 again
+            reached = [i for i, e in enumerate(_ema_skipping_nan(dice)) if e >= LEARNED]
+            rows.append({"model": entry.name, "structure": structure,
+                         "on_s": float(seconds[on]) if on < len(seconds) else float("nan"),
+                         "learned_s": float(seconds[reached[0]]) if reached else float("nan"),
+                         "zero_epochs": int(zero.sum()), "epochs": int(len(dice))})
+    if output is not None and rows:
+        with open(output / "structure_learning.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        lines = [f"Training seconds until each structure's EMA pseudo Dice first reached {LEARNED} (nnU-Net's "
+                 "validation patches; '-': never), and epochs at exactly 0 of all epochs", "",
+                 f"| model | {' | '.join(structures)} | learned | epochs at 0 |",
+                 "|---|" + "---|" * (len(structures) + 2)]
+        for m in models:
+            mine = [r for r in rows if r["model"] == m]
+            cells = ["-" if np.isnan(r["learned_s"]) else f"{r['learned_s']:.0f}" for r in mine]
+            lines.append(f"| {m} | {' | '.join(cells)} | {sum(not np.isnan(r['learned_s']) for r in mine)} of "
+                         f"{len(mine)} | {sum(r['zero_epochs'] for r in mine)} of {sum(r['epochs'] for r in mine)} |")
+        (output / "structure_learning.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def _ema_skipping_nan(values) -> list[float]:
+    """nnU-Net's EMA (0.9 old + 0.1 new) of one label's pseudo Dice; an epoch whose validation patches had
+    none of the label (NaN) keeps the previous value (NaN until the first observation)."""
+    out, ema = [], float("nan")
+    for v in map(float, values):
+        if not np.isnan(v):
+            ema = v if np.isnan(ema) else 0.9 * ema + 0.1 * v
+        out.append(ema)
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -496,6 +552,7 @@ def main(argv=None) -> None:
                              f"{grid} mm, device {args.device}")
     goal_table(rows, results, training)
     write_learning_curves(curves, results)  # nnU-Net's validation curve against training seconds
+    structure_learning(curves, labels, results)
 
 
 if __name__ == "__main__":

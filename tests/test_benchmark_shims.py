@@ -98,3 +98,29 @@ def test_seed_summaries_give_each_trainer_and_seed_alone(monkeypatch):
                          "| stock seed 1 | n/a | 0.400 | 0 of 1 | n/a | n/a | n/a |"]
     pooled = bench.goal_summary(bench.goal_rows(dice), training)
     assert pooled[2] == "| e3nn | 50 | 0.700 | 1 of 1 | 0.050 / 0.050 | 0 of 1 | 0.000 |"
+
+
+def test_structure_learning_times_each_structure_from_the_per_label_pseudo_dice(monkeypatch, tmp_path):
+    """When each structure switched on (never 0 again) and was learned (per-label EMA >= 0.5), in the
+    epochs' cumulative seconds; an epoch without the label (NaN) neither resets nor feeds the EMA, labels in
+    dataset.json's value order (not its key order)."""
+    from benchmark_scripts import BENCHMARKS
+
+    from nnunet_equivariant.evaluation.compare import TrainerEntry
+    from nnunet_equivariant.evaluation.cost import TrainingTimes
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_training")
+    # columns in label value order: "b" (1) learned in the first epoch, at 0 once; "a" (2) at 0 twice, then 1.0
+    per_label = ((0.9, 0.0), (0.0, float("nan")), (0.8, 0.0), (0.9, 1.0), (0.9, 1.0))
+    times = TrainingTimes(5, 10.0, 50.0, "test", (10.0, 20.0, 30.0, 40.0, 50.0), (), (), per_label)
+    entry = TrainerEntry("m", "nnUNetPlans", tmp_path, name="m seed 0", times={0: times})
+    rows = bench.structure_learning([entry], {"background": 0, "a": 2, "b": 1}, tmp_path)
+    b, a = rows
+    assert (b["structure"], b["on_s"], b["learned_s"], b["zero_epochs"]) == ("b", 30.0, 10.0, 1)
+    # a: EMA 0, 0 (NaN kept), 0, 0.1, 0.19: switched on at epoch 4, never learned
+    assert (a["structure"], a["on_s"], a["zero_epochs"]) == ("a", 40.0, 2) and a["learned_s"] != a["learned_s"]
+    table = (tmp_path / "structure_learning.md").read_text().splitlines()
+    assert table[-1] == "| m seed 0 | 10 | - | 1 of 2 | 3 of 10 |"
+    assert (tmp_path / "structure_learning.csv").read_text().splitlines()[0] == \
+        "model,structure,on_s,learned_s,zero_epochs,epochs"

@@ -34,10 +34,12 @@ def test_no_epoch_times(tmp_path):
 def test_learning_curve_from_checkpoint_logging(tmp_path):
     checkpoint = {"logging": {"epoch_start_timestamps": [100.0, 110.0, 125.0],
                               "epoch_end_timestamps": [108.0, 120.0, 130.0],
-                              "mean_fg_dice": [0.1, 0.5, 0.3], "ema_fg_dice": [0.1, 0.14, 0.156]}}
+                              "mean_fg_dice": [0.1, 0.5, 0.3], "ema_fg_dice": [0.1, 0.14, 0.156],
+                              "dice_per_class_or_region": [[0.2, 0.0], [0.6, 0.4], [0.3, 0.3]]}}
     times = training_times(tmp_path, checkpoint)
     assert times.curve_seconds == (8.0, 18.0, 23.0), "cumulative epoch times"
     assert times.pseudo_dice == (0.1, 0.5, 0.3) and times.ema_pseudo_dice == (0.1, 0.14, 0.156)
+    assert times.pseudo_dice_per_label == ((0.2, 0.0), (0.6, 0.4), (0.3, 0.3))
 
 
 def test_learning_curve_from_the_text_log_recomputes_nnunets_ema(tmp_path):
@@ -53,4 +55,6 @@ def test_learning_curve_from_the_text_log_recomputes_nnunets_ema(tmp_path):
     times = training_times(tmp_path)
     assert times.curve_seconds == (12.5, 22.5) and times.epochs == 2, "'1e1' is not nnU-Net's format: not an epoch"
     assert times.pseudo_dice == pytest.approx((0.3, 0.8))
+    assert times.pseudo_dice_per_label[0] == pytest.approx((0.2, 0.4))
+    assert times.pseudo_dice_per_label[1][0] == pytest.approx(0.8) and len(times.pseudo_dice_per_label) == 2
     assert times.ema_pseudo_dice == pytest.approx((0.3, 0.9 * 0.3 + 0.1 * 0.8))

@@ -57,7 +57,8 @@ class TrainingTimes:
     """Per fold: epochs trained, median epoch time and total training time (seconds), and where they came
     from; and the learning curve: training seconds at the end of each epoch (cumulative, epoch times only:
     not the set-up and the final validation) with nnU-Net's pseudo Dice of that epoch (mean foreground
-    Dice of its validation iterations) and its EMA (nnU-Net's ``ema_fg_dice``: 0.9 old + 0.1 new), empty
+    Dice of its validation iterations) and its EMA (nnU-Net's ``ema_fg_dice``: 0.9 old + 0.1 new), and the
+    per-label pseudo Dice of every epoch (``epochs x foreground labels``, nnU-Net's label order), empty
     where the logs have none."""
 
     epochs: int
@@ -67,6 +68,7 @@ class TrainingTimes:
     curve_seconds: tuple[float, ...] = ()
     pseudo_dice: tuple[float, ...] = ()
     ema_pseudo_dice: tuple[float, ...] = ()
+    pseudo_dice_per_label: tuple[tuple[float, ...], ...] = ()
 
 
 def memory_kind(device) -> str:
@@ -227,6 +229,7 @@ def training_times(fold_folder: str | os.PathLike, checkpoint: dict | None = Non
     starts, ends = logging.get("epoch_start_timestamps") or [], logging.get("epoch_end_timestamps") or []
     durations = [e - s for s, e in zip(starts, ends)]
     dice = [float(d) for d in logging.get("mean_fg_dice") or []]
+    per_label = [[float(v) for v in d] for d in logging.get("dice_per_class_or_region") or []]
     source = "checkpoint_final.pth logging"
     if not durations:
         # newest first by modification time (nnU-Net's log names do not zero-pad month and day)
@@ -235,8 +238,8 @@ def training_times(fold_folder: str | os.PathLike, checkpoint: dict | None = Non
             durations = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", text)]
             if durations:
                 # nnU-Net's mean_fg_dice: the nan-mean of the per-label pseudo Dice it printed
-                dice = [float(np.nanmean(d)) if np.isfinite(d).any() else float("nan") for d in map(
-                    _pseudo_dice, re.findall(r"Pseudo dice \[([^\]]*)\]", text))]
+                per_label = list(map(_pseudo_dice, re.findall(r"Pseudo dice \[([^\]]*)\]", text)))
+                dice = [float(np.nanmean(d)) if np.isfinite(d).any() else float("nan") for d in per_label]
                 source = log.name
                 break
     if not durations:
@@ -244,7 +247,8 @@ def training_times(fold_folder: str | os.PathLike, checkpoint: dict | None = Non
     n = min(len(durations), len(dice))
     ema = [float(e) for e in logging.get("ema_fg_dice") or []][:n] if "ema_fg_dice" in logging else _ema(dice[:n])
     return TrainingTimes(len(durations), float(np.median(durations)), float(np.sum(durations)), source,
-                         tuple(float(t) for t in np.cumsum(durations[:n])), tuple(dice[:n]), tuple(ema))
+                         tuple(float(t) for t in np.cumsum(durations[:n])), tuple(dice[:n]), tuple(ema),
+                         tuple(tuple(d) for d in per_label[:n]))
 
 
 def _pseudo_dice(listed: str) -> list[float]:
