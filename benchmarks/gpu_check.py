@@ -1,8 +1,9 @@
 """The GPU path as nnU-Net runs it, per trainer, in one run that a machine with one GPU finishes in under
 8 minutes (issue 18); writes ``docs/benchmarks_gpu.md``.
 
-For each trainer (stock ``nnUNetTrainer``, ``nnUNetTrainerE3nn``, ``nnUNetTrainerE3nnLean``,
-``nnUNetTrainerMirror``) at nnU-Net's default 3d_fullres plans for a cubic patch at 1 mm (default 128^3:
+For each trainer (stock ``nnUNetTrainer``, ``nnUNetTrainerE3nn``, ``nnUNetTrainerE3nn_k3`` (3^3 kernels: on
+the CPU the steerable network that learns in stock's seconds, docs/offgrid_real_anatomy.md; the GPU decides
+the kernel size), ``nnUNetTrainerE3nnLean``, ``nnUNetTrainerMirror``) at nnU-Net's default 3d_fullres plans for a cubic patch at 1 mm (default 128^3:
 the topology nnU-Net's planner derives, 6 stages, 32..320 features, batch 2), the trainer is set up by
 nnU-Net's own ``__init__`` / ``initialize`` (``torch.compile`` as nnU-Net does on CUDA, AMP with its
 ``GradScaler``; :mod:`nnunet_equivariant.training.standalone`, no dataset on disk) and measured:
@@ -43,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_e3nn_stock import configuration  # noqa: E402  nnU-Net's default plans for a cubic patch
 
-TRAINERS = "nnUNetTrainer,nnUNetTrainerE3nn,nnUNetTrainerE3nnLean,nnUNetTrainerMirror"
+TRAINERS = "nnUNetTrainer,nnUNetTrainerE3nn,nnUNetTrainerE3nn_k3,nnUNetTrainerE3nnLean,nnUNetTrainerMirror"
 TARGETS = {"nnUNetTrainerE3nn": 1.3, "nnUNetTrainerE3nnLean": 1.1}  # epoch time vs stock
 ITERATIONS, VAL_ITERATIONS = 250, 50  # nnU-Net's epoch
 GPU_COMMAND = "python benchmarks/gpu_check.py  # on a machine with one CUDA GPU, ~5-8 min; writes docs/benchmarks_gpu.md"
