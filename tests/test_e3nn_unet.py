@@ -12,6 +12,7 @@ from nnunet_equivariant.networks.e3nn_spec import irreps_for_width
 from nnunet_equivariant.symmetry import get_symmetry
 from nnunet_equivariant.testing import assert_equivariant, grid_rotations, grid_symmetries, plans_configuration
 from nnunet_equivariant.training import e3nn as trainers
+from nnunet_equivariant.training.offgrid_trainers import nnUNetTrainerE3nnCompact
 
 ISO_STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 SMALL = ["1x0e + 1x1e + 1x2e", "2x0e + 1x1e + 1x2e", "2x0e + 2x1e + 1x2e"]  # tiny widths keep float64 fast
@@ -90,6 +91,20 @@ def test_invariant_head_unet_is_equivariant_on_all_48_symmetries_and_counts_its_
     plain = _net("o3")
     extra = net.compute_conv_feature_map_size((16, 16, 16)) - plain.compute_conv_feature_map_size((16, 16, 16))
     assert extra == 4 * 8 ** 3 + 3 * 16 ** 3
+
+
+def test_compact_trainer_network_is_equivariant_on_all_24_rotations(float64_default):
+    """``nnUNetTrainerE3nnCompact``'s recipe (3^3 kernels, 12:3:1 irreps, invariant heads) as its trainer
+    builds it from plans: exact on the 24 rotations, with random affine norm parameters."""
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 64])
+    net = nnUNetTrainerE3nnCompact.build_network_architecture(None, config, 1, 3, enable_deep_supervision=True)
+    assert str(net.encoder.output_irreps[0]) == "12x0e+3x1e+1x2e"
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if ".norm." in name:
+                p.normal_()
+    assert_equivariant(net.double().eval(), torch.randn(1, 1, 16, 16, 16), grid_rotations(), rep_in=None,
+                       rep_out=None, tol=1e-10)
 
 
 def test_invariant_head_unet_exports_exactly():
@@ -225,7 +240,7 @@ def _configuration(patch_size, spacing, strides, features):
     (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnShells, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnAntialias, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnLean, 15, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnPaperBasis, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnMeanPool, 30, (5, 5, 5)),
-    (trainers.nnUNetTrainerE3nnInvariantHead, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nnInvariantHead, 30, (5, 5, 5)), (nnUNetTrainerE3nnCompact, 26, (3, 3, 3)),
 ])
 def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kernel):
     config = _configuration([32, 32, 32], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
@@ -317,7 +332,7 @@ def test_width_scale_is_checked():
 
 def test_default_kernel_basis_is_the_shells():
     """docs/offgrid.md: the shells became the default after the trained off-grid benchmark."""
-    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 128])
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 64])
     for trainer, basis in ((trainers.nnUNetTrainerE3nn, "gaussian_shells"),
                            (trainers.nnUNetTrainerE3nnShells, "gaussian_shells"),
                            (trainers.nnUNetTrainerE3nnPaperBasis, "smooth_finite")):
