@@ -213,18 +213,20 @@ def run_proxy(args) -> None:
 
 #: network variants of ``--anatomy``: the ``E3nnSpec`` of the trainer each name stands for (or ``stock``)
 ANATOMY_TRAINERS = {"default": "nnUNetTrainerE3nn", "antialias": "nnUNetTrainerE3nnAntialias",
-                    "paper": "nnUNetTrainerE3nnPaperBasis", "k3": "nnUNetTrainerE3nn_k3"}
+                    "paper": "nnUNetTrainerE3nnPaperBasis", "k3": "nnUNetTrainerE3nn_k3",
+                    "compact": "nnUNetTrainerE3nnCompact"}
 #: the structures 2-3 voxels across at 3 mm whose Dice issue 17 is about (``real_anatomy.LABELS`` names)
 THIN_STRUCTURES = ("caudate", "putamen", "pallidum", "hippocampus")
 
 
 def anatomy_spec(name: str) -> E3nnSpec:
-    """The ``E3nnSpec`` of ``ANATOMY_TRAINERS[name]`` (``nnunet_equivariant.training.e3nn``), or of
-    ``VARIANTS[name]``; ``ValueError`` naming an unknown ``name``."""
+    """The ``E3nnSpec`` of ``ANATOMY_TRAINERS[name]`` (``nnunet_equivariant.training.e3nn`` or
+    ``.offgrid_trainers``), or of ``VARIANTS[name]``; ``ValueError`` naming an unknown ``name``."""
     if name in ANATOMY_TRAINERS:
-        from nnunet_equivariant.training import e3nn as trainers
+        from nnunet_equivariant.training import e3nn, offgrid_trainers
 
-        return getattr(trainers, ANATOMY_TRAINERS[name]).spec
+        module = e3nn if hasattr(e3nn, ANATOMY_TRAINERS[name]) else offgrid_trainers
+        return getattr(module, ANATOMY_TRAINERS[name]).spec
     if name in VARIANTS:
         return E3nnSpec(**VARIANTS[name])
     raise ValueError(f"unknown variant {name!r}; known: {[*ANATOMY_TRAINERS, *VARIANTS, 'stock']}")

@@ -78,6 +78,9 @@ def test_anatomy_variants_are_the_trainers_specs():
     assert bench.anatomy_spec("antialias").antialias == 0.5
     assert bench.anatomy_spec("paper").radial_basis == "smooth_finite"
     assert bench.anatomy_spec("k3").kernel_size == 3
+    from nnunet_equivariant.training.offgrid_trainers import nnUNetTrainerE3nnCompact
+
+    assert bench.anatomy_spec("compact") == nnUNetTrainerE3nnCompact.spec
     assert bench.anatomy_spec("shells_half").radial_basis == "gaussian_shells_half"
     assert bench.anatomy_spec("shells+mean_pool").pooling == "mean"
     assert bench.anatomy_spec("shells+aa_pool+up+mean_pool") == E3nnSpec(antialias=0.5, upsample_antialias=0.5,
