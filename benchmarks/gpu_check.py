@@ -3,10 +3,11 @@
 
 For each trainer (stock ``nnUNetTrainer``, ``nnUNetTrainerE3nn``, ``nnUNetTrainerE3nn_k3`` (3^3 kernels: on
 the CPU the steerable network that learns in stock's seconds, docs/offgrid_real_anatomy.md; the GPU decides
-the kernel size), ``nnUNetTrainerE3nnLean``, ``nnUNetTrainerMirror``) at nnU-Net's default 3d_fullres plans for a cubic patch at 1 mm (default 128^3:
-the topology nnU-Net's planner derives, 6 stages, 32..320 features, batch 2), the trainer is set up by
-nnU-Net's own ``__init__`` / ``initialize`` (``torch.compile`` as nnU-Net does on CUDA, AMP with its
-``GradScaler``; :mod:`nnunet_equivariant.training.standalone`, no dataset on disk) and measured:
+the kernel size), ``nnUNetTrainerE3nnLean``, ``nnUNetTrainerMirror``) at nnU-Net's default 3d_fullres plans
+for a cubic patch at 1 mm (default 128^3: the topology nnU-Net's planner derives, 6 stages, 32..320
+features, batch 2), the trainer is set up by nnU-Net's own ``__init__`` / ``initialize`` (``torch.compile``
+as nnU-Net does on CUDA, AMP with its ``GradScaler``; :mod:`nnunet_equivariant.training.standalone`, no
+dataset on disk) and measured:
 
 - compile time: first training step minus a steady one (dynamo + inductor for forward and backward, and
   nnU-Net's compiled Dice); the first validation step likewise (the eval graph);

@@ -332,7 +332,7 @@ def test_width_scale_is_checked():
 
 def test_default_kernel_basis_is_the_shells():
     """docs/offgrid.md: the shells became the default after the trained off-grid benchmark."""
-    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 64])
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 128])
     for trainer, basis in ((trainers.nnUNetTrainerE3nn, "gaussian_shells"),
                            (trainers.nnUNetTrainerE3nnShells, "gaussian_shells"),
                            (trainers.nnUNetTrainerE3nnPaperBasis, "smooth_finite")):
