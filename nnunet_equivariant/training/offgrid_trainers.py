@@ -28,8 +28,8 @@ class nnUNetTrainerE3nnCompact(nnUNetTrainerE3nnOffgridDA):
 
     On real subcortical anatomy at 3 mm, trained for equal CPU seconds (docs/offgrid_real_anatomy.md, two
     seeds), it was the steerable network with the smallest off-grid deviation, level with stock nnU-Net +
-    Adam at 0 degrees, at stock's cost per iteration; the 8 scalars of the 8:4:2 ratio had made the steerable
-    networks switch classes on one at a time. Not the default: measured at one spacing, on a CPU.
+    Adam at 0 degrees, at stock's cost per iteration; the paper's head and the 8 scalars of the 8:4:2 ratio had
+    made the steerable networks switch classes on one at a time. Not the default: one spacing, a CPU.
     """
 
     spec = replace(nnUNetTrainerE3nnOffgridDA.spec, kernel_size=3, irreps_ratio="12x0e+3x1e+1x2e", head="invariants")
