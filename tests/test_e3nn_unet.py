@@ -28,11 +28,16 @@ def _net(symmetry="so3", strides=ISO_STRIDES, spacing=(1.0, 1.0, 1.0), features=
                    strides=strides, n_conv_per_stage=2, n_conv_per_stage_decoder=1, deep_supervision=deep_supervision,
                    spacing=spacing, patch_size=patch_size, spec=E3nnSpec(symmetry=symmetry, **kw))
     net.apply(net.initialize)  # as nnU-Net does
-    with torch.no_grad():  # random affine norm parameters, so equivariance is not helped by the identity init
+    return _randomise_norms(net).eval()
+
+
+def _randomise_norms(net):
+    """Random affine norm parameters, so equivariance is not helped by the identity init."""
+    with torch.no_grad():
         for name, p in net.named_parameters():
             if ".norm." in name:
                 p.normal_()
-    return net.eval()
+    return net
 
 
 def test_so3_unet_is_equivariant_on_all_24_rotations(float64_default):
@@ -99,11 +104,7 @@ def test_compact_trainer_network_is_equivariant_on_all_24_rotations(float64_defa
     config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 64])
     net = nnUNetTrainerE3nnCompact.build_network_architecture(None, config, 1, 3, enable_deep_supervision=True)
     assert str(net.encoder.output_irreps[0]) == "12x0e+3x1e+1x2e"
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if ".norm." in name:
-                p.normal_()
-    assert_equivariant(net.double().eval(), torch.randn(1, 1, 16, 16, 16), grid_rotations(), rep_in=None,
+    assert_equivariant(_randomise_norms(net).double().eval(), torch.randn(1, 1, 16, 16, 16), grid_rotations(), rep_in=None,
                        rep_out=None, tol=1e-10)
 
 
