@@ -7,7 +7,10 @@
    hemispheres, test subjects from the ``--test-templates``', at ``--spacing``, 3 mm by default). Training
    subjects in the canonical pose; test subjects rendered in every pose (each ``--axes`` x ``--angles``) by
    evaluating the subject at rotated coordinates (no image interpolation; labels exact at every angle).
-2. ``nnUNetv2_plan_and_preprocess`` with nnU-Net's default planner (3d_fullres).
+2. ``nnUNetv2_plan_and_preprocess`` with nnU-Net's default planner (3d_fullres, plans ``nnUNetPlans``), or
+   with ``--plans equivariant`` ``nnunet-equivariant plan_and_preprocess`` (``nnUNetPlansEquivariant``: the
+   isotropic grid of the geometric-mean spacing, sized for ``--plans-trainer``; what the steerable trainers
+   are meant to train on when the data are anisotropic, docs/planner.md). Every trainer trains on them.
 3. ``nnUNetv2_train`` fold 0 of every trainer in ``--trainers`` and every seed in ``--seeds`` with the same
    schedule: ``--epochs`` x ``--iterations``, or ``--budget-seconds`` of wall-clock training each (epochs of
    ``--iterations``; ``nnunet_equivariant.training.budget``: a slower trainer gets fewer iterations). Shims
@@ -18,7 +21,8 @@
    ``<output>/results/<schedule>_<test set>[_seeds..]/``: ``dice_vs_angle.csv``, ``dice_vs_angle.md`` (the
    table, and the largest drop from 0 degrees per trainer and structure), ``dice_vs_angle.png``,
    ``dice_per_case.csv``, and ``goal.md`` / ``goal.csv``: issue 17's metric, each structure's largest
-   deviation over the angles from its mean at the grid angles (0 and 90 degrees; goal <= 0.02), its Dice at
+   deviation over the angles from its mean at the grid angles (0 and 90 degrees, or 0 and 180 about an axis
+   whose plane has unequal spacing: :func:`grid_angles`; goal <= 0.02), its Dice at
    0 degrees against stock ``nnUNetTrainer`` (when it is among the trainers), and each trainer's training
    seconds and iterations.
 
@@ -37,7 +41,8 @@ run resumes. Usage::
     python benchmarks/offgrid_training.py -o /data/aseg_bench --anatomy aseg --budget-seconds 1800 \\
         --seeds 0 1 --axes z x y --trainers nnUNetTrainerE3nn nnUNetTrainerE3nnOffgridDA nnUNetTrainer
     python benchmarks/offgrid_training.py -o /data/aseg_bench --anatomy aseg --spacing 1 1 1 ...
-    python benchmarks/offgrid_training.py -o /data/aseg_bench --anatomy aseg --spacing 1 1 3 ...
+    python benchmarks/offgrid_training.py -o /data/aseg_bench --anatomy aseg --spacing 1 1 3 \\
+        --plans equivariant --angles 0 15 30 45 60 90 180 ...
 
 Needs an ``if __name__ == "__main__"`` guard (nnU-Net's preprocessing spawns workers).
 """
@@ -62,13 +67,31 @@ DATASET_NAME = "OffgridAnatomy"
 DEFAULT_TRAINERS = ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnPaperBasis", "nnUNetTrainerE3nnAntialias",
                     "nnUNetTrainerE3nnLean", "nnUNetTrainerNoRot", "nnUNetTrainer")
 AXES = {"x": 0, "y": 1, "z": 2}
-GRID_ANGLES = (0, 90)  # the network is exact there: their mean is the reference of issue 17's goal
+GRID_ANGLES = (0, 90)  # on a cubic grid the network is exact there: their mean is the reference of issue 17's goal
 GOAL = 0.02
 LEARNED = 0.5  # below this mean Dice at the grid angles a structure is not learned: the goal says nothing there
 # real anatomy: default shape per spacing (a 96 mm field holds every hemisphere in every pose; 1 mm is cropped
 # to 80 mm, which still holds the structures within about 37 mm of their centroid) and default dataset ids
-_ASEG_SHAPES = {(3.0, 3.0, 3.0): (32, 32, 32), (1.0, 1.0, 1.0): (80, 80, 80), (1.0, 1.0, 3.0): (80, 80, 32)}
-_ASEG_IDS = {(3.0, 3.0, 3.0): 917, (1.0, 1.0, 1.0): 918, (1.0, 1.0, 3.0): 919}
+# (2 x 2 x 6 mm: 1 x 1 x 3's anisotropy at about 3 mm's number of voxels, what a CPU can train)
+_ASEG_SHAPES = {(3.0, 3.0, 3.0): (32, 32, 32), (1.0, 1.0, 1.0): (80, 80, 80), (1.0, 1.0, 3.0): (80, 80, 32),
+                (2.0, 2.0, 6.0): (48, 48, 16)}
+_ASEG_IDS = {(3.0, 3.0, 3.0): 917, (1.0, 1.0, 1.0): 918, (1.0, 1.0, 3.0): 919, (2.0, 2.0, 6.0): 920}
+PLANS = {"nnunet": "nnUNetPlans", "equivariant": "nnUNetPlansEquivariant"}
+
+
+def grid_angles(axis: str, spacing=None, shape=None) -> tuple[int, int]:
+    """The reference angles of issue 17's goal about ``axis`` (``"x"``, ``"y"``, ``"z"``) for test images of
+    ``spacing`` (mm) and ``shape`` (voxels), both in x, y, z order (``None``: cubic): ``(0, 90)`` where the
+    two other axes have equal spacing and size, so that a quarter turn maps the voxel grid onto itself;
+    ``(0, 180)`` otherwise (an anisotropic grid keeps only half turns about its fine axes: a quarter turn
+    there swaps a fine axis for the coarse one, and the image itself changes).
+
+    >>> grid_angles("z", (1, 1, 3)), grid_angles("x", (1, 1, 3)), grid_angles("x")
+    ((0, 90), (0, 180), (0, 90))
+    """
+    i, j = (k for k in range(3) if k != AXES[axis])
+    square = all(v is None or v[i] == v[j] for v in (spacing, shape))
+    return GRID_ANGLES if square else (0, 180)
 
 
 @dataclass(frozen=True)
@@ -272,19 +295,23 @@ SUMMARY_HEADER = ("| trainer | iterations | Dice 0 (mean of structures) | learne
                   "|---|---|---|---|---|---|---|")
 
 
-def goal_table(rows: list[dict], output: Path, training: dict, reference: str = "nnUNetTrainer") -> list[dict]:
-    """Issue 17's metric per trainer, structure and axis: the mean Dice at the grid angles (0 and 90), the
-    largest deviation from it over the angles, and the Dice at 0 degrees against ``reference`` (mean over
-    test subjects and seeds). ``goal.csv``, ``goal.md`` (with ``training``: seconds and iterations per
-    trainer and seed; with several seeds also the summary of each seed alone, the seeds' own spread)."""
-    out = goal_rows(rows, reference)
+def goal_table(rows: list[dict], output: Path, training: dict, reference: str = "nnUNetTrainer",
+               spacing=None, shape=None) -> list[dict]:
+    """Issue 17's metric per trainer, structure and axis: the mean Dice at the grid angles (0 and 90 on a
+    cubic grid; :func:`grid_angles` of the test images' ``spacing`` and ``shape``), the largest deviation
+    from it over the angles, and the Dice at 0 degrees against ``reference`` (mean over test subjects and
+    seeds). ``goal.csv``, ``goal.md`` (with ``training``: seconds and iterations per trainer and seed; with
+    several seeds also the summary of each seed alone, the seeds' own spread)."""
+    out = goal_rows(rows, reference, spacing, shape)
+    references = ", ".join(f"{a}: {' and '.join(map(str, grid_angles(a, spacing, shape)))}"
+                           for a in dict.fromkeys(r["axis"] for r in out))
     with open(output / "goal.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(out[0]))
         writer.writeheader()
         writer.writerows(out)
-    lines = [f"Goal (issue 17): every structure's Dice at every angle within {GOAL} of its mean at {GRID_ANGLES} "
-             f"degrees; Dice at 0 no lower than {reference}. 'not learned': grid mean below {LEARNED}, where a "
-             "small deviation means nothing.", "",
+    lines = [f"Goal (issue 17): every structure's Dice at every angle within {GOAL} of its mean at the grid angles "
+             f"(degrees about {references}); Dice at 0 no lower than {reference}. 'not learned': grid mean below "
+             f"{LEARNED}, where a small deviation means nothing.", "",
              "| trainer | structure | axis | grid mean | max deviation (at) | within | Dice 0 | vs stock |",
              "|---|---|---|---|---|---|---|---|"]
     for r in out:
@@ -305,13 +332,13 @@ def goal_table(rows: list[dict], output: Path, training: dict, reference: str = 
     lines += ["", *goal_summary(out, training)]
     seeds = list(dict.fromkeys(r["seed"] for r in rows))
     if len(seeds) > 1:
-        lines += ["", "Each seed alone:", "", *seed_summaries(rows, training)]
+        lines += ["", "Each seed alone:", "", *seed_summaries(rows, training, spacing, shape)]
     (output / "goal.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return out
 
 
-def seed_summaries(rows: list[dict], training: dict) -> list[str]:
+def seed_summaries(rows: list[dict], training: dict, spacing=None, shape=None) -> list[str]:
     """:func:`goal_summary` of every trainer and seed alone (named ``"<trainer> seed <s>"``; trainers in their
     order, their seeds under them): how far two seeds of one trainer differ, beside how far trainers do."""
     lines = list(SUMMARY_HEADER)
@@ -319,14 +346,16 @@ def seed_summaries(rows: list[dict], training: dict) -> list[str]:
         for seed in dict.fromkeys(r["seed"] for r in rows if r["trainer"] == t):
             name = f"{t} seed {seed}"
             alone = [{**r, "trainer": name} for r in rows if r["trainer"] == t and r["seed"] == seed]
-            lines += goal_summary(goal_rows(alone), {(name, seed): training.get((t, seed))})[len(SUMMARY_HEADER):]
+            lines += goal_summary(goal_rows(alone, spacing=spacing, shape=shape),
+                                  {(name, seed): training.get((t, seed))})[len(SUMMARY_HEADER):]
     return lines
 
 
-def goal_rows(rows: list[dict], reference: str = "nnUNetTrainer") -> list[dict]:
-    """:func:`goal_table`'s rows (no files): per trainer, structure and axis the grid mean, the largest
-    deviation from it and its angle, whether it is within the goal (``None``: not learned), the Dice at 0
-    and its difference to ``reference``'s (NaN without it). Means over test subjects and seeds."""
+def goal_rows(rows: list[dict], reference: str = "nnUNetTrainer", spacing=None, shape=None) -> list[dict]:
+    """:func:`goal_table`'s rows (no files): per trainer, structure and axis the grid mean (at
+    :func:`grid_angles` of ``spacing`` and ``shape``), the largest deviation from it and its angle, whether
+    it is within the goal (``None``: not learned), the Dice at 0 and its difference to ``reference``'s (NaN
+    without it). Means over test subjects and seeds."""
     trainers = list(dict.fromkeys(r["trainer"] for r in rows))
     structures = list(dict.fromkeys(r["structure"] for r in rows))
     axes = list(dict.fromkeys(r["axis"] for r in rows if r["angle"] != 0))
@@ -341,9 +370,11 @@ def goal_rows(rows: list[dict], reference: str = "nnUNetTrainer") -> list[dict]:
         for s in structures:
             for a in axes:
                 angles = sorted({r["angle"] for r in rows if r["trainer"] == t and (r["axis"] == a or r["angle"] == 0)})
-                if not all(g in angles for g in GRID_ANGLES):
-                    raise ValueError(f"the goal needs the grid angles {GRID_ANGLES} among --angles, got {angles}")
-                grid = float(np.mean([mean(t, s, a, g) for g in GRID_ANGLES]))
+                reference_angles = grid_angles(a, spacing, shape)
+                if not all(g in angles for g in reference_angles):
+                    raise ValueError(f"the goal needs the grid angles {reference_angles} about {a} among --angles "
+                                     f"(spacing {spacing}, shape {shape}), got {angles}")
+                grid = float(np.mean([mean(t, s, a, g) for g in reference_angles]))
                 deviations = {angle: mean(t, s, a, angle) - grid for angle in angles}
                 worst = max(deviations, key=lambda k: abs(deviations[k]))
                 dice0 = mean(t, s, a, 0)
@@ -466,7 +497,14 @@ def main(argv=None) -> None:
     parser.add_argument("--axes", nargs="+", default=["z"], choices=sorted(AXES))
     parser.add_argument("--angles", type=float, nargs="+", default=[0, 15, 30, 45, 60, 90])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dataset-id", type=int, help="default: 913 synthetic; aseg 917 (3 mm), 918 (1 mm), 919 (1x1x3)")
+    parser.add_argument("--dataset-id", type=int,
+                        help="default: 913 synthetic; aseg 917 (3 mm), 918 (1 mm), 919 (1x1x3), 920 (2x2x6)")
+    parser.add_argument("--plans", choices=sorted(PLANS), default="nnunet",
+                        help="nnunet: nnUNetv2_plan_and_preprocess (nnUNetPlans); equivariant: nnunet-equivariant "
+                             "plan_and_preprocess (nnUNetPlansEquivariant, isotropic)")
+    parser.add_argument("--plans-trainer", default="nnUNetTrainerE3nn",
+                        help="--plans equivariant: the trainer whose network the plans are sized for (-tr); "
+                             "its kernel size is the stock networks' too")
     parser.add_argument("--tta", action="store_true", help="keep nnU-Net's test-time mirroring")
     parser.add_argument("--continue-from", type=int, metavar="EPOCHS",
                         help="start each trainer from its finished run of EPOCHS epochs (nnUNetv2_train --c; the "
@@ -496,11 +534,16 @@ def main(argv=None) -> None:
 
     dataset, test = write_dataset(out / "nnUNet_raw", dataset_id, args.train, args.test, shape, spacing,
                                   args.axes, args.angles, args.seed, anatomy)
-    plans = out / "nnUNet_preprocessed" / dataset.name / "nnUNetPlans.json"
+    plans_name = PLANS[args.plans]
+    plans = out / "nnUNet_preprocessed" / dataset.name / f"{plans_name}.json"
     if not plans.is_file():
         # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA): it must be >= 1 there
-        run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
-             "3d_fullres", "-np", "1", "--verify_dataset_integrity", log=log)
+        if args.plans == "equivariant":
+            run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnunet-equivariant", "plan_and_preprocess", "-d",
+                        dataset_id, "-np", "1", "--verify_dataset_integrity", "-tr", args.plans_trainer, log=log)
+        else:
+            run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
+                        "3d_fullres", "-np", "1", "--verify_dataset_integrity", log=log)
     rows, training, curves = [], {}, []
     seeds = args.seeds or [None]
     for base in args.trainers:
@@ -510,30 +553,31 @@ def main(argv=None) -> None:
                                          args.budget_clock)
             else:
                 trainer = schedule_trainer(out / "trainers", base, args.epochs, args.iterations, seed)
-            model = out / "nnUNet_results" / dataset.name / f"{trainer}__nnUNetPlans__3d_fullres"
+            model = out / "nnUNet_results" / dataset.name / f"{trainer}__{plans_name}__3d_fullres"
             if not (model / "fold_0" / "checkpoint_final.pth").is_file():
                 resume = []
                 if args.continue_from:  # a longer schedule that starts where the shorter run ended
                     shorter = out / "nnUNet_results" / dataset.name / (
                         f"{schedule_trainer(out / 'trainers', base, args.continue_from, args.iterations, seed)}"
-                        "__nnUNetPlans__3d_fullres") / "fold_0" / "checkpoint_final.pth"
+                        f"__{plans_name}__3d_fullres") / "fold_0" / "checkpoint_final.pth"
                     if not shorter.is_file():
                         raise FileNotFoundError(f"--continue-from {args.continue_from}: no {shorter} to continue from")
                     (model / "fold_0").mkdir(parents=True, exist_ok=True)
                     # as checkpoint_latest: nnU-Net continues from it, and a failed run is not taken for a finished one
                     shutil.copy2(shorter, model / "fold_0" / "checkpoint_latest.pth")
                     resume = ["--c"]
-                run_command(env, "nnUNetv2_train", dataset_id, "3d_fullres", "0", "-tr", trainer, "-device",
-                            args.device, *resume, log=log)
+                run_command(env, "nnUNetv2_train", dataset_id, "3d_fullres", "0", "-tr", trainer, "-p", plans_name,
+                            "-device", args.device, *resume, log=log)
             budget = model / "fold_0" / "training_budget.json"
             training[base, seed] = json.loads(budget.read_text()) if budget.is_file() else None
             times = training_times(model / "fold_0")
-            curves.append(TrainerEntry(base, "nnUNetPlans", model, name=base if seed is None else f"{base} seed {seed}",
+            curves.append(TrainerEntry(base, plans_name, model, name=base if seed is None else f"{base} seed {seed}",
                                        times={0: times} if times else {}))
-            predictions = out / "predictions" / test.name / trainer
+            predictions = out / "predictions" / test.name / (trainer if args.plans == "nnunet" else f"{trainer}__{plans_name}")
             if not (predictions / "done").is_file():
                 run_command(env, "nnUNetv2_predict", "-i", test / "images", "-o", predictions, "-d", dataset_id,
-                     "-c", "3d_fullres", "-tr", trainer, "-f", "0", "-device", args.device, "-npp", "0", "-nps", "0",
+                     "-c", "3d_fullres", "-tr", trainer, "-p", plans_name, "-f", "0", "-device", args.device,
+                     "-npp", "0", "-nps", "0",
                      *([] if args.tta else ["--disable_tta"]), log=log)
                 (predictions / "done").write_text("")
             labels = json.loads((dataset / "dataset.json").read_text())["labels"]
@@ -542,15 +586,15 @@ def main(argv=None) -> None:
                 if args.budget_seconds is not None
                 else f"{args.epochs}x{args.iterations}")
     seeds_tag = "" if args.seeds is None else "_seeds" + "-".join(map(str, args.seeds))
-    results = out / "results" / f"{schedule}_{test.name}{seeds_tag}"
+    results = out / "results" / f"{schedule}_{test.name}{seeds_tag}{'' if args.plans == 'nnunet' else '_' + plans_name}"
     results.mkdir(parents=True, exist_ok=True)
     how = (f"{args.budget_seconds:g} s of {args.budget_clock}-clock training each (epochs of {args.iterations} iterations)"
            if args.budget_seconds is not None else f"{args.epochs} epochs x {args.iterations} iterations")
     grid = "x".join(f"{s:g}" for s in spacing)
     summarise(rows, results, f"{anatomy.name}: {args.train} training subjects in one pose, {how}, seeds "
                              f"{args.seeds or 'unseeded'}, {args.test} test subjects, {'x'.join(map(str, shape))} at "
-                             f"{grid} mm, device {args.device}")
-    goal_table(rows, results, training)
+                             f"{grid} mm, plans {plans_name}, device {args.device}")
+    goal_table(rows, results, training, spacing=spacing, shape=shape)
     write_learning_curves(curves, results)  # nnU-Net's validation curve against training seconds
     structure_learning(curves, labels, results)
 

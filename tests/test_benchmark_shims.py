@@ -100,6 +100,33 @@ def test_seed_summaries_give_each_trainer_and_seed_alone(monkeypatch):
     assert pooled[2] == "| e3nn | 50 | 0.700 | 1 of 1 | 0.050 / 0.050 | 0 of 1 | 0.000 |"
 
 
+def test_goal_on_an_anisotropic_grid_takes_half_turns_about_the_fine_axes(monkeypatch):
+    """On 1 x 1 x 3 mm test images a quarter turn about x swaps a fine axis for the coarse one, so the goal's
+    reference about x (and y) is the mean at 0 and 180 degrees, about z still at 0 and 90; a run without 180
+    degrees is refused for x, not for z."""
+    from benchmark_scripts import BENCHMARKS
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_training")
+    assert bench.grid_angles("z", (1, 1, 3), (80, 80, 32)) == (0, 90)
+    assert bench.grid_angles("x", (1, 1, 3)) == bench.grid_angles("y", (1, 1, 3)) == (0, 180)
+    assert bench.grid_angles("z", (1, 1, 1), (80, 64, 80)) == (0, 180)  # a quarter turn leaves the box
+    assert bench.grid_angles("x", (3, 3, 3), (32, 32, 32)) == bench.grid_angles("x") == (0, 90)
+
+    def rows(axis, dice_by_angle):
+        return [{"trainer": "e3nn", "seed": 0, "case": "t0", "structure": "a", "axis": axis, "angle": angle,
+                 "dice": dice} for angle, dice in dice_by_angle.items()]
+
+    dice = rows("x", {0: 0.8, 45: 0.75, 90: 0.6, 180: 0.8}) + rows("z", {0: 0.8, 45: 0.79, 90: 0.8})
+    goal = {r["axis"]: r for r in bench.goal_rows(dice, spacing=(1, 1, 3), shape=(80, 80, 32))}
+    assert goal["x"]["grid_mean"] == 0.8 and goal["x"]["at_angle"] == 90 and goal["x"]["max_abs_deviation"] == 0.2
+    assert goal["z"]["grid_mean"] == 0.8 and goal["z"]["within_goal"] is True
+    isotropic = {r["axis"]: r for r in bench.goal_rows(dice)}
+    assert isotropic["x"]["grid_mean"] == 0.7  # (0.8 + 0.6) / 2: the cubic grid's quarter turn
+    with pytest.raises(ValueError, match=r"\(0, 180\) about x"):
+        bench.goal_rows(rows("x", {0: 0.8, 90: 0.6}), spacing=(1, 1, 3))
+
+
 def test_structure_learning_times_each_structure_from_the_per_label_pseudo_dice(monkeypatch, tmp_path):
     """When each structure switched on (never 0 again) and was learned (per-label EMA >= 0.5), in the
     epochs' cumulative seconds; an epoch without the label (NaN) neither resets nor feeds the EMA, labels in
