@@ -86,6 +86,11 @@ def grid_angles(axis: str, spacing=None, shape=None) -> tuple[int, int]:
     ``(0, 180)`` otherwise (an anisotropic grid keeps only half turns about its fine axes: a quarter turn
     there swaps a fine axis for the coarse one, and the image itself changes).
 
+    nnU-Net keeps these exact only where it does not pad a preprocessed image to the patch by an odd number
+    of voxels: it pads ``d // 2`` before and the rest after, so a rotated case lies one voxel off the
+    network's pooling grid (a trained 3 mm model: a 31^3 crop of a test image, padded 0 / 1 to its 32^3
+    patch, changes 0.45 % of its voxels under a half turn; a 30^3 crop, padded 1 / 1, none).
+
     >>> grid_angles("z", (1, 1, 3)), grid_angles("x", (1, 1, 3)), grid_angles("x")
     ((0, 90), (0, 180), (0, 90))
     """
@@ -505,12 +510,17 @@ def main(argv=None) -> None:
     parser.add_argument("--plans-trainer", default="nnUNetTrainerE3nn",
                         help="--plans equivariant: the trainer whose network the plans are sized for (-tr); "
                              "its kernel size is the stock networks' too")
+    parser.add_argument("--target-spacing", type=float, metavar="MM",
+                        help="--plans equivariant: -overwrite_target_spacing (e.g. 3 for 2 x 2 x 6 mm, so that the "
+                             "96 mm field is 32 voxels, the patch: see grid_angles on padding)")
     parser.add_argument("--tta", action="store_true", help="keep nnU-Net's test-time mirroring")
     parser.add_argument("--continue-from", type=int, metavar="EPOCHS",
                         help="start each trainer from its finished run of EPOCHS epochs (nnUNetv2_train --c; the "
                              "poly learning rate resumes at epoch EPOCHS of the longer schedule)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subjects (the data, not the training)")
     args = parser.parse_args(argv)
+    if args.target_spacing is not None and args.plans != "equivariant":
+        parser.error("--target-spacing needs --plans equivariant")
     if args.budget_seconds is not None and args.continue_from:
         parser.error("--continue-from continues an epoch schedule, not a --budget-seconds run")
 
@@ -540,7 +550,9 @@ def main(argv=None) -> None:
         # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA): it must be >= 1 there
         if args.plans == "equivariant":
             run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnunet-equivariant", "plan_and_preprocess", "-d",
-                        dataset_id, "-np", "1", "--verify_dataset_integrity", "-tr", args.plans_trainer, log=log)
+                        dataset_id, "-np", "1", "--verify_dataset_integrity", "-tr", args.plans_trainer,
+                        *([] if args.target_spacing is None else ["-overwrite_target_spacing", args.target_spacing]),
+                        log=log)
         else:
             run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
                         "3d_fullres", "-np", "1", "--verify_dataset_integrity", log=log)
