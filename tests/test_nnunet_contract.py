@@ -11,7 +11,7 @@ import torch
 from nnunet_equivariant.commands import predict as predict_command
 
 # our flags that nnU-Net does not have
-OWN_FLAGS = {"--rotation_tta", "--rotation-tta"}
+OWN_FLAGS = {"--rotation_tta", "--rotation-tta", "--symmetric_tiling", "--symmetric-tiling"}
 # nnU-Net requires these in one of its two parsers; ours takes either -d and -c, or -m (checked in run)
 EITHER_OR = {"-d", "-c", "-m"}
 
@@ -80,6 +80,7 @@ def _parameters(function) -> list[str]:
 
 def test_the_predictor_methods_and_helpers_we_call_keep_their_signatures():
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
     from nnunetv2.utilities.file_path_utilities import get_output_folder
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
@@ -102,6 +103,12 @@ def test_the_predictor_methods_and_helpers_we_call_keep_their_signatures():
         nnUNetPredictor._manage_input_and_output_lists: [
             "list_of_lists_or_source_folder", "output_folder_or_list_of_truncated_output_files",
             "folder_with_segs_from_prev_stage", "overwrite", "part_id", "num_parts", "save_probabilities"],
+        # symmetric tiling: the sliding window's padding, tiles and their accumulation
+        nnUNetPredictor.predict_sliding_window_return_logits: ["input_image"],
+        nnUNetPredictor._internal_get_sliding_window_slicers: ["image_size"],
+        nnUNetPredictor._internal_predict_sliding_window_return_logits: ["data", "slicers", "do_on_device"],
+        compute_gaussian.__wrapped__: ["tile_size", "sigma_scale", "value_scaling_factor", "dtype", "device"],
+        compute_steps_for_sliding_window: ["image_size", "tile_size", "tile_step_size"],
         get_output_folder: ["dataset_name_or_id", "trainer_name", "plans_identifier", "configuration", "fold"],
         recursive_find_trainer_class_by_name: ["trainer_name"],
     }
@@ -114,7 +121,8 @@ def test_the_predictor_attributes_we_read_exist_and_the_output_hook_returns_the_
 
     predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
     for attribute in ("network", "plans_manager", "configuration_manager", "dataset_json", "trainer_name",
-                      "allowed_mirroring_axes", "use_mirroring", "tile_step_size", "device"):
+                      "allowed_mirroring_axes", "use_mirroring", "tile_step_size", "device", "use_gaussian",
+                      "allow_tqdm"):
         assert hasattr(predictor, attribute), f"nnUNetPredictor no longer has .{attribute}"
     predictor.dataset_json = {"file_ending": ".nii.gz"}
     inputs = [[str(tmp_path / f"case{i}_0000.nii.gz")] for i in range(3)]

@@ -25,11 +25,12 @@ def test_an_nnunet_predict_line_maps_to_the_library_arguments(calls):
                      "-p", "nnUNetPlansEquivariant", "-f", "0", "all", "-step_size", "0.25", "--disable_tta",
                      "--save_probabilities", "--continue_prediction", "-chk", "checkpoint_best.pth", "-npp", "0",
                      "-nps", "0", "-prev_stage_predictions", "prev", "-device", "cpu", "--disable_progress_bar",
-                     "--not_on_device", "--verbose", "--rotation_tta", "grid"]) == 0
+                     "--not_on_device", "--verbose", "--rotation_tta", "grid", "--symmetric_tiling"]) == 0
     assert calls[0] == ("threads", "cpu"), "torch's threads are set as nnUNetv2_predict sets them"
     args, kwargs = calls[1]
     assert args == ("in", "out", "results/7/nnUNetTrainerE3nn__nnUNetPlansEquivariant__3d_fullres")
-    assert kwargs == dict(folds=["0", "all"], rotation_tta="grid", step_size=0.25, use_mirroring=False,
+    assert kwargs == dict(folds=["0", "all"], rotation_tta="grid", symmetric_tiling=True, step_size=0.25,
+                          use_mirroring=False,
                           checkpoint="checkpoint_best.pth", save_probabilities=True, overwrite=False,
                           num_processes_preprocessing=0, num_processes_segmentation_export=0,
                           previous_stage_predictions="prev", num_parts=1, part_id=0, device="cpu",
@@ -47,6 +48,7 @@ def test_the_defaults_are_nnunets(calls, monkeypatch):
     assert kwargs["num_processes_segmentation_export"] == 3
     assert kwargs["overwrite"] is False and (kwargs["num_parts"], kwargs["part_id"]) == (3, 2)
     assert kwargs["rotation_tta"] == "none" and kwargs["use_mirroring"] and kwargs["progress_bar"]
+    assert kwargs["symmetric_tiling"] is False, "nnU-Net's sliding window unless asked"
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -41,6 +41,7 @@ def predict(
     model_folder: str | os.PathLike,
     folds: Sequence[int | str] = (0, 1, 2, 3, 4),
     rotation_tta: str = "none",
+    symmetric_tiling: bool = False,
     step_size: float = 0.5,
     use_mirroring: bool = True,
     checkpoint: str = "checkpoint_final.pth",
@@ -58,7 +59,9 @@ def predict(
 ) -> list[str]:
     """Predict every case of ``input_folder`` (nnU-Net raw layout) into ``output_folder`` with the fold
     ensemble ``folds`` (integers or ``"all"``) of a trained ``model_folder``, averaged over the rotation TTA
-    ``rotation_tta`` (``RotationTTAPredictor``).
+    ``rotation_tta`` (``RotationTTAPredictor``); ``symmetric_tiling`` pads and tiles every case
+    mirror-symmetrically, so that a grid rotation of a case rotates a steerable network's prediction exactly
+    (``RotationTTAPredictor``; ``False``: nnU-Net's sliding window).
 
     The arguments are ``nnUNetv2_predict``'s flags, typed: ``use_mirroring`` is ``not --disable_tta``,
     ``overwrite`` is ``not --continue_prediction``, ``progress_bar`` is ``not --disable_progress_bar``,
@@ -88,7 +91,8 @@ def predict(
     predictor = _RecordingPredictor(
         tile_step_size=step_size, use_gaussian=True, use_mirroring=use_mirroring,
         perform_everything_on_device=perform_everything_on_device, device=torch.device(device), verbose=verbose,
-        verbose_preprocessing=verbose, allow_tqdm=progress_bar, rotation_tta=rotation_tta)
+        verbose_preprocessing=verbose, allow_tqdm=progress_bar, rotation_tta=rotation_tta,
+        symmetric_tiling=symmetric_tiling)
     predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=checkpoint)
     previous = None if previous_stage_predictions is None else os.fspath(previous_stage_predictions)
     if sequential:

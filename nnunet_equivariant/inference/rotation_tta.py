@@ -33,6 +33,19 @@ spacing along them, so e.g. a ``(64, 128, 128)`` patch keeps the 8 rotations of 
 and a fully anisotropic patch only the 180-degree rotations about each axis). Other rotations would change
 the sliding-window tiling or resample the image; they are not approximated.
 
+Case-level exactness (``symmetric_tiling=True``): rotation TTA makes each patch exact, but nnU-Net's sliding
+window is not symmetric for every case. It pads a case smaller than the patch by ``d // 2`` before and the
+rest after, so for odd ``d`` a rotated case lies one voxel off the network's pooling grid; and it rounds its
+tile offsets, which for about a quarter of the sizes between one and four patches are not mirror-symmetric
+(49 voxels, a 32-voxel patch: 0, 8, 17); and it centres its Gaussian tile weights at voxel ``size // 2``,
+half a voxel off the centre of its even patches, so overlapping tiles are not weighted mirror-symmetrically.
+With ``symmetric_tiling`` the predictor pads an odd difference as ``(d + 1) / 2`` zeros on both sides (one
+voxel more than the patch: two tiles, offsets 0 and 1), adds the mirrored offsets to nnU-Net's (49: 0, 8,
+9, 17) and weights tiles by nnU-Net's Gaussian averaged over its flips, so the tiling of a case rotated by
+any grid rotation that keeps its box is the rotated tiling, and a steerable network's prediction of the
+rotated case is the rotated prediction (up to the float16 sums nnU-Net accumulates tiles in). Costs at most
+one tile more per axis and offset.
+
 Convention: a grid element ``R`` acts on a ``(batch, channels, x, y, z)`` patch as
 ``nnunet_equivariant.symmetry.transform_volume`` (``(R f)(p) = f(R^-1 p)``); logits are scalars, so the
 output is mapped back with ``R^-1 = R^T`` and no channel mixing.
@@ -40,10 +53,13 @@ output is mapped back with ``R^-1 = R^T`` and no channel mixing.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Sequence
 
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+from tqdm import tqdm
 
 from . import ROTATION_TTA_MODES
 from ..symmetry import (Symmetry, coset_representatives, flip_matrix, generate_group, get_symmetry, grid_rotations,
@@ -114,14 +130,18 @@ class RotationTTAPredictor(nnUNetPredictor):
     per coset representative of ``tta_passes(tta_group(...), symmetry)`` and the back-transformed logits
     are averaged (module docstring). ``use_mirroring=False`` (``--disable_tta``) leaves the flips out of
     ``G``. ``symmetry``: the network's group; ``None`` reads the trainer's ``symmetry`` attribute
-    (``trainer_symmetry``) once the predictor is initialised. 3D configurations only.
+    (``trainer_symmetry``) once the predictor is initialised. ``symmetric_tiling``: pad and tile every case
+    mirror-symmetrically (module docstring; ``False``: nnU-Net's sliding window unchanged). 3D configurations
+    only.
     """
 
-    def __init__(self, *args, rotation_tta: str = "none", symmetry: str | None = None, **kwargs):
+    def __init__(self, *args, rotation_tta: str = "none", symmetry: str | None = None,
+                 symmetric_tiling: bool = False, **kwargs):
         if rotation_tta not in ROTATION_TTA_MODES:
             raise ValueError(f"rotation_tta must be one of {ROTATION_TTA_MODES}, got {rotation_tta!r}")
         super().__init__(*args, **kwargs)
         self.rotation_tta = rotation_tta
+        self.symmetric_tiling = bool(symmetric_tiling)
         self.symmetry = None if symmetry is None else get_symmetry(symmetry).name
         self._passes_cache: tuple | None = None
 
@@ -161,3 +181,58 @@ class RotationTTAPredictor(nnUNetPredictor):
         if len(passes) > 1:
             prediction /= len(passes)
         return prediction
+
+    def symmetric_padding(self, image_size: Sequence[int]) -> list[int]:
+        """Zeros to add on both sides of each axis of a ``(x, y, z)`` case before nnU-Net pads it: ``(d + 1) / 2``
+        where the case is ``d`` voxels smaller than the patch and ``d`` is odd (nnU-Net pads an even ``d``
+        symmetrically itself), else 0."""
+        patch = self.configuration_manager.patch_size
+        return [(p - n + 1) // 2 if p > n and (p - n) % 2 else 0 for n, p in zip(image_size, patch)]
+
+    @torch.inference_mode()
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+        """nnU-Net's ``(channels, x, y, z)`` -> ``(classes, x, y, z)`` logits; with ``symmetric_tiling`` an odd
+        shortfall against the patch is padded symmetrically first, and the logits cropped back."""
+        pads = self.symmetric_padding(input_image.shape[1:]) if self.symmetric_tiling else []
+        if not any(pads):
+            return super().predict_sliding_window_return_logits(input_image)
+        padded = torch.nn.functional.pad(input_image, [v for d in reversed(pads) for v in (d, d)])  # nnU-Net's 0
+        logits = super().predict_sliding_window_return_logits(padded)
+        return logits[(slice(None), *(slice(d, size - d) for d, size in zip(pads, logits.shape[1:])))]
+
+    def _internal_get_sliding_window_slicers(self, image_size: Sequence[int]):
+        """nnU-Net's tiles; with ``symmetric_tiling`` (3D) the offsets along each axis are nnU-Net's and their
+        mirror images, so the tiling of a flipped case is the flipped tiling."""
+        patch = list(self.configuration_manager.patch_size)
+        if not self.symmetric_tiling or len(patch) != len(image_size):
+            return super()._internal_get_sliding_window_slicers(image_size)
+        steps = compute_steps_for_sliding_window(tuple(image_size), patch, self.tile_step_size)
+        steps = [sorted({*axis, *(n - p - t for t in axis)}) for axis, n, p in zip(steps, image_size, patch)]
+        return [(slice(None), *(slice(t, t + p) for t, p in zip(offsets, patch)))
+                for offsets in itertools.product(*steps)]
+
+    @torch.inference_mode()
+    def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers, do_on_device: bool = True):
+        """nnU-Net's accumulation of tile logits (float16 sums, Gaussian weights, one network call per tile through
+        ``_internal_maybe_mirror_and_predict``); with ``symmetric_tiling`` the Gaussian is the mean over its 2^3 flips
+        (nnU-Net's is centred at ``size // 2``: not mirror-symmetric for even patches), so every tile is weighted
+        as its mirror image. Without it: nnU-Net's method unchanged."""
+        if not (self.symmetric_tiling and self.use_gaussian) or data.ndim != 4:
+            return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
+        results_device = self.device if do_on_device else torch.device("cpu")
+        data = data.to(results_device)
+        gaussian = compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
+                                    value_scaling_factor=10, device=results_device).float()
+        flips = [dims for k in range(4) for dims in itertools.combinations(range(3), k)]
+        gaussian = (torch.stack([torch.flip(gaussian, dims) for dims in flips]).mean(0)).half()
+        logits = torch.zeros((self.label_manager.num_segmentation_heads, *data.shape[1:]), dtype=torch.half,
+                             device=results_device)
+        weights = torch.zeros(data.shape[1:], dtype=torch.half, device=results_device)
+        for sl in tqdm(slicers, disable=not self.allow_tqdm):
+            tile = torch.clone(data[sl][None], memory_format=torch.contiguous_format).to(self.device)
+            logits[sl] += self._internal_maybe_mirror_and_predict(tile)[0].to(results_device) * gaussian
+            weights[sl[1:]] += gaussian
+        torch.div(logits, weights, out=logits)
+        if torch.any(torch.isinf(logits)):
+            raise RuntimeError("inf in the predicted logits (float16 sums, as nnU-Net's): reduce the Gaussian's scale")
+        return logits
