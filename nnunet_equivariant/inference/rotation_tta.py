@@ -126,9 +126,9 @@ def _trainer_symmetry(trainer_name: str) -> Symmetry:
 class RotationTTAPredictor(nnUNetPredictor):
     """``nnUNetPredictor`` with symmetry-aware rotation TTA (``rotation_tta="grid"``).
 
-    ``rotation_tta="none"`` is nnU-Net's predictor unchanged. With ``"grid"`` each patch is predicted once
-    per coset representative of ``tta_passes(tta_group(...), symmetry)`` and the back-transformed logits
-    are averaged (module docstring). ``use_mirroring=False`` (``--disable_tta``) leaves the flips out of
+    ``rotation_tta="none"`` without ``symmetric_tiling`` is nnU-Net's predictor unchanged. With ``"grid"``
+    each patch is predicted once per coset representative of ``tta_passes(tta_group(...), symmetry)`` and
+    the back-transformed logits are averaged (module docstring). ``use_mirroring=False`` (``--disable_tta``) leaves the flips out of
     ``G``. ``symmetry``: the network's group; ``None`` reads the trainer's ``symmetry`` attribute
     (``trainer_symmetry``) once the predictor is initialised. ``symmetric_tiling``: pad and tile every case
     mirror-symmetrically (module docstring; ``False``: nnU-Net's sliding window unchanged). 3D configurations
@@ -193,7 +193,8 @@ class RotationTTAPredictor(nnUNetPredictor):
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
         """nnU-Net's ``(channels, x, y, z)`` -> ``(classes, x, y, z)`` logits; with ``symmetric_tiling`` an odd
         shortfall against the patch is padded symmetrically first, and the logits cropped back."""
-        pads = self.symmetric_padding(input_image.shape[1:]) if self.symmetric_tiling else []
+        three_d = len(self.configuration_manager.patch_size) == input_image.ndim - 1 == 3
+        pads = self.symmetric_padding(input_image.shape[1:]) if self.symmetric_tiling and three_d else []
         if not any(pads):
             return super().predict_sliding_window_return_logits(input_image)
         padded = torch.nn.functional.pad(input_image, [v for d in reversed(pads) for v in (d, d)])  # nnU-Net's 0
@@ -217,7 +218,7 @@ class RotationTTAPredictor(nnUNetPredictor):
         ``_internal_maybe_mirror_and_predict``); with ``symmetric_tiling`` the Gaussian is the mean over its 2^3 flips
         (nnU-Net's is centred at ``size // 2``: not mirror-symmetric for even patches), so every tile is weighted
         as its mirror image. Without it: nnU-Net's method unchanged."""
-        if not (self.symmetric_tiling and self.use_gaussian) or data.ndim != 4:
+        if not (self.symmetric_tiling and self.use_gaussian) or len(self.configuration_manager.patch_size) != 3:
             return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
         results_device = self.device if do_on_device else torch.device("cpu")
         data = data.to(results_device)
