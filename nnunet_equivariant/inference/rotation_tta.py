@@ -128,11 +128,11 @@ class RotationTTAPredictor(nnUNetPredictor):
 
     ``rotation_tta="none"`` without ``symmetric_tiling`` is nnU-Net's predictor unchanged. With ``"grid"``
     each patch is predicted once per coset representative of ``tta_passes(tta_group(...), symmetry)`` and
-    the back-transformed logits are averaged (module docstring). ``use_mirroring=False`` (``--disable_tta``) leaves the flips out of
-    ``G``. ``symmetry``: the network's group; ``None`` reads the trainer's ``symmetry`` attribute
-    (``trainer_symmetry``) once the predictor is initialised. ``symmetric_tiling``: pad and tile every case
-    mirror-symmetrically (module docstring; ``False``: nnU-Net's sliding window unchanged). 3D configurations
-    only.
+    the back-transformed logits are averaged (module docstring). ``use_mirroring=False``
+    (``--disable_tta``) leaves the flips out of ``G``. ``symmetry``: the network's group; ``None`` reads the
+    trainer's ``symmetry`` attribute (``trainer_symmetry``) once the predictor is initialised.
+    ``symmetric_tiling``: pad, tile and weight every case mirror-symmetrically (module docstring; ``False``:
+    nnU-Net's sliding window unchanged; a 2D configuration keeps it). Rotation TTA: 3D configurations only.
     """
 
     def __init__(self, *args, rotation_tta: str = "none", symmetry: str | None = None,
