@@ -31,11 +31,12 @@ def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnun
     """Stock nnU-Net with ``--rotation_tta grid --disable_tta`` (the 24 rotations, no flips, to halve the
     test's time): the prediction of a rotated case is the rotated prediction.
 
-    The 32^3 cases are one sliding-window tile, so the tiling commutes with the rotation. nnU-Net accumulates
-    gaussian-weighted logits in float16, and its gaussian is off-centre by half a voxel, so the rotated case
-    sees other weights: ~1e-3 rounding where the weight is large, but in the tile's corners (weights ~1e-9,
-    float16 subnormals) probabilities differ by up to 0.1 (measured). So: probabilities equal to float16
-    rounding inside the tile's inscribed ball, segmentations equal up to those corners."""
+    The 32^3 cases are one sliding-window tile, so the tiling commutes with the rotation. With
+    ``--symmetric_tiling off`` (nnU-Net's tiling) the Gaussian tile weights are centred half a voxel off, so
+    the rotated case sees other weights: ~1e-3 float16 rounding where the weight is large, but in the
+    tile's corners (weights ~1e-9, float16 subnormals) probabilities differ by up to 0.1 (measured). The
+    default (``auto``: symmetric tiling with rotation TTA) weights by the flip-averaged Gaussian, and the
+    whole case rotates exactly, up to float16 rounding."""
     ws = nnunet_workspace
     trained_model("nnUNetTrainer_tiny")
     images = tmp_path / "images"
@@ -43,17 +44,23 @@ def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnun
     shutil.copy(ws.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz", images / "A_0000.nii.gz")
     _rotate_image(images / "A_0000.nii.gz", images / "B_0000.nii.gz")
     out = tmp_path / "pred"
-    proc = ws.run("nnunet-equivariant", "predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
-                  "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
-                  "--rotation_tta", "grid", "--disable_tta", "--disable_progress_bar", "--save_probabilities")
-    assert "Running in non-multiprocessing mode" in proc.stdout, "-npp 0 -nps 0: sequential, as nnUNetv2_predict"
-    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz"))) for c in "AB")
-    pa, pb = (np.load(out / f"{c}.npz")["probabilities"] for c in "AB")
-    assert pa.shape == (3, 32, 32, 32)  # probabilities compared: whatever the barely trained model predicts
+    differences = {}
+    for tiling in ("auto", "off"):
+        out = tmp_path / f"pred_{tiling}"
+        proc = ws.run("nnunet-equivariant", "predict", "-i", images, "-o", out, "-d", DATASET_ID, "-c", "3d_fullres",
+                      "-tr", "nnUNetTrainer_tiny", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+                      "--rotation_tta", "grid", "--disable_tta", "--disable_progress_bar", "--save_probabilities",
+                      "--symmetric_tiling", tiling)
+        assert "Running in non-multiprocessing mode" in proc.stdout, "-npp 0 -nps 0: sequential, as nnUNetv2_predict"
+        a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{c}.nii.gz"))) for c in "AB")
+        pa, pb = (np.load(out / f"{c}.npz")["probabilities"] for c in "AB")
+        assert pa.shape == (3, 32, 32, 32)  # probabilities compared: whatever the barely trained model predicts
+        differences[tiling] = np.abs(np.rot90(pa, k=1, axes=(1, 3)) - pb).max(0)
+        changed = (np.rot90(a, k=1, axes=(0, 2)) != b).mean()
+        assert changed < 0.01, f"the segmentation rotates with the input ({tiling}: {changed:.2%} changed)"
     centre = np.linalg.norm(np.indices(a.shape) - 15.5, axis=0) < 16
-    difference = np.abs(np.rot90(pa, k=1, axes=(1, 3)) - pb).max(0)
-    assert difference[centre].max() < 2e-3, "the probabilities rotate with the input (float16 accumulator)"
-    assert (np.rot90(a, k=1, axes=(0, 2)) != b).mean() < 0.01, "the segmentation rotates with the input"
+    assert differences["off"][centre].max() < 2e-3, "the probabilities rotate with the input (float16 accumulator)"
+    assert differences["auto"].max() < 2e-3, "symmetric tiling: everywhere, the tile's corners too"
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerE3nn_tiny", "nnUNetTrainerMirror_tiny"])

@@ -48,7 +48,13 @@ def test_the_defaults_are_nnunets(calls, monkeypatch):
     assert kwargs["num_processes_segmentation_export"] == 3
     assert kwargs["overwrite"] is False and (kwargs["num_parts"], kwargs["part_id"]) == (3, 2)
     assert kwargs["rotation_tta"] == "none" and kwargs["use_mirroring"] and kwargs["progress_bar"]
-    assert kwargs["symmetric_tiling"] is False, "nnU-Net's sliding window unless asked"
+    assert kwargs["symmetric_tiling"] == "auto", "symmetric tiling where the network has a symmetry"
+
+
+@pytest.mark.parametrize("value,expected", [("on", True), ("off", False), ("auto", "auto")])
+def test_symmetric_tiling_takes_on_off_and_auto(calls, value, expected):
+    assert cli.main(["predict", "-i", "in", "-o", "out", "-m", "model", "--symmetric-tiling", value]) == 0
+    assert calls[1][1]["symmetric_tiling"] == expected
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -2,6 +2,7 @@
 (float64), for stock, mirror-symmetric and steerable networks, through nnU-Net's per-patch hook."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
@@ -9,7 +10,8 @@ from torch import nn
 
 from nnunet_equivariant.inference.mirroring import non_redundant_mirror_axes
 from nnunet_equivariant.inference.rotation_tta import (RotationTTAPredictor, shape_preserving_rotations,
-                                                       trainer_symmetry, tta_group, tta_passes)
+                                                       symmetric_gaussian, symmetric_steps, trainer_symmetry,
+                                                       tta_group, tta_passes)
 from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
 from nnunet_equivariant.networks.mirror_unet import MirrorUNet
 from nnunet_equivariant.symmetry import get_symmetry, grid_rotations, grid_symmetries
@@ -119,10 +121,11 @@ def test_group_bookkeeping_and_bad_values():
         shape_preserving_rotations((8, 8))
 
 
-def _sliding_window_predictor(net, patch_size, symmetric_tiling):
+def _sliding_window_predictor(net, patch_size, symmetric_tiling, symmetry=None):
     """A predictor that runs nnU-Net's own ``predict_sliding_window_return_logits`` (Gaussian weights, float16
     sums) on ``net``, without TTA."""
     predictor = RotationTTAPredictor(rotation_tta="none", use_mirroring=False, symmetric_tiling=symmetric_tiling,
+                                     symmetry=symmetry,
                                      tile_step_size=0.5, use_gaussian=True, perform_everything_on_device=False,
                                      device=torch.device("cpu"), allow_tqdm=False)
     predictor.network = net.eval()
@@ -170,3 +173,49 @@ def test_symmetric_tiling_pads_odd_shortfalls_and_mirrors_offsets():
     assert offsets == [[0, 1], [0, 2, 3, 5], [0]]
     predictor.symmetric_tiling = False
     assert sorted({s[2].start for s in predictor._internal_get_sliding_window_slicers((9, 13, 8))}) == [0, 2, 5]
+
+
+def test_symmetric_steps_are_mirror_symmetric_and_cost_at_most_one_tile_per_axis():
+    """Every size from one to four patches: offsets from 0 to ``n - p``, mirror-symmetric, consecutive tiles
+    overlapping at least as much as nnU-Net's step asks, nnU-Net's own offsets where they are symmetric, and
+    at most one tile more than nnU-Net's (an odd count on an odd span)."""
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    assert symmetric_steps((49, 32, 75), (32, 32, 32), 0.5) == [[0, 6, 11, 17], [0], [0, 14, 29, 43]]
+    extra = 0
+    for p in (8, 32, 64):
+        for n in range(p, 4 * p + 1):
+            (ours,), (stock,) = symmetric_steps((n,), (p,), 0.5), compute_steps_for_sliding_window((n,), (p,), 0.5)
+            assert ours[0] == 0 and ours[-1] == n - p and ours == sorted(n - p - t for t in ours), (n, p, ours)
+            assert max(np.diff(ours), default=0) <= max(np.diff(stock), default=0), (n, p, ours, stock)
+            if stock == sorted(n - p - t for t in stock):
+                assert ours == stock, (n, p)
+            assert len(ours) - len(stock) in (0, 1) and (len(ours) == len(stock) or len(stock) % 2 == (n - p) % 2 == 1)
+            extra += len(ours) - len(stock)
+    assert extra > 0, "some sizes need one tile more"
+
+
+def test_symmetric_gaussian_is_flip_invariant_positive_and_cached():
+    device = torch.device("cpu")
+    gaussian = symmetric_gaussian((8, 6, 5), device)
+    assert gaussian.dtype == torch.float16 and gaussian.shape == (8, 6, 5) and bool((gaussian > 0).all())
+    for dims in [(0,), (1,), (2,), (0, 1, 2)]:
+        assert torch.equal(torch.flip(gaussian, dims), gaussian), dims
+    assert symmetric_gaussian((8, 6, 5), device) is gaussian, "built once per patch size, as nnU-Net's"
+
+
+@pytest.mark.parametrize("symmetry,rotation_tta,patch,expected", [
+    ("none", "none", (8, 8, 8), False),  # a stock network without rotation TTA: nnU-Net's sliding window
+    ("none", "grid", (8, 8, 8), True),
+    ("so3", "none", (8, 8, 8), True),
+    ("f123", "none", (8, 8, 8), True),
+    ("so3", "none", (8, 8), False),  # 2D configurations keep nnU-Net's
+])
+def test_symmetric_tiling_auto_where_the_predictor_is_grid_equivariant(symmetry, rotation_tta, patch, expected):
+    predictor = _sliding_window_predictor(_plain(), patch, "auto", symmetry=symmetry)
+    predictor.rotation_tta = rotation_tta
+    assert predictor.tiles_symmetrically() is expected
+    predictor.symmetric_tiling = False
+    assert predictor.tiles_symmetrically() is False
+    with pytest.raises(ValueError, match="symmetric_tiling"):
+        RotationTTAPredictor(symmetric_tiling="yes", device=torch.device("cpu"))

@@ -13,6 +13,9 @@ import os
 
 from nnunet_equivariant.inference import DEVICES, ROTATION_TTA_MODES
 
+#: ``--symmetric_tiling`` values -> ``inference.predict``'s ``symmetric_tiling``.
+SYMMETRIC_TILING = {"auto": "auto", "on": True, "off": False}
+
 
 def _default_processes(variable: str) -> int:
     """nnUNetv2_predict's default of ``-npp`` / ``-nps``: the environment variable if it is an integer, else 3."""
@@ -63,11 +66,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="none: nnU-Net's test-time mirroring only; grid: also the 90-degree grid rotations that "
                         "keep the patch shape and spacing, skipping passes the network's symmetry makes redundant "
                         "(stock nnU-Net 48 passes, SO(3)/O(3) steerable 2/1, as with mirroring alone)")
-    p.add_argument("--symmetric_tiling", "--symmetric-tiling", action="store_true",
+    p.add_argument("--symmetric_tiling", "--symmetric-tiling", nargs="?", choices=tuple(SYMMETRIC_TILING), const="on",
+                   default="auto",
                    help="pad and tile each case mirror-symmetrically (an odd shortfall against the patch padded "
-                        "on both sides, mirrored tile offsets, a mirror-symmetric Gaussian), so a grid rotation "
-                        "of a case rotates a steerable network's prediction exactly; nnU-Net's tiling is not "
-                        "symmetric for every case size")
+                        "on both sides, mirror-symmetric tile offsets, a mirror-symmetric Gaussian), so a grid "
+                        "rotation of a case rotates a steerable network's prediction exactly; nnU-Net's tiling is "
+                        "not symmetric for every case size. auto (default): for networks with a symmetry and "
+                        "with --rotation_tta grid, nnU-Net's sliding window for a stock network; on (the flag "
+                        "alone) or off: always or never")
     p.set_defaults(run=run)
     return p
 
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     _set_threads(args.device)
     model_folder = args.m if args.m is not None else trained_model_folder(args.d, args.c, args.tr, args.p)
     predict(args.i, args.o, model_folder, folds=args.f, rotation_tta=args.rotation_tta,
-            symmetric_tiling=args.symmetric_tiling, step_size=args.step_size,
+            symmetric_tiling=SYMMETRIC_TILING[args.symmetric_tiling], step_size=args.step_size,
             use_mirroring=not args.disable_tta, checkpoint=args.chk, save_probabilities=args.save_probabilities,
             overwrite=not args.continue_prediction, num_processes_preprocessing=args.npp,
             num_processes_segmentation_export=args.nps, previous_stage_predictions=args.prev_stage_predictions,

@@ -41,7 +41,7 @@ def predict(
     model_folder: str | os.PathLike,
     folds: Sequence[int | str] = (0, 1, 2, 3, 4),
     rotation_tta: str = "none",
-    symmetric_tiling: bool = False,
+    symmetric_tiling: bool | str = "auto",
     step_size: float = 0.5,
     use_mirroring: bool = True,
     checkpoint: str = "checkpoint_final.pth",
@@ -61,7 +61,8 @@ def predict(
     ensemble ``folds`` (integers or ``"all"``) of a trained ``model_folder``, averaged over the rotation TTA
     ``rotation_tta`` (``RotationTTAPredictor``); ``symmetric_tiling`` pads and tiles every case
     mirror-symmetrically, so that a grid rotation of a case rotates a steerable network's prediction exactly
-    (``RotationTTAPredictor``; ``False``: nnU-Net's sliding window).
+    (``True``; ``False``: nnU-Net's sliding window; ``"auto"``: where the network has a symmetry or
+    ``rotation_tta`` is ``"grid"``, see ``RotationTTAPredictor.tiles_symmetrically``).
 
     The arguments are ``nnUNetv2_predict``'s flags, typed: ``use_mirroring`` is ``not --disable_tta``,
     ``overwrite`` is ``not --continue_prediction``, ``progress_bar`` is ``not --disable_progress_bar``,
@@ -73,6 +74,8 @@ def predict(
     """
     if rotation_tta not in ROTATION_TTA_MODES:
         raise ValueError(f"rotation_tta must be one of {ROTATION_TTA_MODES}, got {rotation_tta!r}")
+    if not (isinstance(symmetric_tiling, bool) or symmetric_tiling == "auto"):
+        raise ValueError(f"symmetric_tiling must be True, False or 'auto', got {symmetric_tiling!r}")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if not 0 <= part_id < num_parts:

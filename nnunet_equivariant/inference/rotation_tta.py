@@ -33,18 +33,24 @@ spacing along them, so e.g. a ``(64, 128, 128)`` patch keeps the 8 rotations of 
 and a fully anisotropic patch only the 180-degree rotations about each axis). Other rotations would change
 the sliding-window tiling or resample the image; they are not approximated.
 
-Case-level exactness (``symmetric_tiling=True``): rotation TTA makes each patch exact, but nnU-Net's sliding
+Case-level exactness (``symmetric_tiling``): rotation TTA makes each patch exact, but nnU-Net's sliding
 window is not symmetric for every case. It pads a case smaller than the patch by ``d // 2`` before and the
 rest after, so for odd ``d`` a rotated case lies one voxel off the network's pooling grid; and it rounds its
 tile offsets, which for about a quarter of the sizes between one and four patches are not mirror-symmetric
 (49 voxels, a 32-voxel patch: 0, 8, 17); and it centres its Gaussian tile weights at voxel ``size // 2``,
 half a voxel off the centre of its even patches, so overlapping tiles are not weighted mirror-symmetrically.
-With ``symmetric_tiling`` the predictor pads an odd difference as ``(d + 1) / 2`` zeros on both sides (one
-voxel more than the patch: two tiles, offsets 0 and 1), adds the mirrored offsets to nnU-Net's (49: 0, 8,
-9, 17) and weights tiles by nnU-Net's Gaussian averaged over its flips, so the tiling of a case rotated by
-any grid rotation that keeps its box is the rotated tiling, and a steerable network's prediction of the
-rotated case is the rotated prediction (up to the float16 sums nnU-Net accumulates tiles in). Costs at most
-one tile more per axis and offset.
+With symmetric tiling the predictor pads an odd difference as ``(d + 1) / 2`` zeros on both sides (one
+voxel more than the patch: two tiles, offsets 0 and 1), keeps nnU-Net's offsets where they are
+mirror-symmetric and otherwise spaces nnU-Net's number of tiles evenly with mirror-symmetric rounding
+(``symmetric_steps``; one tile more where an odd number of tiles cannot be centred on an odd span: 49
+voxels: 0, 6, 11, 17), and weights tiles by nnU-Net's Gaussian averaged over its flips
+(``symmetric_gaussian``). Then the tiling of a case rotated by any grid rotation that keeps its box is the
+rotated tiling, and a network equivariant to that rotation predicts the rotated case as the rotated
+prediction (up to the float16 sums nnU-Net accumulates tiles in). Cost: 5.5 % more tiles per axis than
+nnU-Net's, averaged over the sizes from one to four patches (32, 64 and 128-voxel patches), at most one
+more per axis. ``symmetric_tiling="auto"`` (the default) tiles symmetrically where the predictor is
+equivariant to grid symmetries, i.e. for a network with a symmetry or with ``rotation_tta="grid"``, and
+keeps nnU-Net's sliding window for a stock network without rotation TTA.
 
 Convention: a grid element ``R`` acts on a ``(batch, channels, x, y, z)`` patch as
 ``nnunet_equivariant.symmetry.transform_volume`` (``(R f)(p) = f(R^-1 p)``); logits are scalars, so the
@@ -65,8 +71,12 @@ from . import ROTATION_TTA_MODES
 from ..symmetry import (Symmetry, coset_representatives, flip_matrix, generate_group, get_symmetry, grid_rotations,
                         transform_volume)
 
-__all__ = ["ROTATION_TTA_MODES", "shape_preserving_rotations", "tta_group", "tta_passes", "trainer_symmetry",
-           "RotationTTAPredictor"]
+__all__ = ["ROTATION_TTA_MODES", "SYMMETRIC_TILING_MODES", "shape_preserving_rotations", "tta_group", "tta_passes",
+           "trainer_symmetry", "symmetric_steps", "symmetric_gaussian", "RotationTTAPredictor"]
+
+#: ``RotationTTAPredictor(symmetric_tiling=...)``: always, never, or where the predictor is grid-equivariant.
+SYMMETRIC_TILING_MODES = (True, False, "auto")
+
 
 def shape_preserving_rotations(patch_size: Sequence[int], spacing: Sequence[float] | None = None
                                ) -> list[torch.Tensor]:
@@ -123,25 +133,57 @@ def _trainer_symmetry(trainer_name: str) -> Symmetry:
     return get_symmetry(getattr(trainer_class, "symmetry", None))
 
 
+def symmetric_steps(image_size: Sequence[int], patch_size: Sequence[int], tile_step_size: float) -> list[list[int]]:
+    """Tile offsets per axis of a ``(x, y, z)`` case at least as large as the patch, each list mirror-symmetric
+    (``t`` and ``n - p - t`` both offsets): nnU-Net's ``compute_steps_for_sliding_window`` where they are, else
+    nnU-Net's number of tiles (one more where it is odd and the span ``n - p`` is odd: an odd number of tiles
+    would need a middle tile at a half voxel) evenly spaced, the first half rounded half up and mirrored."""
+    out = []
+    for axis, n, p in zip(compute_steps_for_sliding_window(tuple(image_size), tuple(patch_size), tile_step_size),
+                          image_size, patch_size):
+        span = n - p
+        if sorted(span - t for t in axis) == list(axis):
+            out.append(list(axis))
+            continue
+        count = len(axis) + (len(axis) % 2 == 1 and span % 2 == 1)
+        first = [int(i * span / (count - 1) + 0.5) for i in range((count + 1) // 2)]
+        out.append(sorted({*first, *(span - t for t in first)}))
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def symmetric_gaussian(patch_size: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """nnU-Net's float16 Gaussian tile weights (``compute_gaussian``, sigma patch / 8, peak 10, as its predictor
+    uses them) averaged over the ``2^d`` flips of the patch: centred between the middle voxels of an even patch
+    (nnU-Net's is centred at ``size // 2``), so a flipped tile is weighted as the tile. Same shape, float16."""
+    gaussian = compute_gaussian(tuple(patch_size), sigma_scale=1. / 8, value_scaling_factor=10, device=device).float()
+    flips = [dims for k in range(gaussian.ndim + 1) for dims in itertools.combinations(range(gaussian.ndim), k)]
+    return torch.stack([torch.flip(gaussian, dims) for dims in flips]).mean(0).half()
+
+
 class RotationTTAPredictor(nnUNetPredictor):
     """``nnUNetPredictor`` with symmetry-aware rotation TTA (``rotation_tta="grid"``).
 
-    ``rotation_tta="none"`` without ``symmetric_tiling`` is nnU-Net's predictor unchanged. With ``"grid"``
-    each patch is predicted once per coset representative of ``tta_passes(tta_group(...), symmetry)`` and
-    the back-transformed logits are averaged (module docstring). ``use_mirroring=False``
-    (``--disable_tta``) leaves the flips out of ``G``. ``symmetry``: the network's group; ``None`` reads the
-    trainer's ``symmetry`` attribute (``trainer_symmetry``) once the predictor is initialised.
-    ``symmetric_tiling``: pad, tile and weight every case mirror-symmetrically (module docstring; ``False``:
-    nnU-Net's sliding window unchanged; a 2D configuration keeps it). Rotation TTA: 3D configurations only.
+    ``rotation_tta="none"`` for a stock network (or with ``symmetric_tiling=False``) is nnU-Net's predictor
+    unchanged. With ``"grid"`` each patch is predicted once per coset representative of
+    ``tta_passes(tta_group(...), symmetry)`` and the back-transformed logits are averaged (module
+    docstring). ``use_mirroring=False`` (``--disable_tta``) leaves the flips out of ``G``. ``symmetry``: the
+    network's group; ``None`` reads the trainer's ``symmetry`` attribute (``trainer_symmetry``) once the
+    predictor is initialised.
+    ``symmetric_tiling``: pad, tile and weight every case mirror-symmetrically (module docstring): ``True``,
+    ``False`` (nnU-Net's sliding window unchanged) or ``"auto"`` (``tiles_symmetrically``); a 2D
+    configuration keeps nnU-Net's. Rotation TTA: 3D configurations only.
     """
 
     def __init__(self, *args, rotation_tta: str = "none", symmetry: str | None = None,
-                 symmetric_tiling: bool = False, **kwargs):
+                 symmetric_tiling: bool | str = "auto", **kwargs):
         if rotation_tta not in ROTATION_TTA_MODES:
             raise ValueError(f"rotation_tta must be one of {ROTATION_TTA_MODES}, got {rotation_tta!r}")
+        if not (isinstance(symmetric_tiling, bool) or symmetric_tiling == "auto"):
+            raise ValueError(f"symmetric_tiling must be one of {SYMMETRIC_TILING_MODES}, got {symmetric_tiling!r}")
         super().__init__(*args, **kwargs)
         self.rotation_tta = rotation_tta
-        self.symmetric_tiling = bool(symmetric_tiling)
+        self.symmetric_tiling = symmetric_tiling
         self.symmetry = None if symmetry is None else get_symmetry(symmetry).name
         self._passes_cache: tuple | None = None
 
@@ -152,6 +194,16 @@ class RotationTTAPredictor(nnUNetPredictor):
         if self.trainer_name is None:
             raise ValueError("predictor not initialised: no trainer to read the network's symmetry from")
         return trainer_symmetry(self.trainer_name)
+
+    def tiles_symmetrically(self) -> bool:
+        """Whether cases of a 3D configuration are padded, tiled and weighted mirror-symmetrically: as asked, or
+        with ``"auto"`` where that makes the case-level prediction exact, i.e. where each patch's prediction
+        is equivariant to grid symmetries (a network with a symmetry, or ``rotation_tta="grid"``)."""
+        if len(self.configuration_manager.patch_size) != 3:
+            return False
+        if self.symmetric_tiling == "auto":
+            return self.rotation_tta == "grid" or self.network_symmetry().name != "none"
+        return self.symmetric_tiling
 
     def tta_transforms(self) -> list[torch.Tensor]:
         """The grid elements one patch is predicted under (identity first), for the current settings."""
@@ -191,10 +243,9 @@ class RotationTTAPredictor(nnUNetPredictor):
 
     @torch.inference_mode()
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
-        """nnU-Net's ``(channels, x, y, z)`` -> ``(classes, x, y, z)`` logits; with ``symmetric_tiling`` an odd
-        shortfall against the patch is padded symmetrically first, and the logits cropped back."""
-        three_d = len(self.configuration_manager.patch_size) == input_image.ndim - 1 == 3
-        pads = self.symmetric_padding(input_image.shape[1:]) if self.symmetric_tiling and three_d else []
+        """nnU-Net's ``(channels, x, y, z)`` -> ``(classes, x, y, z)`` logits; tiling symmetrically an odd
+        shortfall against the patch is padded on both sides first, and the logits cropped back."""
+        pads = self.symmetric_padding(input_image.shape[1:]) if self.tiles_symmetrically() else []
         if not any(pads):
             return super().predict_sliding_window_return_logits(input_image)
         padded = torch.nn.functional.pad(input_image, [v for d in reversed(pads) for v in (d, d)])  # nnU-Net's 0
@@ -202,30 +253,26 @@ class RotationTTAPredictor(nnUNetPredictor):
         return logits[(slice(None), *(slice(d, size - d) for d, size in zip(pads, logits.shape[1:])))]
 
     def _internal_get_sliding_window_slicers(self, image_size: Sequence[int]):
-        """nnU-Net's tiles; with ``symmetric_tiling`` (3D) the offsets along each axis are nnU-Net's and their
-        mirror images, so the tiling of a flipped case is the flipped tiling."""
+        """nnU-Net's tiles; tiling symmetrically the offsets along each axis are ``symmetric_steps``, so the
+        tiling of a flipped case is the flipped tiling."""
         patch = list(self.configuration_manager.patch_size)
-        if not self.symmetric_tiling or len(patch) != len(image_size):
+        if not self.tiles_symmetrically() or len(patch) != len(image_size):
             return super()._internal_get_sliding_window_slicers(image_size)
-        steps = compute_steps_for_sliding_window(tuple(image_size), patch, self.tile_step_size)
-        steps = [sorted({*axis, *(n - p - t for t in axis)}) for axis, n, p in zip(steps, image_size, patch)]
+        steps = symmetric_steps(image_size, patch, self.tile_step_size)
         return [(slice(None), *(slice(t, t + p) for t, p in zip(offsets, patch)))
                 for offsets in itertools.product(*steps)]
 
     @torch.inference_mode()
     def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers, do_on_device: bool = True):
         """nnU-Net's accumulation of tile logits (float16 sums, Gaussian weights, one network call per tile through
-        ``_internal_maybe_mirror_and_predict``); with ``symmetric_tiling`` the Gaussian is the mean over its 2^3 flips
+        ``_internal_maybe_mirror_and_predict``); tiling symmetrically the weights are ``symmetric_gaussian``
         (nnU-Net's is centred at ``size // 2``: not mirror-symmetric for even patches), so every tile is weighted
-        as its mirror image. Without it: nnU-Net's method unchanged."""
-        if not (self.symmetric_tiling and self.use_gaussian) or len(self.configuration_manager.patch_size) != 3:
+        as its mirror image. Otherwise: nnU-Net's method unchanged."""
+        if not (self.use_gaussian and self.tiles_symmetrically()):
             return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
         results_device = self.device if do_on_device else torch.device("cpu")
         data = data.to(results_device)
-        gaussian = compute_gaussian(tuple(self.configuration_manager.patch_size), sigma_scale=1. / 8,
-                                    value_scaling_factor=10, device=results_device).float()
-        flips = [dims for k in range(4) for dims in itertools.combinations(range(3), k)]
-        gaussian = (torch.stack([torch.flip(gaussian, dims) for dims in flips]).mean(0)).half()
+        gaussian = symmetric_gaussian(tuple(self.configuration_manager.patch_size), results_device)
         logits = torch.zeros((self.label_manager.num_segmentation_heads, *data.shape[1:]), dtype=torch.half,
                              device=results_device)
         weights = torch.zeros(data.shape[1:], dtype=torch.half, device=results_device)
