@@ -151,3 +151,13 @@ def test_structure_learning_times_each_structure_from_the_per_label_pseudo_dice(
     assert table[-1] == "| m seed 0 | 10 | - | 1 of 2 | 3 of 10 |"
     assert (tmp_path / "structure_learning.csv").read_text().splitlines()[0] == \
         "model,structure,on_s,learned_s,zero_epochs,epochs"
+
+
+def test_tiling_benchmark_counts_the_extra_tiles_of_symmetric_tiling(capsys):
+    bench = load_benchmark("bench_tiling")
+    assert bench.tiles_per_axis(31, 32, 0.5) == (1, 2) and bench.tiles_per_axis(30, 32, 0.5) == (1, 1)
+    assert bench.tiles_per_axis(49, 32, 0.5) == (3, 4) and bench.tiles_per_axis(75, 32, 0.5) == (4, 4)
+    small, large = bench.rows([32], 0.5)
+    assert small["per_axis_ratio"] == 1.5 and small["cubic_max_ratio"] == 8
+    assert 1 < large["per_axis_ratio"] < 1.1 and 0 < large["sizes_with_more"] < 0.5
+    assert bench.main(["--patches", "16"]) == 0 and "| 16 | [16, 64] |" in capsys.readouterr().out

@@ -46,9 +46,9 @@ mirror-symmetric and otherwise spaces nnU-Net's number of tiles evenly with mirr
 voxels: 0, 6, 11, 17), and weights tiles by nnU-Net's Gaussian averaged over its flips
 (``symmetric_gaussian``). Then the tiling of a case rotated by any grid rotation that keeps its box is the
 rotated tiling, and a network equivariant to that rotation predicts the rotated case as the rotated
-prediction (up to the float16 sums nnU-Net accumulates tiles in). Cost: 5.5 % more tiles per axis than
-nnU-Net's, averaged over the sizes from one to four patches (32, 64 and 128-voxel patches), at most one
-more per axis. ``symmetric_tiling="auto"`` (the default) tiles symmetrically where the predictor is
+prediction (up to the float16 sums nnU-Net accumulates tiles in). Cost (``benchmarks/bench_tiling.py``): at
+most one tile more per axis; 5.5 % more per axis than nnU-Net's over the sizes from one to four patches, and
+two tiles instead of one along an axis shorter than the patch by an odd number of voxels. ``symmetric_tiling="auto"`` (the default) tiles symmetrically where the predictor is
 equivariant to grid symmetries, i.e. for a network with a symmetry or with ``rotation_tta="grid"``, and
 keeps nnU-Net's sliding window for a stock network without rotation TTA.
 
