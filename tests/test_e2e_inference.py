@@ -43,7 +43,6 @@ def test_predict_with_rotation_tta_makes_a_stock_network_rotation_invariant(nnun
     images.mkdir()
     shutil.copy(ws.dataset_raw / "imagesTs" / "RodsDiscs_100_0000.nii.gz", images / "A_0000.nii.gz")
     _rotate_image(images / "A_0000.nii.gz", images / "B_0000.nii.gz")
-    out = tmp_path / "pred"
     differences = {}
     for tiling in ("auto", "off"):
         out = tmp_path / f"pred_{tiling}"
