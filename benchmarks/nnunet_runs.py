@@ -86,13 +86,16 @@ def _write_shim(folder: Path, name: str, trainer: str, body: str, bases: str = "
     from nnunet_equivariant.networks.e3nn_spec import E3nnSpec
 
     in_spec = {f.name for f in dataclass_fields(E3nnSpec)}
-    # trainer attributes after nnU-Net's __init__ (which sets initial_lr and the schedule), spec on the class
-    body = "".join(f"        self.{k} = {v!r}\n" for k, v in fields.items() if k not in in_spec) + body
+    # trainer attributes on the class (classmethods such as get_training_transforms read them there) and again
+    # after nnU-Net's __init__ (which sets initial_lr and the schedule on the instance); spec on the class
+    attributes = {k: v for k, v in fields.items() if k not in in_spec}
+    body = "".join(f"        self.{k} = {v!r}\n" for k, v in attributes.items()) + body
     replaced = {k: v for k, v in fields.items() if k in in_spec}
-    spec = ""
+    spec = "".join(f"    {k} = {v!r}\n" for k, v in attributes.items())
     if replaced:
         imports += "from dataclasses import replace\n"
-        spec = f"    spec = replace({base}.spec, {', '.join(f'{k}={v!r}' for k, v in replaced.items())})\n\n"
+        spec += f"    spec = replace({base}.spec, {', '.join(f'{k}={v!r}' for k, v in replaced.items())})\n"
+    spec += "\n" if spec else ""
     # nnU-Net records the constructor's arguments by name: the signature must stay exactly nnU-Net's
     (folder / f"{name}.py").write_text(
         f"import random\n\nimport numpy as np\nimport torch\n\nfrom {_base_module(base)} import {base}\n{imports}\n\n"

@@ -36,6 +36,7 @@ def test_budget_shim_of_a_variant_builds_that_network(runs, tmp_path, monkeypatc
     assert issubclass(shim, nnUNetTrainerE3nnConsistency)
     assert shim.spec == replace(nnUNetTrainerE3nnConsistency.spec, kernel_size=3)
     assert "self.consistency_weight = 0.5" in (tmp_path / f"{name}.py").read_text(), "set after nnU-Net's __init__"
+    assert shim.consistency_weight == 0.5, "and on the class, for classmethods"
     # nnU-Net records the constructor's arguments by name
     assert list(inspect.signature(shim.__init__).parameters) == \
         list(inspect.signature(nnUNetTrainerE3nnConsistency.__init__).parameters)
@@ -54,6 +55,21 @@ def test_variant_of_an_nnunet_trainer_sets_its_attributes_after_nnunets_init(run
     assert source.index("super().__init__") < source.index("self.initial_lr = 0.005")
     with pytest.raises(ValueError, match="nnUNetTrainerNoSuchThing"):
         runs.schedule_trainer(tmp_path, "nnUNetTrainerNoSuchThing", 2, 5)
+
+
+def test_variant_attribute_reaches_the_classmethods(runs, tmp_path, monkeypatch):
+    """``rotation_probability`` is read by the classmethod ``get_training_transforms`` (nnU-Net calls it on the
+    instance, so ``cls`` is the shim): an attribute set only on the instance would leave the augmentation at
+    the base's 0.5 while the log printed the variant's value."""
+    name = runs.schedule_trainer(tmp_path, "nnUNetTrainerE3nnCompact[rotation_probability=1.0]", 2, 5)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shim = getattr(__import__(name), name)
+    sys.modules.pop(name)
+    assert shim.rotation_probability == 1.0
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    pipeline = shim.get_training_transforms((24, 24, 24), (-0.5, 0.5), None, (0, 1, 2), False)
+    assert [t.p_rotation for t in pipeline.transforms if isinstance(t, SpatialTransform)] == [1.0]
 
 
 def test_goal_summary_counts_learned_structures_and_their_deviations(monkeypatch):
