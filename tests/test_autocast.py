@@ -150,25 +150,7 @@ def float32_run(tmp_path_factory):
     return _train(e3nn.nnUNetTrainerE3nn, None, tmp_path_factory.mktemp("float32"))[0]
 
 
-def _native_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN's bfloat16 convolutions run
-    in bfloat16 instead of float32 emulation."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-# Known defect (measured 2026-12-07 on an AMD EPYC with AVX512-BF16): under native bfloat16 the steerable
-# network learns ~4x slower than in float32 (loss 1.25 -> 0.79 in 50 steps against 0.21), while stock
-# nnU-Net's network tracks float32 to 3 decimals on the same CPU; on CPUs without native bfloat16 (float32
-# emulation) it tracks. float16 tracks on both. Strict: the test fails once the cause is fixed.
-HALF_TRAINING = [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.xfail(
-    _native_bf16(), reason="native bfloat16: the steerable network learns ~4x slower (known defect)", strict=True))]
-
-
-@pytest.mark.parametrize("dtype", HALF_TRAINING, ids=str)
+@pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_network_trains_50_steps_under_autocast_with_grad_scaler(dtype, float32_run, tmp_path):
     losses, trainer, scaler = _train(e3nn.nnUNetTrainerE3nn, dtype, tmp_path)
     reference = float32_run

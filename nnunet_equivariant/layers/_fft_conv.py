@@ -224,12 +224,28 @@ def fft_conv3d_backward(grad_out: torch.Tensor, x: torch.Tensor, kernel: torch.T
     return grad_x, grad_kernel
 
 
+def _onednn_bfloat16_kernel_gradient_is_wrong(x: torch.Tensor, kernel: torch.Tensor) -> bool:
+    """Whether oneDNN's CPU ``bfloat16`` convolution backward would return a wrong kernel gradient here.
+
+    Measured with torch 2.14 (oneDNN 3.12) on an AMD EPYC with AVX512-BF16: when the first spatial axis of
+    the input is shorter than the kernel's taps along it (a 5-tap kernel on a 4-voxel map, a 3-tap one on
+    2 voxels: the deep stages of a small patch), the kernel gradient is garbage (relative error ~1, often
+    1e30 or inf / NaN, different on every call) while the input gradient, the forward pass, float16, float32
+    and torch without oneDNN are right. Checked on every axis, not only the first, to stay safe."""
+    return (x.device.type == "cpu" and x.dtype == torch.bfloat16
+            and any(s < k for s, k in zip(x.shape[2:], kernel.shape[2:])))
+
+
 def _direct_backward(grad_out, x, kernel, need_input, need_kernel):
     padding = [k // 2 for k in kernel.shape[2:]]
+    dtype = x.dtype
+    if need_kernel and _onednn_bfloat16_kernel_gradient_is_wrong(x, kernel):
+        # maps this small cost nothing in float32 (same numbers as bfloat16 with float32 accumulation)
+        grad_out, x, kernel = grad_out.float(), x.float(), kernel.float()
     grad_x, grad_kernel, _ = torch.ops.aten.convolution_backward(
         grad_out, x, kernel, None, [1, 1, 1], padding, [1, 1, 1], False, [0, 0, 0], 1,
         [need_input, need_kernel, False])
-    return grad_x, grad_kernel
+    return (None if grad_x is None else grad_x.to(dtype)), (None if grad_kernel is None else grad_kernel.to(dtype))
 
 
 # ----------------------------------------------------------------------------------------------------------
