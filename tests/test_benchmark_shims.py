@@ -74,22 +74,22 @@ def test_variant_attribute_reaches_the_classmethods(runs, tmp_path, monkeypatch)
 
 def test_goal_summary_counts_learned_structures_and_their_deviations(monkeypatch):
     """offgrid_training's one line per trainer, on hand-made goal rows: structures with Dice at 0 below 0.5
-    are left out of the deviations; the spread is |Dice 0 - grid mean|."""
+    are left out of the deviations and of the grid spread (median / max)."""
     from benchmark_scripts import BENCHMARKS
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # offgrid_training imports nnunet_runs from its folder
     goal_summary = load_benchmark("offgrid_training").goal_summary
 
-    def row(structure, axis, grid, deviation, dice0):
+    def row(structure, axis, grid, deviation, dice0, spread):
         return {"trainer": "e3nn", "structure": structure, "axis": axis, "grid_mean": grid,
-                "max_abs_deviation": deviation, "dice_0": dice0}
+                "max_abs_deviation": deviation, "dice_0": dice0, "grid_spread": spread}
 
-    rows = [row("a", "z", 0.80, 0.01, 0.79), row("a", "x", 0.82, 0.05, 0.79),
-            row("b", "z", 0.60, 0.03, 0.64), row("b", "x", 0.61, 0.02, 0.64),
-            row("c", "z", 0.10, 0.00, 0.10), row("c", "x", 0.10, 0.00, 0.10)]
+    rows = [row("a", "z", 0.80, 0.01, 0.79, 0.01), row("a", "x", 0.82, 0.05, 0.79, 0.03),
+            row("b", "z", 0.60, 0.03, 0.64, 0.04), row("b", "x", 0.61, 0.02, 0.64, 0.03),
+            row("c", "z", 0.10, 0.00, 0.10, 0.09), row("c", "x", 0.10, 0.00, 0.10, 0.09)]
     training = {("e3nn", 0): {"iterations": 30}, ("e3nn", 1): {"iterations": 20}}
     lines = goal_summary(rows, training)
-    assert lines[2] == "| e3nn | 50 | 0.510 | 2 of 3 | 0.025 / 0.050 | 2 of 4 | 0.030 |"
+    assert lines[2] == "| e3nn | 50 | 0.510 | 2 of 3 | 0.025 / 0.050 | 2 of 4 | 0.030 / 0.040 |"
 
 
 def test_seed_summaries_give_each_trainer_and_seed_alone(monkeypatch):
@@ -108,12 +108,12 @@ def test_seed_summaries_give_each_trainer_and_seed_alone(monkeypatch):
             + rows("stock", 0, {0: 0.9, 45: 0.5, 90: 0.3}) + rows("stock", 1, {0: 0.4, 45: 0.2, 90: 0.1}))
     training = {("e3nn", 0): {"iterations": 30}, ("e3nn", 1): {"iterations": 20}, ("stock", 0): {"iterations": 5}}
     lines = bench.seed_summaries(dice, training)
-    assert lines[2:] == ["| e3nn seed 0 | 30 | 0.800 | 1 of 1 | 0.100 / 0.100 | 0 of 1 | 0.000 |",
-                         "| e3nn seed 1 | 20 | 0.600 | 1 of 1 | 0.000 / 0.000 | 1 of 1 | 0.000 |",
-                         "| stock seed 0 | 5 | 0.900 | 1 of 1 | 0.300 / 0.300 | 0 of 1 | 0.300 |",
+    assert lines[2:] == ["| e3nn seed 0 | 30 | 0.800 | 1 of 1 | 0.100 / 0.100 | 0 of 1 | 0.000 / 0.000 |",
+                         "| e3nn seed 1 | 20 | 0.600 | 1 of 1 | 0.000 / 0.000 | 1 of 1 | 0.000 / 0.000 |",
+                         "| stock seed 0 | 5 | 0.900 | 1 of 1 | 0.300 / 0.300 | 0 of 1 | 0.300 / 0.300 |",
                          "| stock seed 1 | n/a | 0.400 | 0 of 1 | n/a | n/a | n/a |"]
     pooled = bench.goal_summary(bench.goal_rows(dice), training)
-    assert pooled[2] == "| e3nn | 50 | 0.700 | 1 of 1 | 0.050 / 0.050 | 0 of 1 | 0.000 |"
+    assert pooled[2] == "| e3nn | 50 | 0.700 | 1 of 1 | 0.050 / 0.050 | 0 of 1 | 0.000 / 0.000 |"
 
 
 def test_goal_on_an_anisotropic_grid_takes_half_turns_about_the_fine_axes(monkeypatch):
@@ -138,9 +138,27 @@ def test_goal_on_an_anisotropic_grid_takes_half_turns_about_the_fine_axes(monkey
     assert goal["x"]["grid_mean"] == 0.8 and goal["x"]["at_angle"] == 90 and goal["x"]["max_abs_deviation"] == 0.2
     assert goal["z"]["grid_mean"] == 0.8 and goal["z"]["within_goal"] is True
     isotropic = {r["axis"]: r for r in bench.goal_rows(dice)}
-    assert isotropic["x"]["grid_mean"] == 0.7  # (0.8 + 0.6) / 2: the cubic grid's quarter turn
+    assert isotropic["x"]["grid_mean"] == 0.7333  # (0.8 + 0.6 + 0.8) / 3: the cubic grid's quarter turns
     with pytest.raises(ValueError, match=r"\(0, 180\) about x"):
         bench.goal_rows(rows("x", {0: 0.8, 90: 0.6}), spacing=(1, 1, 3))
+
+
+def test_every_grid_angle_tested_joins_the_reference_and_measures_the_noise(monkeypatch, tmp_path):
+    """With 180 and 270 degrees tested on a cubic grid, the reference is the mean of all four grid angles,
+    the deviation is taken over 0-90 only, and ``grid_spread`` (the benchmark's noise for a grid-exact
+    network) is the largest distance of a grid angle from the reference; goal.md names the angles used."""
+    from benchmark_scripts import BENCHMARKS
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_training")
+    dice = [{"trainer": "e3nn", "seed": 0, "case": "t0", "structure": "a", "axis": "z", "angle": angle,
+             "dice": value} for angle, value in {0: 0.80, 45: 0.70, 90: 0.76, 180: 0.84, 270: 0.80}.items()]
+    (row,) = bench.goal_rows(dice)
+    assert row["grid_mean"] == 0.8 and row["grid_spread"] == 0.04
+    assert row["max_abs_deviation"] == 0.1 and row["at_angle"] == 45, "180 and 270 are reference, not deviation"
+    bench.goal_table(dice, tmp_path, {})
+    assert "about z: 0, 90, 180, 270" in (tmp_path / "goal.md").read_text()
+    assert bench.goal_rows(dice[:3])[0]["grid_spread"] == 0.02, "0 and 90 alone: |Dice 0 - Dice 90| / 2"
 
 
 def test_structure_learning_times_each_structure_from_the_per_label_pseudo_dice(monkeypatch, tmp_path):
