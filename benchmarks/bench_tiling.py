@@ -17,14 +17,11 @@ Counted per axis over every size in a range, and for cubic cases (tiles = per-ax
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nnunet_equivariant.inference.rotation_tta import symmetric_steps  # noqa: E402
+from nnunet_equivariant.inference.rotation_tta import symmetric_steps
 
 
 def tiles_per_axis(n: int, p: int, step: float) -> tuple[int, int]:
