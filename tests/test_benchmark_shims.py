@@ -80,16 +80,16 @@ def test_goal_summary_counts_learned_structures_and_their_deviations(monkeypatch
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # offgrid_training imports nnunet_runs from its folder
     goal_summary = load_benchmark("offgrid_training").goal_summary
 
-    def row(structure, axis, grid, deviation, dice0, spread):
+    def row(structure, axis, grid, deviation, dice0, spread, z):
         return {"trainer": "e3nn", "structure": structure, "axis": axis, "grid_mean": grid,
-                "max_abs_deviation": deviation, "dice_0": dice0, "grid_spread": spread}
+                "max_abs_deviation": deviation, "dice_0": dice0, "grid_spread": spread, "offgrid_z_rms": z}
 
-    rows = [row("a", "z", 0.80, 0.01, 0.79, 0.01), row("a", "x", 0.82, 0.05, 0.79, 0.03),
-            row("b", "z", 0.60, 0.03, 0.64, 0.04), row("b", "x", 0.61, 0.02, 0.64, 0.03),
-            row("c", "z", 0.10, 0.00, 0.10, 0.09), row("c", "x", 0.10, 0.00, 0.10, 0.09)]
+    rows = [row("a", "z", 0.80, 0.01, 0.79, 0.01, 1.0), row("a", "x", 0.82, 0.05, 0.79, 0.03, 7.0),
+            row("b", "z", 0.60, 0.03, 0.64, 0.04, 1.0), row("b", "x", 0.61, 0.02, 0.64, 0.03, float("nan")),
+            row("c", "z", 0.10, 0.00, 0.10, 0.09, 9.0), row("c", "x", 0.10, 0.00, 0.10, 0.09, 9.0)]
     training = {("e3nn", 0): {"iterations": 30}, ("e3nn", 1): {"iterations": 20}}
     lines = goal_summary(rows, training)
-    assert lines[2] == "| e3nn | 50 | 0.510 | 2 of 3 | 0.025 / 0.050 | 2 of 4 | 0.030 / 0.040 |"
+    assert lines[2] == "| e3nn | 50 | 0.510 | 2 of 3 | 0.025 / 0.050 | 2 of 4 | 0.030 / 0.040 | 4.12 |"
 
 
 def test_seed_summaries_give_each_trainer_and_seed_alone(monkeypatch):
@@ -108,12 +108,12 @@ def test_seed_summaries_give_each_trainer_and_seed_alone(monkeypatch):
             + rows("stock", 0, {0: 0.9, 45: 0.5, 90: 0.3}) + rows("stock", 1, {0: 0.4, 45: 0.2, 90: 0.1}))
     training = {("e3nn", 0): {"iterations": 30}, ("e3nn", 1): {"iterations": 20}, ("stock", 0): {"iterations": 5}}
     lines = bench.seed_summaries(dice, training)
-    assert lines[2:] == ["| e3nn seed 0 | 30 | 0.800 | 1 of 1 | 0.100 / 0.100 | 0 of 1 | 0.000 / 0.000 |",
-                         "| e3nn seed 1 | 20 | 0.600 | 1 of 1 | 0.000 / 0.000 | 1 of 1 | 0.000 / 0.000 |",
-                         "| stock seed 0 | 5 | 0.900 | 1 of 1 | 0.300 / 0.300 | 0 of 1 | 0.300 / 0.300 |",
-                         "| stock seed 1 | n/a | 0.400 | 0 of 1 | n/a | n/a | n/a |"]
+    assert lines[2:] == ["| e3nn seed 0 | 30 | 0.800 | 1 of 1 | 0.100 / 0.100 | 0 of 1 | 0.000 / 0.000 | n/a |",
+                         "| e3nn seed 1 | 20 | 0.600 | 1 of 1 | 0.000 / 0.000 | 1 of 1 | 0.000 / 0.000 | n/a |",
+                         "| stock seed 0 | 5 | 0.900 | 1 of 1 | 0.300 / 0.300 | 0 of 1 | 0.300 / 0.300 | n/a |",
+                         "| stock seed 1 | n/a | 0.400 | 0 of 1 | n/a | n/a | n/a | n/a |"]
     pooled = bench.goal_summary(bench.goal_rows(dice), training)
-    assert pooled[2] == "| e3nn | 50 | 0.700 | 1 of 1 | 0.050 / 0.050 | 0 of 1 | 0.000 / 0.000 |"
+    assert pooled[2] == "| e3nn | 50 | 0.700 | 1 of 1 | 0.050 / 0.050 | 0 of 1 | 0.000 / 0.000 | n/a |"
 
 
 def test_goal_on_an_anisotropic_grid_takes_half_turns_about_the_fine_axes(monkeypatch):
@@ -159,6 +159,23 @@ def test_every_grid_angle_tested_joins_the_reference_and_measures_the_noise(monk
     bench.goal_table(dice, tmp_path, {})
     assert "about z: 0, 90, 180, 270" in (tmp_path / "goal.md").read_text()
     assert bench.goal_rows(dice[:3])[0]["grid_spread"] == 0.02, "0 and 90 alone: |Dice 0 - Dice 90| / 2"
+
+
+def test_offgrid_z_weighs_each_deviation_against_the_test_subjects_noise(monkeypatch):
+    """``offgrid_z_rms``: the off-grid deviation over its standard error across test subjects (each subject
+    against its own grid mean, seeds averaged per subject): a drop every subject shares is far outside the
+    noise, deviations that cancel over the subjects are inside it."""
+    from benchmark_scripts import BENCHMARKS
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_training")
+    deviation = {"shared": [-0.05, -0.06, -0.04, -0.05], "cancelling": [0.01, -0.01, 0.01, -0.01]}
+    dice = [{"trainer": "e3nn", "seed": seed, "subject": i, "structure": s, "axis": "z", "angle": angle,
+             "dice": 0.8 + (d[i] if angle == 45 else 0.0)}
+            for s, d in deviation.items() for seed in (0, 1) for i in range(4) for angle in (0, 45, 90)]
+    goal = {r["structure"]: r for r in bench.goal_rows(dice)}
+    assert goal["shared"]["offgrid_z_rms"] == 12.25  # 0.05 / (0.00816 / sqrt(4))
+    assert goal["cancelling"]["offgrid_z_rms"] == 0.0 and goal["cancelling"]["max_abs_deviation"] == 0.0
 
 
 def test_structure_learning_times_each_structure_from_the_per_label_pseudo_dice(monkeypatch, tmp_path):
