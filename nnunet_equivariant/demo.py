@@ -4,7 +4,8 @@
    all aligned with the x axis in training, rendered band-limited (``DEMO_GEOMETRY``,
    ``nnunet_equivariant.synthetic``).
 2. Plans and preprocesses it with ``nnUNetPlannerEquivariant`` (``nnUNetPlansEquivariant``).
-3. Trains fold 0 of ``nnUNetTrainerE3nn`` (steerable, no rotation augmentation) and of
+3. Trains fold 0 of ``nnUNetTrainerE3nn`` (steerable; rotations only within 45 degrees of its exact grid
+   rotations, about one axis) and of
    ``nnUNetTrainerNoRot`` (stock nnU-Net without rotation augmentation), or of the ``trainers`` asked for
    (``--trainers``, e.g. ``nnUNetTrainerE3nnLean`` beside them), with a short schedule (see
    ``DemoSchedule``), through nnU-Net's own trainer, then nnU-Net's final validation of the fold.

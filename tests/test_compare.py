@@ -72,7 +72,8 @@ def test_compare_trains_what_is_missing_and_reports_everything(nnunet_env, train
                 continue  # checked against the checkpoints below: n/a where no epoch ended by then
             assert value not in ("", "nan"), f"{name}: column {column} is filled"
     assert (rows[STOCK]["tta_passes"], rows[E3NN]["tta_passes"]) == ("8", "2"), "SO(3): 2 mirror passes"
-    assert (rows[STOCK]["network"], rows[E3NN]["network"]) == ("the plans' network", "E3nnSpec() (defaults)"), \
+    assert (rows[STOCK]["network"], rows[E3NN]["network"]) == (
+        "the plans' network", "E3nnSpec(irreps_ratio='12x0e+3x1e+1x2e', kernel_size=3, head='invariants')"), \
         "the report names each trainer's recipe"
     assert float(rows[STOCK]["train_step_s_ratio"]) == 1.0 and float(rows[E3NN]["parameters"]) > 0
 

@@ -30,9 +30,16 @@ def test_ratio_and_parity_follow_the_group():
 
 
 def test_every_trainer_variant_is_its_parents_spec_with_the_fields_it_names():
-    """Variants are ``replace(parent.spec, ...)``: every field they do not name is the parent's."""
-    base = trainers.nnUNetTrainerE3nn.spec
-    named = {
+    """The default is ``COMPACT_SPEC``, the paper's network ``E3nnSpec()``; variants are ``replace(parent.spec,
+    ...)``: every field they do not name is their parent's (the default's or the paper's network's)."""
+    from nnunet_equivariant.networks.e3nn_spec import COMPACT_SPEC
+
+    assert trainers.nnUNetTrainerE3nn.spec == COMPACT_SPEC == E3nnSpec(
+        kernel_size=3, irreps_ratio="12x0e+3x1e+1x2e", head="invariants")
+    assert trainers.nnUNetTrainerE3nnShells.spec == E3nnSpec()
+    of_default = {"nnUNetTrainerE3nnNoRot": {}}
+    of_paper = {
+        "nnUNetTrainerE3nnShells": {"radial_basis": "gaussian_shells"},
         "nnUNetTrainerE3nnO3": {"symmetry": "o3"},
         "nnUNetTrainerE3nnRotDA": {},
         "nnUNetTrainerE3nn_30x0e": {"irreps_ratio": "30x0e"},
@@ -40,17 +47,17 @@ def test_every_trainer_variant_is_its_parents_spec_with_the_fields_it_names():
         "nnUNetTrainerE3nn_4x4x4": {"irreps_ratio": "4x0e+4x1e+4x2e"},
         "nnUNetTrainerE3nn_k3": {"kernel_size": 3},
         "nnUNetTrainerE3nnPaperBasis": {"radial_basis": "smooth_finite"},
-        "nnUNetTrainerE3nnShells": {"radial_basis": "gaussian_shells"},
         "nnUNetTrainerE3nnAntialias": {"antialias": 0.5, "upsample_antialias": 0.5},
         "nnUNetTrainerE3nnLean": {"irreps_ratio": "4x0e+2x1e+1x2e", "width_scale": 0.5},
         "nnUNetTrainerE3nnMeanPool": {"pooling": "mean"},
         "nnUNetTrainerE3nnInvariantHead": {"head": "invariants"},
     }
-    assert set(named) == set(trainers.__all__[1:]), "every public variant is listed"
-    for name, fields in named.items():
-        trainer = getattr(trainers, name)
-        assert trainer.spec == dataclasses.replace(base, **fields), name
-        assert trainer.symmetry == trainer.spec.symmetry, f"{name}: the mixins read the spec's group"
+    assert set(of_default) | set(of_paper) == set(trainers.__all__[1:]), "every public variant is listed"
+    for base, named in ((trainers.nnUNetTrainerE3nn.spec, of_default), (E3nnSpec(), of_paper)):
+        for name, fields in named.items():
+            trainer = getattr(trainers, name)
+            assert trainer.spec == dataclasses.replace(base, **fields), name
+            assert trainer.symmetry == trainer.spec.symmetry, f"{name}: the mixins read the spec's group"
 
 
 def test_a_new_variant_is_one_line_and_its_network_follows(float64_default):

@@ -235,7 +235,8 @@ def _configuration(patch_size, spacing, strides, features):
 
 
 @pytest.mark.parametrize("trainer, ratio_dim, kernel", [
-    (trainers.nnUNetTrainerE3nn, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nnO3, 30, (5, 5, 5)),
+    (trainers.nnUNetTrainerE3nn, 26, (3, 3, 3)), (trainers.nnUNetTrainerE3nnNoRot, 26, (3, 3, 3)),
+    (trainers.nnUNetTrainerE3nnO3, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nnRotDA, 30, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_30x0e, 30, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_8x8x0, 32, (5, 5, 5)), (trainers.nnUNetTrainerE3nn_4x4x4, 36, (5, 5, 5)),
     (trainers.nnUNetTrainerE3nn_k3, 30, (3, 3, 3)), (trainers.nnUNetTrainerE3nnShells, 30, (5, 5, 5)),
@@ -260,13 +261,15 @@ def test_trainers_build_the_network_from_default_plans(trainer, ratio_dim, kerne
     assert set(no_ds.state_dict()) == set(net.state_dict()), "parameter names do not depend on deep supervision"
 
 
-@pytest.mark.parametrize("trainer, low, high", [(trainers.nnUNetTrainerE3nn, 26, 30),
+@pytest.mark.parametrize("trainer, low, high", [(trainers.nnUNetTrainerE3nn, 23, 27),
+                                                 (trainers.nnUNetTrainerE3nnShells, 26, 30),
                                                  (trainers.nnUNetTrainerE3nnPaperBasis, 15, 18),
                                                  (trainers.nnUNetTrainerE3nnLean, 100, 120)])
 def test_parameters_fewer_than_stock_on_default_plans(trainer, low, high):
-    """README's claim: on nnU-Net's default 5-stage plans (32..320 features, 3^3 kernels) the steerable
-    network has ~28x fewer parameters than the stock PlainConvUNet built from the same plans (band-limited
-    shells, the default), ~16x with the paper's basis (more radial elements per path), ~110x lean."""
+    """README's claim: on nnU-Net's default 5-stage plans (32..320 features, 3^3 kernels) the default
+    steerable network has ~25x fewer parameters than the stock PlainConvUNet built from the same plans, the
+    paper's network ~28x with band-limited shells, ~16x with the paper's basis (more radial elements per
+    path), ~110x lean."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     config = _configuration([64, 64, 64], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]] * 2, [32, 64, 128, 256, 320])
@@ -280,12 +283,12 @@ def test_parameters_fewer_than_stock_on_default_plans(trainer, low, high):
 
 def test_lean_trainer_halves_every_stage_and_stays_equivariant(float64_default):
     """nnUNetTrainerE3nnLean: the plans' widths x 0.5 in units of 4x0e+2x1e+1x2e (dim 15): exactly half the
-    irreps of nnUNetTrainerE3nn at every stage, so a quarter of its convolution multiply-adds, and still
-    equivariant on the 24 grid rotations."""
+    irreps of the paper's network (nnUNetTrainerE3nnShells) at every stage, so a quarter of its convolution
+    multiply-adds, and still equivariant on the 24 grid rotations."""
     config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES + [[2, 2, 2]], [32, 64, 128, 256])
     torch.manual_seed(0)
     lean = trainers.nnUNetTrainerE3nnLean.build_network_architecture(None, config, 1, 3, False).eval()
-    full = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 3, False)
+    full = trainers.nnUNetTrainerE3nnShells.build_network_architecture(None, config, 1, 3, False)
     assert [ir.dim for ir in lean.encoder.output_irreps] == [ir.dim // 2 for ir in full.encoder.output_irreps] \
         == [15, 30, 60, 135]
     assert str(lean.encoder.output_irreps[0]) == "4x0e+2x1e+1x2e"
@@ -293,9 +296,9 @@ def test_lean_trainer_halves_every_stage_and_stays_equivariant(float64_default):
 
 
 def test_multiply_adds_against_stock_as_documented():
-    """README / docs/benchmarks_e3nn.md: on nnU-Net's default 4-stage plans (32..256 features) the full
-    network has 4.83x stock nnU-Net's convolution multiply-adds, the lean one 1.21x ("about stock's"), a
-    quarter of the full network's. Counted by torch's FlopCounterMode on one eval forward; every stage's
+    """README / docs/benchmarks_e3nn.md: on nnU-Net's default 4-stage plans (32..256 features) the paper's
+    network (5^3) has 4.83x stock nnU-Net's convolution multiply-adds, the lean one 1.21x ("about stock's"), a
+    quarter of the paper's network's, the default (3^3, 12:3:1) 0.82x. Counted by torch's FlopCounterMode on one eval forward; every stage's
     cost scales with the patch's voxels, so the ratios at 16^3 are those of the docs' 48^3."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from torch.utils.flop_counter import FlopCounterMode
@@ -306,8 +309,9 @@ def test_multiply_adds_against_stock_as_documented():
     stock = get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
                                    config.network_arch_init_kwargs_req_import, 1, 3, allow_init=False,
                                    deep_supervision=False)
-    full = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 3, False)
+    full = trainers.nnUNetTrainerE3nnShells.build_network_architecture(None, config, 1, 3, False)
     lean = trainers.nnUNetTrainerE3nnLean.build_network_architecture(None, config, 1, 3, False)
+    default = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 3, False)
     x = torch.zeros(1, 1, 16, 16, 16)
 
     def flops(net):
@@ -319,6 +323,7 @@ def test_multiply_adds_against_stock_as_documented():
 
     stock_flops, full_flops, lean_flops = flops(stock), flops(full), flops(lean)
     assert round(full_flops / stock_flops, 2) == 4.83, f"full: {full_flops / stock_flops:.4f}x stock"
+    assert round(flops(default) / stock_flops, 2) == 0.82, f"default: {flops(default) / stock_flops:.4f}x stock"
     assert round(lean_flops / stock_flops, 2) == 1.21, f"lean: {lean_flops / stock_flops:.4f}x stock"
     assert abs(lean_flops / full_flops - 0.25) < 0.005, f"lean: {lean_flops / full_flops:.4f} of the full network"
 
@@ -344,21 +349,37 @@ def test_default_kernel_basis_is_the_shells():
 
 
 def test_trainer_attributes():
-    assert trainers.nnUNetTrainerE3nn.rotation_range_deg == 0 and trainers.nnUNetTrainerE3nnRotDA.rotation_range_deg \
-        is None
+    assert trainers.nnUNetTrainerE3nn.rotation_range_deg == 45 and trainers.nnUNetTrainerE3nn.rotation_probability == 0.5
+    assert trainers.nnUNetTrainerE3nnNoRot.rotation_range_deg == 0 == trainers.nnUNetTrainerE3nnShells.rotation_range_deg
+    assert trainers.nnUNetTrainerE3nnRotDA.rotation_range_deg is None
     assert trainers.nnUNetTrainerE3nn_30x0e.spec.irreps_ratio == "30x0e"
     for name in trainers.__all__[1:]:
         assert "__" not in name and getattr(trainers, name).__module__ == "nnunet_equivariant.training.e3nn"
 
 
-def test_trainer_network_on_anisotropic_default_plans():
+@pytest.mark.parametrize("trainer, taps", [(trainers.nnUNetTrainerE3nn, 3), (trainers.nnUNetTrainerE3nnShells, 5)])
+def test_trainer_network_on_anisotropic_default_plans(trainer, taps):
     """nnU-Net's default plans for anisotropic data: in-plane pooling first, 3D kernels thin along z."""
     config = _configuration([16, 64, 64], [3.0, 0.8, 0.8], [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2]],
                             [32, 64, 128, 256])
-    net = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 2, enable_deep_supervision=False)
-    assert net.encoder.stages[0][0].conv.kernel_shape == (1, 5, 5)
+    net = trainer.build_network_architecture(None, config, 1, 2, enable_deep_supervision=False)
+    assert net.encoder.stages[0][0].conv.kernel_shape == (1, taps, taps)
     assert net.encoder.stage_spacing[2] == (3.0, 3.2, 3.2)
-    assert net.encoder.stages[2][1].conv.kernel_shape == (5, 5, 5), "isotropic again after two in-plane poolings"
+    assert net.encoder.stages[2][1].conv.kernel_shape == (taps,) * 3, "isotropic again after two in-plane poolings"
+
+
+def test_weights_of_another_recipe_fail_with_the_way_back():
+    """Weights of the paper's network (``nnUNetTrainerE3nn``'s until version 0.2) do not fit the default
+    network: the error says so and names the trainer that loads them; the network's own weights load."""
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 128])
+    paper = trainers.nnUNetTrainerE3nnShells.build_network_architecture(None, config, 1, 3, False)
+    default = trainers.nnUNetTrainerE3nn.build_network_architecture(None, config, 1, 3, False)
+    with pytest.raises(RuntimeError, match=r"(?s)size mismatch.*do not fit E3nnUNet of E3nnSpec\(irreps_ratio="
+                                           r"'12x0e\+3x1e\+1x2e'.*set their checkpoints' trainer_name to "
+                                           r"nnUNetTrainerE3nnShells"):
+        default.load_state_dict(paper.state_dict())
+    assert paper.load_state_dict(trainers.nnUNetTrainerE3nnShells.build_network_architecture(
+        None, config, 1, 3, False).state_dict()).missing_keys == []
 
 
 def test_trainer_rejects_2d_and_non_divisible_plans():
@@ -393,7 +414,7 @@ def test_trainer_network_converted_with_double_is_float64_exact(trainer):
         torch.set_default_dtype(previous)
     for name in conv.constant_buffers:
         assert getattr(conv, name).equal(getattr(reference, name)), f"{name} is the float64 basis after .double()"
-    assert "2x2e" in str(net.encoder.output_irreps[0]), "l = 2 features: not signed permutations, rounding shows"
+    assert any(ir.l == 2 for _, ir in net.encoder.output_irreps[0]), "l = 2 features: not signed permutations, rounding shows"
     elements = get_symmetry(trainer.symmetry).grid_elements()
     generators = [next(R for R in elements if torch.trace(R) == 1 and R[a, a] == 1) for a in (0, 1)]  # 90 deg
     generators += [R for R in elements if torch.det(R) < 0][:1]  # and a reflection for O(3)

@@ -75,7 +75,15 @@ class _StockOffGrid(OffGridRotationMixin, nnUNetTrainer):
     pass
 
 
-def _trainer(tmp_path, monkeypatch, patch=(24, 24, 24)):
+class _StockOffGridOff(_StockOffGrid):
+    rotation_range_deg = 0
+
+
+class _StockOffGridStock(_StockOffGrid):
+    rotation_range_deg = None
+
+
+def _trainer(tmp_path, monkeypatch, patch=(24, 24, 24), cls=_StockOffGrid):
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
     architecture = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
                     "arch_kwargs": {}, "_kw_requires_import": []}
@@ -85,7 +93,7 @@ def _trainer(tmp_path, monkeypatch, patch=(24, 24, 24)):
              "configurations": {"3d_fullres": {"patch_size": list(patch), "spacing": [1.0, 1.0, 1.0],
                                                "data_identifier": "x", "architecture": architecture}}}
     dataset_json = {"labels": {"background": 0, "fg": 1}, "channel_names": {"0": "x"}}
-    return _StockOffGrid(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    return cls(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
 
 
 def test_trainer_hands_the_sampler_and_its_probability_to_nnunets_spatial_transform(tmp_path, monkeypatch):
@@ -108,3 +116,17 @@ def test_trainer_hands_the_sampler_and_its_probability_to_nnunets_spatial_transf
         fixed = np.isclose(np.abs(np.diag(affine)), 1, atol=1e-12)
         assert fixed.sum() >= 1 and Rotation.from_matrix(affine).magnitude() <= MAX + 1e-9
     assert 70 < rotated < 130, "p = 0.5"
+
+
+@pytest.mark.parametrize("cls, angle", [(_StockOffGridOff, 0.0), (_StockOffGridStock, np.pi / 6)])
+def test_variants_opt_out_with_zero_or_none_as_with_the_plain_rotation_setting(tmp_path, monkeypatch, cls, angle):
+    """``rotation_range_deg = 0``: no rotation at all; ``None``: nnU-Net's own (+-30 deg about each axis, its
+    p = 0.2): no off-grid sampler, and ``rotation_probability`` is not applied (``nnUNetTrainerE3nnNoRot``,
+    ``nnUNetTrainerE3nnShells``, ``nnUNetTrainerE3nnRotDA`` under ``nnUNetTrainerE3nn``'s mixin)."""
+    trainer = _trainer(tmp_path, monkeypatch, cls=cls)
+    rotation, dummy_2d, crop, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    assert not isinstance(rotation, OffGridRotationSampler)
+    assert np.allclose(rotation, (-angle, angle))
+    pipeline = trainer.get_training_transforms((24, 24, 24), rotation, None, mirror_axes, dummy_2d)
+    spatial = [t for t in pipeline.transforms if isinstance(t, SpatialTransform)]
+    assert len(spatial) == 1 and spatial[0].p_rotation == 0.2, "nnU-Net's probability, untouched"

@@ -40,7 +40,7 @@ def _plan(dataset_id, target_gb):
     return plans, identifier
 
 
-def test_plans_are_isotropic_with_5cubed_kernels_and_fit_the_memory_target(ct_like_dataset, tmp_path):
+def test_plans_are_isotropic_with_the_default_trainers_kernels_and_fit_the_memory_target(ct_like_dataset, tmp_path):
     plans, identifier = _plan(ct_like_dataset, 8)
     assert identifier == PLANS_IDENTIFIER == plans["plans_name"]
     saved = json.loads((tmp_path / "nnUNet_preprocessed" / "Dataset904_RodsDiscs" / f"{identifier}.json").read_text())
@@ -58,7 +58,7 @@ def test_plans_are_isotropic_with_5cubed_kernels_and_fit_the_memory_target(ct_li
     assert arch["network_class_name"].endswith("PlainConvUNet"), "stock trainers build from these plans"
     kwargs = arch["arch_kwargs"]
     n = kwargs["n_stages"]
-    assert kwargs["kernel_sizes"] == [[5, 5, 5]] * n
+    assert kwargs["kernel_sizes"] == [[3, 3, 3]] * n, "nnUNetTrainerE3nn's 3^3 (COMPACT_SPEC)"
     assert kwargs["strides"] == [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "isotropic 2x pooling"
     patch = np.array(config["patch_size"])
     assert np.all(patch % 2 ** (n - 1) == 0), "patch divisible by 2^poolings on every axis"

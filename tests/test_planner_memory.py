@@ -1,4 +1,4 @@
-"""The planner's memory estimates of both networks it sizes plans for (the steerable network and the 5^3
+"""The planner's memory estimates of the networks it sizes plans for (the steerable networks and the
 PlainConvUNet) are within 10 % of the measured peak of a training forward + backward pass, at three patch
 sizes (CPU, float32; each measured in a fresh process by the benchmark script). docs/planner.md measures
 0.99-1.01; 10 % leaves room for another allocator or torch version, not for a wrong formula."""
@@ -17,13 +17,18 @@ RESENC_WARM_UP = 32
 
 
 def test_estimate_within_10_percent_of_measured_peak(tmp_path):
+    """The default steerable network (``nnUNetTrainerE3nn``'s: 3^3 kernels, so its start-of-backward peak of
+    stored feature maps dominates), the paper's 5^3 network (its assembled kernels dominate late in backward)
+    and the stock ``PlainConvUNet`` of the default plans (3^3), each at three sizes after a warm-up size: the
+    first step in a process pays the libraries' start-up, 35-50 MiB, which at 24^3 is most of a 3^3 network's
+    peak (0.41-0.53x there; docs/planner.md). The plans are sized at gigabytes, where it does not count."""
     out = tmp_path / "rows.json"
-    subprocess.run([sys.executable, str(BENCHMARK), "--networks", "E3nnUNet", "PlainConvUNet", "--stages", "4",
-                    "--sizes", "24", "32", "40", "--batch", "1", "--json", str(out)],
+    networks = ("E3nnUNet", "nnUNetTrainerE3nnShells", "PlainConvUNet")
+    subprocess.run([sys.executable, str(BENCHMARK), "--networks", *networks, "--stages", "4",
+                    "--sizes", "32", "40", "48", "56", "--batch", "1", "--json", str(out)],
                    check=True, capture_output=True, text=True, timeout=900)
-    rows = json.loads(out.read_text())
-    assert [(r["network"], r["patch"]) for r in rows] == [(n, p) for n in ("E3nnUNet", "PlainConvUNet")
-                                                          for p in (24, 32, 40)]
+    rows = [r for r in json.loads(out.read_text()) if r["patch"] != 32]
+    assert [(r["network"], r["patch"]) for r in rows] == [(n, p) for n in networks for p in (40, 48, 56)]
     for r in rows:
         assert r["measured"] > 50 * 2 ** 20, "the pass allocated real memory"
         ratio = r["estimate"] / r["measured"]

@@ -10,7 +10,7 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    help_text = ("plan isotropic nnUNetPlansEquivariant (5^3 kernels, sized for the steerable network) and "
+    help_text = ("plan isotropic nnUNetPlansEquivariant (cubic kernels, sized for the trainer's network) and "
                  "preprocess 3d_fullres")
     p = subparsers.add_parser("plan_and_preprocess", help=help_text, description=help_text)
     p.add_argument("-d", nargs="+", type=int, required=True, help="dataset id(s)")

@@ -15,7 +15,7 @@ from torch import nn
 from ..layers import GaussianBlur3d, InvariantHead, SteerableConv3d, SteerableResidualBlock
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
-from .e3nn_unet import E3nnDecoder, _antialias_blur, _blur_passes, _per_stage, _topology
+from .e3nn_unet import E3nnDecoder, SpecStateDict, _antialias_blur, _blur_passes, _per_stage, _topology
 
 __all__ = ["E3nnResEncUNet", "e3nn_resenc_unet_from_plans", "e3nn_resenc_unet_kwargs"]
 
@@ -59,7 +59,7 @@ class E3nnResEncEncoder(nn.Module):
         return skips
 
 
-class E3nnResEncUNet(AbstractDynamicNetworkArchitectures):
+class E3nnResEncUNet(SpecStateDict, AbstractDynamicNetworkArchitectures):
     """SO(3)- or O(3)-equivariant residual-encoder U-Net with the topology of nnU-Net's ``ResidualEncoderUNet``.
 
     ``-- stem -- stage 0 -- ... -- stage n-1 (bottleneck) -- decoder --``:

@@ -5,7 +5,8 @@ Everything that decides a steerable network besides the topology nnU-Net's plans
 widths, convolutions per stage, spacing, patch) is one frozen, validated value. Trainers hold one
 (``nnUNetTrainerE3nn.spec``) and variants derive theirs with ``dataclasses.replace``; the network takes it
 (``E3nnUNet(..., spec=...)``), the planner sizes plans for a trainer's spec, and ``to_dict`` puts it into
-plans, export metadata and reports. Its defaults are the only declaration of the network's defaults.
+plans, export metadata and reports. Its defaults are the paper's network (5^3 kernels, the 8:4:2 irreps ratio,
+a head that reads the scalars), the only declaration of it; ``COMPACT_SPEC`` is the default trainer's recipe.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..layers.pool import POOLINGS, make_pool
 from ..layers.steerable_conv import DEFAULT_RADIAL_BASIS, RADIAL_BASES
 from ..symmetry import GROUPS, get_symmetry
 
-__all__ = ["E3nnSpec", "HEADS", "STEERABLE_SYMMETRIES", "irreps_for_width", "scalars_first"]
+__all__ = ["COMPACT_SPEC", "E3nnSpec", "HEADS", "STEERABLE_SYMMETRIES", "irreps_for_width", "scalars_first"]
 
 #: The groups a steerable network can have (``symmetry.py``'s steerable family).
 STEERABLE_SYMMETRIES = tuple(name for name, s in GROUPS.items() if s.family == "steerable")
@@ -200,11 +201,11 @@ class E3nnSpec:
         raise ValueError(f"spec must be an E3nnSpec, a dict of its fields or None, got {type(spec).__name__}")
 
     def describe(self) -> str:
-        """One line for logs and reports: the fields that differ from the default recipe."""
+        """One line for logs and reports: the fields that differ from ``E3nnSpec()`` (the paper's network)."""
         default = E3nnSpec()
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                    if getattr(self, f.name) != getattr(default, f.name)]
-        return f"E3nnSpec({', '.join(changed)})" if changed else "E3nnSpec() (defaults)"
+        return f"E3nnSpec({', '.join(changed)})" if changed else "E3nnSpec() (the paper's network)"
 
 
 def _is_int(value) -> bool:
@@ -214,3 +215,10 @@ def _is_int(value) -> bool:
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
         and math.isfinite(float(value))
+
+
+#: ``nnUNetTrainerE3nn``'s network (and the planner's default): 3^3 kernels, more scalars (``12x0e+3x1e+1x2e``
+#: per unit: 26 dimensions at nnU-Net's width 32) and the invariant head. On real anatomy at 3 mm, trained for
+#: equal CPU seconds, it learned every structure where the paper's 5^3 network learned two to four, at stock
+#: nnU-Net's cost per iteration, with the smallest off-grid deviation measured (docs/offgrid_real_anatomy.md).
+COMPACT_SPEC = E3nnSpec(kernel_size=3, irreps_ratio="12x0e+3x1e+1x2e", head="invariants")

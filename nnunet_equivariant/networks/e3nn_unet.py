@@ -15,7 +15,7 @@ from ..layers import GaussianBlur3d, InvariantHead, MeanPool3d, NormMaxPool3d, S
 from .ddp import skip_constant_buffers_in_ddp
 from .e3nn_spec import E3nnSpec
 
-__all__ = ["E3nnUNet", "e3nn_unet_from_plans", "e3nn_unet_kwargs", "RESENC_UNET"]
+__all__ = ["E3nnUNet", "SpecStateDict", "e3nn_unet_from_plans", "e3nn_unet_kwargs", "RESENC_UNET"]
 
 # nnU-Net's residual-encoder U-Net (its ResEnc M/L/XL plans): built as E3nnResEncUNet (e3nn_resenc_unet.py)
 RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
@@ -155,7 +155,23 @@ class E3nnDecoder(nn.Module):
         return seg_outputs if self.deep_supervision else seg_outputs[0]
 
 
-class E3nnUNet(AbstractDynamicNetworkArchitectures):
+class SpecStateDict:
+    """Network mixin: ``load_state_dict`` whose error, for weights that do not fit, names the network's
+    ``E3nnSpec`` and the likely cause (weights of another recipe, such as the paper's network that
+    ``nnUNetTrainerE3nn`` built before version 0.2). Needs ``self.spec``."""
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"{error}\n\nThese weights do not fit {type(self).__name__} of {self.spec.describe()}: they were "
+                f"trained with another E3nnSpec. Models trained under nnUNetTrainerE3nn before version 0.2 hold "
+                f"the paper's network: set their checkpoints' trainer_name to nnUNetTrainerE3nnShells "
+                f"(docs/steerable.md)") from error
+
+
+class E3nnUNet(SpecStateDict, AbstractDynamicNetworkArchitectures):
     """SO(3)- or O(3)-equivariant U-Net (Diaz et al.) with nnU-Net's network protocol.
 
     Topology as ``PlainConvUNet``: ``n_stages`` stages, ``strides`` per stage (pooling before the stage's
@@ -168,7 +184,7 @@ class E3nnUNet(AbstractDynamicNetworkArchitectures):
     - decoder stage: pointwise equivariant linear, ``TrilinearUpsample(stride)``, concatenation with the skip,
       ``SteerableBlock``\\ s, and a pointwise head to ``num_classes x 0e`` (``spec.head``).
 
-    ``spec`` (an ``E3nnSpec`` or the dict of its fields; ``None``: the default recipe) decides everything
+    ``spec`` (an ``E3nnSpec`` or the dict of its fields; ``None``: ``E3nnSpec()``, the paper's network) decides everything
     steerable: group, irreps ratio, kernel size and basis, gate activation, pooling, anti-aliasing (a
     ``GaussianBlur3d`` of ``antialias * stride`` voxels before every pooling / ``upsample_antialias *
     stride`` after every upsampling) and width scale. ``features_per_stage``: per stage either a width

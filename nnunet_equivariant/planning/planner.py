@@ -9,17 +9,18 @@ One configuration, ``3d_fullres``, in plans ``nnUNetPlansEquivariant``:
   linear interpolation along all three axes alike (nnU-Net's separate nearest-neighbour z resampling would
   leave staircases that a rotation turns into a pose cue). ``overwrite_target_spacing`` must be isotropic.
 - **Topology**: isotropic 2x pooling on every axis, as often as the patch's shortest axis keeps a
-  bottleneck of at least 4 voxels; cubic kernels of the spec's size (5 x 5 x 5 by default) in every stage; nnU-Net's widths (32 doubling up to
+  bottleneck of at least 4 voxels; cubic kernels of the spec's size (3 x 3 x 3 for the default trainer's and
+  ``spec=None``, 5 x 5 x 5 for the paper's network) in every stage; nnU-Net's widths (32 doubling up to
   320) and two convolutions per stage. ``network_class_name`` stays ``PlainConvUNet`` so stock trainers
-  (and the rotation baselines) build a 5^3 ``PlainConvUNet`` from the same plans, while the steerable and
+  (and the rotation baselines) build a ``PlainConvUNet`` with the same kernels from the same plans, while the steerable and
   mirror trainers build their networks from the same topology.
 - **Patch and batch**: the patch is divisible by 2^pools on every axis. It starts as nnU-Net's (a cube of
   256^3 voxels clipped to the median image shape) and its axis that is largest relative to the median
   shape shrinks until a training step at batch size 2 fits ``gpu_memory_target_in_gb`` for the largest
-  network training on the plans (``E3nnUNet`` or the 5^3 ``PlainConvUNet``, see ``memory.py``); the batch
+  network training on the plans (``E3nnUNet`` or the ``PlainConvUNet``, see ``memory.py``); the batch
   size then grows while it fits, capped as nnU-Net caps it (5 % of the dataset's voxels per batch).
-  The ``E3nnUNet`` sized for is the one of the planner's ``spec`` (``E3nnSpec``; the default recipe is
-  ``nnUNetTrainerE3nn``'s): ``plan_and_preprocess -tr nnUNetTrainerE3nnLean`` passes that trainer's spec, so
+  The ``E3nnUNet`` sized for is the one of the planner's ``spec`` (``E3nnSpec``; the default is
+  ``nnUNetTrainerE3nn``'s, ``COMPACT_SPEC``): ``plan_and_preprocess -tr nnUNetTrainerE3nnLean`` passes that trainer's spec, so
   the plans fit the network it will actually train (a wider variant such as ``nnUNetTrainerE3nn_4x4x4``
   needs more memory per voxel, the lean one less). ``spec=None`` sizes for the ``PlainConvUNet`` alone
   (stock and mirror trainers). The spec the plans were sized for is stored in the configuration
@@ -45,7 +46,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
-from ..networks.e3nn_spec import E3nnSpec
+from ..networks.e3nn_spec import COMPACT_SPEC, E3nnSpec
 from ..networks.e3nn_unet import e3nn_unet_from_plans
 from .memory import estimate_training_bytes
 
@@ -76,7 +77,7 @@ def plans_identifier(preset: str | None = None) -> str:
 
 
 def isotropic_architecture(n_stages: int, base_features: int = 32, max_features: int = 320,
-                           kernel_size: int = E3nnSpec.kernel_size, residual: bool = False) -> dict:
+                           kernel_size: int = COMPACT_SPEC.kernel_size, residual: bool = False) -> dict:
     """The plans' ``architecture`` entry: a ``PlainConvUNet`` with isotropic 2x pooling and cubic kernels, or
     with ``residual`` nnU-Net's ``ResidualEncoderUNet`` with its ResEnc presets' blocks per stage."""
     if residual:
@@ -106,7 +107,7 @@ def isotropic_architecture(n_stages: int, base_features: int = 32, max_features:
 
 
 def networks_on_plans(configuration: dict, num_input_channels: int, num_output_channels: int,
-                      spec: E3nnSpec | None = E3nnSpec()) -> dict[str, nn.Module]:
+                      spec: E3nnSpec | None = COMPACT_SPEC) -> dict[str, nn.Module]:
     """The networks that train on a configuration of these plans, with deep supervision and on the CPU, by
     class name: the stock network it names (``PlainConvUNet``, or ``ResidualEncoderUNet`` for a ResEnc
     preset) and, unless ``spec`` is ``None``, the steerable network of ``spec`` (a steerable trainer's
@@ -132,7 +133,7 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
     def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float | None = None,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str | None = None,
                  overwrite_target_spacing: Sequence[float] | None = None, suppress_transpose: bool = False,
-                 spec: E3nnSpec | None = E3nnSpec(), trainer_name: str = "nnUNetTrainerE3nn",
+                 spec: E3nnSpec | None = COMPACT_SPEC, trainer_name: str = "nnUNetTrainerE3nn",
                  preset: str | None = None):
         plans_name = plans_identifier(preset) if plans_name is None else plans_name
         if gpu_memory_target_in_gb is None:
@@ -147,7 +148,7 @@ class nnUNetPlannerEquivariant(ExperimentPlanner):
                          overwrite_target_spacing, suppress_transpose)
         self.lowres_creation_threshold = 0  # no 3d_lowres / cascade: one isotropic configuration
         self.spec, self.trainer_name = spec, trainer_name  # the steerable network the plans are sized for
-        self.kernel_size = E3nnSpec.kernel_size if spec is None else spec.kernel_size
+        self.kernel_size = COMPACT_SPEC.kernel_size if spec is None else spec.kernel_size
         self.preset = preset
 
     def determine_fullres_target_spacing(self) -> np.ndarray:

@@ -57,14 +57,20 @@ class OffGridRotationSampler:
 
 class OffGridRotationMixin(RotationAugmentationMixin):
     """Trainer mixin: rotation within ``rotation_range_deg`` (45) about one axis, with probability
-    ``rotation_probability`` (0.5) per sample. Put it before the trainer class in the bases."""
+    ``rotation_probability`` (0.5) per sample. Put it before the trainer class in the bases.
 
-    rotation_range_deg: float = 45
+    ``rotation_range_deg = 0`` switches rotation off and ``None`` keeps nnU-Net's stock rotations, as in
+    :class:`~nnunet_equivariant.training.rotation.RotationAugmentationMixin` (``rotation_probability`` is
+    then not used): the variants of a trainer with this mixin can opt out."""
+
+    rotation_range_deg: float | None = 45
     rotation_probability: float = 0.5
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch_size, mirror_axes = \
             super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self._off_grid():
+            return rotation, dummy_2d, initial_patch_size, mirror_axes
         if not 0 < self.rotation_range_deg <= 180:
             raise ValueError(f"rotation_range_deg must be in (0, 180], got {self.rotation_range_deg}")
         self.print_to_log_file(f"off-grid rotation augmentation: one axis, +-{self.rotation_range_deg} deg, "
@@ -75,11 +81,18 @@ class OffGridRotationMixin(RotationAugmentationMixin):
     def get_training_transforms(cls, *args, **kwargs):
         from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 
+        pipeline = super().get_training_transforms(*args, **kwargs)
+        if not cls._off_grid():
+            return pipeline
         if not 0 <= cls.rotation_probability <= 1:
             raise ValueError(f"rotation_probability must be in [0, 1], got {cls.rotation_probability}")
-        pipeline = super().get_training_transforms(*args, **kwargs)
         spatial = [t for t in pipeline.transforms if isinstance(t, SpatialTransform)]
         if len(spatial) != 1:
             raise ValueError(f"expected one SpatialTransform in nnU-Net's training transforms, got {len(spatial)}")
         spatial[0].p_rotation = cls.rotation_probability
         return pipeline
+
+    @classmethod
+    def _off_grid(cls) -> bool:
+        """Whether this trainer rotates off the grid (``rotation_range_deg`` neither ``0`` nor ``None``)."""
+        return cls.rotation_range_deg is not None and cls.rotation_range_deg != 0
