@@ -2,4 +2,4 @@
 
 Importing the package is cheap; subpackages import torch and nnU-Net on first use.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -23,10 +23,10 @@ def test_gpu_check_runs_on_the_cpu_at_a_small_size(tmp_path):
     assert results["nnUNetTrainerE3nn"]["mirror_axes"] == (0,)
     assert results["nnUNetTrainerMirror"]["mirror_axes"] is None
     stock = results["nnUNetTrainer"]["fp16_equivariance"]
-    for name in ("nnUNetTrainerE3nn", "nnUNetTrainerE3nn_k3", "nnUNetTrainerE3nnLean", "nnUNetTrainerMirror"):
+    for name in ("nnUNetTrainerE3nn", "nnUNetTrainerE3nnShells", "nnUNetTrainerE3nnLean", "nnUNetTrainerMirror"):
         assert results[name]["fp16_equivariance"] < 0.1 * stock, "ours stay equivariant in float16; stock is not"
     page = out.read_text()
     assert "No GPU run exists yet" in page and "python benchmarks/gpu_check.py" in page
     assert all(f"| {name} |" in page for name in results)
     rows = [line for line in page.splitlines() if line.endswith(("| PASS |", "| FAIL |"))]
-    assert len(rows) == len(gpu_check.verdicts(results)) == 6, "one target row per verdict"
+    assert len(rows) == len(gpu_check.verdicts(results)) == 7, "one target row per verdict"
