@@ -34,7 +34,8 @@ def test_e3nn_trainer_trains_predicts_and_evaluates(nnunet_workspace, trained_mo
     assert "encoder.stages.0.0.conv.weight" in weights, "the checkpoint holds an E3nnUNet"
     assert not any("basis" in k for k in weights), "kernel bases are rebuilt, not stored"
     log = _logs(model)
-    assert "rotation augmentation: +-0 deg" in log and "test-time mirroring axes reduced to (0,)" in log
+    assert "off-grid rotation augmentation: one axis, +-45 deg, p = 0.5" in log, "the default's rotations"
+    assert "test-time mirroring axes reduced to (0,)" in log
     assert "Current learning rate: 0.005" in log and "betas" in checkpoint["optimizer_state"]["param_groups"][0], \
         "Adam at the paper's learning rate"
     summary = json.loads((model / "fold_0" / "validation" / "summary.json").read_text())

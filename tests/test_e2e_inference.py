@@ -13,7 +13,7 @@ import torch
 from conftest import DATASET_ID
 
 from nnunet_equivariant.inference.export import load_exported
-from nnunet_equivariant.networks import E3nnSpec
+from nnunet_equivariant.networks.e3nn_spec import COMPACT_SPEC
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,7 @@ print(json.loads(extra["nnunet_equivariant.json"])["trainer_name"])
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith(trainer), "the metadata travels with the program"
     _, metadata = load_exported(exported)
-    expected_spec = {"nnUNetTrainerE3nn_tiny": E3nnSpec().to_dict(), "nnUNetTrainerMirror_tiny": None}[trainer]
+    expected_spec = {"nnUNetTrainerE3nn_tiny": COMPACT_SPEC.to_dict(), "nnUNetTrainerMirror_tiny": None}[trainer]
     assert metadata["spec"] == expected_spec, "the export records the steerable network's recipe"
     y = torch.load(tmp_path / "y.pt")
     assert y.shape == reference.shape == (2, 3, *predictor.configuration_manager.patch_size)
