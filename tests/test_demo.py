@@ -22,7 +22,8 @@ def test_demo_quick(nnunet_workspace, tmp_path):
         assert (model / "fold_0" / "checkpoint_final.pth").is_file(), f"{trainer} was trained"
     plans = json.loads((out / "nnUNet_preprocessed" / "Dataset990_RodsDiscsDemo" / "nnUNetPlansEquivariant.json")
                        .read_text())
-    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["kernel_sizes"][0] == [5, 5, 5]
+    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["kernel_sizes"][0] == [3, 3, 3], \
+        "isotropic plans with the default steerable network's kernels (nnU-Net's own size)"
     rows = list(csv.DictReader(open(out / "compare" / "rotation_eval.csv")))
     assert {r["model"] for r in rows} == {"nnUNetTrainerE3nn", "nnUNetTrainerNoRot"}
     assert {float(r["angle_deg"]) for r in rows} == {0.0, 45.0, 90.0}
