@@ -17,7 +17,7 @@
 Everything lives under the output folder, including nnU-Net's ``nnUNet_raw``, ``nnUNet_preprocessed`` and
 ``nnUNet_results`` (set for this process), so it works in a fresh shell and the trained models can be used
 with nnU-Net's commands afterwards. The schedule depends on the device: ``quick`` (a smoke run, minutes),
-``cpu`` (about 7 minutes on 2 idle cores) or ``gpu`` (longer, better converged).
+``cpu`` (about 4 minutes on 2 idle cores) or ``gpu`` (longer, better converged).
 """
 from __future__ import annotations
 
