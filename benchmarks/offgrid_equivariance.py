@@ -41,6 +41,7 @@ from scipy.ndimage import affine_transform
 from nnunet_equivariant.layers._irreps import blocks
 from nnunet_equivariant.layers.steerable_conv import DEFAULT_RADIAL_BASIS, RADIAL_BASES
 from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
+from nnunet_equivariant.networks.e3nn_spec import COMPACT_SPEC
 from nnunet_equivariant.synthetic import _cylinder_distance
 
 SIZE = 24
@@ -101,6 +102,10 @@ VARIANTS = {
                                         pooling="mean"),
     "shells_half": dict(radial_basis="gaussian_shells_half"),
     "shells_half+silu": dict(radial_basis="gaussian_shells_half", scalar_activation="silu"),
+    # the default trainer's recipe (COMPACT_SPEC: 3^3 shells, 12x0e+3x1e+1x2e, invariant head) with the blur
+    "compact+aa_pool+up": dict(COMPACT_SPEC.to_dict(), antialias=0.5, upsample_antialias=0.5),
+    "compact+aa_pool+up+silu": dict(COMPACT_SPEC.to_dict(), antialias=0.5, upsample_antialias=0.5,
+                                    scalar_activation="silu"),
 }
 #: the encoder's non-block operations by class name, as the layer tables name them
 _OP_KINDS = {"GaussianBlur3d": "blur", "NormMaxPool3d": "pool", "MeanPool3d": "pool"}
