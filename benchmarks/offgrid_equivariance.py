@@ -27,7 +27,8 @@ Usage: ``python benchmarks/offgrid_equivariance.py [--checkpoint fold_0/checkpoi
 proxy with real content in the rotated patch's corners, at several patch sizes: ``run_context``), or
 ``python benchmarks/offgrid_equivariance.py --anatomy [--angles 45 90] [--variants ...]`` (the same per-layer
 analysis on a real subcortical label map rendered at 3 mm, on the whole field and in the band around the
-thin structures' boundaries: ``run_anatomy``; needs the optional ``anatomy`` extra).
+thin structures' boundaries: ``run_anatomy``; needs the optional ``anatomy`` extra; ``--weights
+default=MODEL_FOLDER`` adds a trained network, ``--band-structures amygdala accumbens`` moves the band).
 """
 from __future__ import annotations
 
@@ -367,6 +368,25 @@ def anatomy_rows(net: torch.nn.Module, reference: np.ndarray, poses: dict) -> di
     return rows
 
 
+def trained_network(variant: str, model_folder, num_classes: int) -> torch.nn.Module:
+    """The ``E3nnUNet`` of ``anatomy_spec(variant)`` on the 3d_fullres plans of an nnU-Net model folder
+    (``.../TRAINER__PLANS__3d_fullres``), with the weights of its ``fold_0/checkpoint_final.pth`` (float64,
+    no deep supervision); ``ValueError`` naming a folder without them."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_equivariant.networks.e3nn_unet import e3nn_unet_from_plans
+
+    folder = Path(model_folder)
+    checkpoint = folder / "fold_0" / "checkpoint_final.pth"
+    if not (folder / "plans.json").is_file() or not checkpoint.is_file():
+        raise ValueError(f"{folder}: not a trained nnU-Net model folder (plans.json and "
+                         f"fold_0/checkpoint_final.pth expected)")
+    configuration = PlansManager(str(folder / "plans.json")).get_configuration("3d_fullres")
+    net = e3nn_unet_from_plans(configuration, anatomy_spec(variant), 1, num_classes, deep_supervision=False)
+    net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"])
+    return net.double()
+
+
 def run_anatomy(args) -> None:
     """Per-layer off-grid errors of each variant (random weights, float64, eval) on a real subcortical label
     map rendered at 3 mm (``anatomy_case``), whole field and band of ``args.band_width`` voxels around the
@@ -378,25 +398,37 @@ def run_anatomy(args) -> None:
 
     torch.set_default_dtype(torch.float64)
     reference, labels0 = anatomy_case(0.0)
-    thin = [LABELS[name] for name in THIN_STRUCTURES]
+    structures = args.band_structures
+    unknown = sorted(set(structures) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown structures {unknown} in --band-structures; known: {sorted(LABELS)}")
+    thin = [LABELS[name] for name in structures]
     poses = {}
     for angle in args.angles:
         theta = np.deg2rad(angle)
         image, labels = anatomy_case(theta)
         band = boundary_band(labels, thin, args.band_width)
-        present = {name: int((labels == LABELS[name]).sum()) for name in THIN_STRUCTURES}
-        print(f"{angle:g} degrees: thin-structure voxels {present}, band voxels {int(band.sum())}", flush=True)
+        present = {name: int((labels == LABELS[name]).sum()) for name in structures}
+        print(f"{angle:g} degrees: structure voxels {present}, band voxels {int(band.sum())}", flush=True)
         poses[f"{angle:g} deg"] = (theta, image, band)
         if angle % 90:
             poses[f"{angle:g} deg spline"] = (theta, rotate_x(reference, theta), band)
     num_classes = len(LABELS)
-    results = {}
+    networks = {}
     for name in args.variants:
-        torch.manual_seed(0)
         if name == "stock":
-            net = _stock_network(num_classes).eval()
+            networks[name] = lambda: _stock_network(num_classes)
         else:
-            net = E3nnUNet(1, num_classes, **PROXY_PLANS, spacing=(3.0, 3.0, 3.0), spec=anatomy_spec(name)).eval()
+            networks[name] = lambda name=name: E3nnUNet(1, num_classes, **PROXY_PLANS, spacing=(3.0, 3.0, 3.0),
+                                                        spec=anatomy_spec(name))
+    for item in args.weights or []:
+        name, _, folder = item.partition("=")
+        networks[f"{name}, trained ({Path(folder).name.split('__')[0]})"] = \
+            lambda name=name, folder=folder: trained_network(name, folder, num_classes)
+    results = {}
+    for name, build in networks.items():
+        torch.manual_seed(0)
+        net = build().eval()
         results[name] = anatomy_rows(net, reference, poses)
         for pose, row in results[name].items():
             print(f"{name} {pose}: softmax {row['softmax'][0]:.3f} (band {row['softmax'][1]:.3f})", flush=True)
@@ -405,7 +437,7 @@ def run_anatomy(args) -> None:
         layers = list(dict.fromkeys(k for rows in sorted(results.values(), key=lambda r: -len(r[pose]))
                                     for k in rows[pose]))
         print(f"\nreal anatomy (MNI152NLin6Asym-lh subject, 3 mm, 32^3), {pose} about the first axis; "
-              f"whole field / band of {args.band_width:g} voxels around {', '.join(THIN_STRUCTURES)}")
+              f"whole field / band of {args.band_width:g} voxels around {', '.join(structures)}")
         print("| layer | " + " | ".join(results) + " |")
         print("|---" * (len(results) + 1) + "|")
         for layer in layers:
@@ -464,11 +496,16 @@ def main(argv=None) -> None:
     parser.add_argument("--angles", type=float, nargs="+", default=[45.0, 90.0], help="for --anatomy")
     parser.add_argument("--band-width", type=float, default=2.0,
                         help="for --anatomy: voxels either side of the thin structures' boundaries")
+    parser.add_argument("--band-structures", nargs="+", default=list(THIN_STRUCTURES),
+                        help="for --anatomy: the structures whose boundaries make the band (real_anatomy.LABELS)")
+    parser.add_argument("--weights", nargs="+", metavar="VARIANT=MODEL_FOLDER",
+                        help="for --anatomy: also the network of VARIANT with the trained weights of an nnU-Net "
+                             "model folder (TRAINER__PLANS__3d_fullres; fold 0's checkpoint_final.pth)")
     parser.add_argument("--variants", nargs="+", default=None, choices=[*VARIANTS, *ANATOMY_TRAINERS, "stock"],
                         help=f"default: {[*VARIANTS, 'stock']}; with --anatomy {[*ANATOMY_TRAINERS, 'stock']}")
     args = parser.parse_args(argv)
     if args.variants is None:
-        args.variants = [*ANATOMY_TRAINERS, "stock"] if args.anatomy else [*VARIANTS, "stock"]
+        args.variants = ([] if args.weights else [*ANATOMY_TRAINERS, "stock"]) if args.anatomy else [*VARIANTS, "stock"]
     if args.anatomy:
         return run_anatomy(args)
     if args.context:

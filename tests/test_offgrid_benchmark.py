@@ -107,3 +107,31 @@ def test_anatomy_case_is_exact_under_a_grid_rotation_and_holds_the_thin_structur
     assert all((labels0 == LABELS[name]).sum() > 5 for name in bench.THIN_STRUCTURES)
     with pytest.raises(ValueError, match="'nowhere-lh'"):
         bench.anatomy_case(0.0, source="nowhere-lh", folder=folder)
+
+
+def test_trained_network_is_the_model_folders_network_with_its_weights(tmp_path, float64_default):
+    """``--weights default=FOLDER``: the default's network on the folder's 3d_fullres plans with fold 0's
+    final weights (the same logits as the network that was saved); a folder without them is named."""
+    import json
+
+    from nnunet_equivariant.networks.e3nn_spec import COMPACT_SPEC
+    from nnunet_equivariant.networks.e3nn_unet import e3nn_unet_from_plans
+    from nnunet_equivariant.testing import plans_configuration
+
+    configuration = plans_configuration([[1, 1, 1], [2, 2, 2], [2, 2, 2]], None, [8, 16, 16],
+                                        patch_size=[16, 16, 16], spacing=[3.0, 3.0, 3.0])
+    folder = tmp_path / "nnUNetTrainerE3nn__nnUNetPlans__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps({"configurations": {"3d_fullres": configuration.configuration}}))
+    torch.manual_seed(1)
+    saved = e3nn_unet_from_plans(configuration, COMPACT_SPEC, 1, 8, deep_supervision=True).double()
+    torch.save({"network_weights": saved.state_dict()}, folder / "fold_0" / "checkpoint_final.pth")
+
+    torch.manual_seed(2)  # other initial weights: only the loaded ones may decide the output
+    loaded = bench.trained_network("default", folder, 8).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        expected = saved.eval()(x)[0]
+        assert torch.allclose(loaded(x), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="empty.*checkpoint_final"):
+        bench.trained_network("default", tmp_path / "empty", 8)
