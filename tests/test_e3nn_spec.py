@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nnunet_equivariant.networks import E3nnSpec, E3nnUNet
+from nnunet_equivariant.networks.e3nn_spec import COMPACT_SPEC
 from nnunet_equivariant.testing import assert_equivariant, grid_rotations, plans_configuration
 from nnunet_equivariant.training import e3nn as trainers
 
@@ -32,8 +33,6 @@ def test_ratio_and_parity_follow_the_group():
 def test_every_trainer_variant_is_its_parents_spec_with_the_fields_it_names():
     """The default is ``COMPACT_SPEC``, the paper's network ``E3nnSpec()``; variants are ``replace(parent.spec,
     ...)``: every field they do not name is their parent's (the default's or the paper's network's)."""
-    from nnunet_equivariant.networks.e3nn_spec import COMPACT_SPEC
-
     assert trainers.nnUNetTrainerE3nn.spec == COMPACT_SPEC == E3nnSpec(
         kernel_size=3, irreps_ratio="12x0e+3x1e+1x2e", head="invariants")
     assert trainers.nnUNetTrainerE3nnShells.spec == E3nnSpec()
@@ -108,3 +107,25 @@ def test_head_is_checked_and_old_plans_specs_read_as_the_scalar_head():
         E3nnSpec(head="norms")
     old = {k: v for k, v in E3nnSpec().to_dict().items() if k not in ("pooling", "head")}
     assert _same_spec(old, E3nnSpec()) and not _same_spec(old, E3nnSpec(head="invariants"))
+
+
+def test_with_symmetry_keeps_the_ratio_in_the_groups_natural_parities():
+    o3_default = COMPACT_SPEC.with_symmetry("o3")
+    assert o3_default.symmetry == "o3" and o3_default.irreps_ratio == "12x0e+3x1o+1x2e"
+    assert o3_default.with_symmetry("so3") == COMPACT_SPEC, "and back"
+    assert dataclasses.replace(o3_default, kernel_size=5, irreps_ratio=None, head="scalars") \
+        == E3nnSpec(symmetry="o3"), "only the group and the ratio's parities change"
+    assert E3nnSpec().with_symmetry("o3") == E3nnSpec(symmetry="o3"), "a ratio left to the group stays so"
+    with pytest.raises(ValueError, match="'so2'"):
+        COMPACT_SPEC.with_symmetry("so2")
+
+
+def test_plan_overrides_of_the_group_keep_the_parities_and_name_a_trainer_without_a_spec():
+    from nnunet_equivariant.planning.plan_and_preprocess import overridden_spec
+
+    assert overridden_spec(COMPACT_SPEC, {"symmetry": "o3"}, "nnUNetTrainerE3nn").irreps_ratio == "12x0e+3x1o+1x2e"
+    given = overridden_spec(COMPACT_SPEC, {"symmetry": "o3", "irreps_ratio": "8x0e+4x1e"}, "nnUNetTrainerE3nn")
+    assert given.irreps_ratio == "8x0e+4x1e", "an explicit ratio is taken as given"
+    assert overridden_spec(COMPACT_SPEC, {"kernel_size": 5}, "nnUNetTrainerE3nn").kernel_size == 5
+    with pytest.raises(ValueError, match="nnUNetTrainer has no steerable network"):
+        overridden_spec(None, {"symmetry": "o3"}, "nnUNetTrainer")

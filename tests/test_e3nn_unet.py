@@ -108,6 +108,19 @@ def test_compact_trainer_network_is_equivariant_on_all_24_rotations(float64_defa
                        rep_out=None, tol=1e-10)
 
 
+def test_default_recipe_with_o3_is_equivariant_on_all_48_symmetries(float64_default):
+    """``nnUNetTrainerE3nn.spec.with_symmetry("o3")`` (the default's recipe with vectors, ``1o``) as a subclass
+    of the default trainer builds it from plans: exact on the 24 rotations and the 24 rotoreflections."""
+    class O3Default(nnUNetTrainerE3nnCompact):
+        spec = nnUNetTrainerE3nnCompact.spec.with_symmetry("o3")
+
+    config = _configuration([16, 16, 16], [1.0, 1.0, 1.0], ISO_STRIDES, [32, 64, 64])
+    net = O3Default.build_network_architecture(None, config, 1, 3, enable_deep_supervision=True)
+    assert str(net.encoder.output_irreps[0]) == "12x0e+3x1o+1x2e" and O3Default.symmetry == "o3"
+    assert_equivariant(_randomise_norms(net).double().eval(), torch.randn(1, 1, 16, 16, 16), grid_symmetries(),
+                       rep_in=None, rep_out=None, tol=1e-10)
+
+
 def test_invariant_head_unet_exports_exactly():
     """``export``'s float64 checks on a network with invariant heads: the assembled network and the traced
     program give the trained network's logits (the norms trace like any other op)."""

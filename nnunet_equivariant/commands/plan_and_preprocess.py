@@ -30,7 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="size the plans for the network this trainer builds, e.g. nnUNetTrainerE3nnLean "
                         "(default nnUNetTrainerE3nn; a stock or mirror trainer: the PlainConvUNet alone)")
     p.add_argument("--symmetry", default=None, choices=("so3", "o3"),
-                   help="override the trainer's group (its spec's symmetry)")
+                   help="override the trainer's group (its spec's symmetry; without --irreps-ratio its ratio "
+                        "in that group's parities, e.g. 3x1e -> 3x1o for o3)")
     p.add_argument("--irreps-ratio", default=None,
                    help="override the trainer's irreps per unit, e.g. 4x0e+4x1e+4x2e")
     p.add_argument("--kernel-size", type=int, default=None, help="override the trainer's kernel taps")

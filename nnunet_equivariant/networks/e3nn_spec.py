@@ -200,6 +200,20 @@ class E3nnSpec:
             return cls.from_dict(spec)
         raise ValueError(f"spec must be an E3nnSpec, a dict of its fields or None, got {type(spec).__name__}")
 
+    def with_symmetry(self, symmetry: str) -> "E3nnSpec":
+        """This recipe for another group, irreps in the group's natural parities: for ``"o3"`` every odd
+        ``l`` becomes ``o`` (a vector, ``1o``, not a pseudovector), for ``"so3"`` every irrep ``e``; a ratio
+        left to the group (``None``) stays so. ``with_symmetry("o3")`` of ``12x0e+3x1e+1x2e`` is
+        ``12x0e+3x1o+1x2e``. ``ValueError`` naming an unknown group."""
+        if symmetry not in STEERABLE_SYMMETRIES:
+            raise ValueError(f"symmetry must be one of {list(STEERABLE_SYMMETRIES)}, got {symmetry!r}")
+        if self.irreps_ratio is None:
+            return dataclasses.replace(self, symmetry=symmetry)
+        parity = get_symmetry(symmetry).parity
+        ratio = o3.Irreps([(mul, (ir.l, (-1) ** ir.l if parity else 1))
+                           for mul, ir in parse_irreps(self.irreps_ratio, "irreps_ratio")])
+        return dataclasses.replace(self, symmetry=symmetry, irreps_ratio=str(ratio))
+
     def describe(self) -> str:
         """One line for logs and reports: the fields that differ from ``E3nnSpec()`` (the paper's network)."""
         default = E3nnSpec()

@@ -13,7 +13,7 @@ import functools
 from ..networks.e3nn_spec import E3nnSpec
 from .planner import nnUNetPlannerEquivariant, plans_identifier
 
-__all__ = ["plan_and_preprocess", "trainer_spec"]
+__all__ = ["overridden_spec", "plan_and_preprocess", "trainer_spec"]
 
 
 def trainer_spec(trainer_name: str) -> E3nnSpec | None:
@@ -30,6 +30,20 @@ def trainer_spec(trainer_name: str) -> E3nnSpec | None:
     return spec if isinstance(spec, E3nnSpec) else None
 
 
+def overridden_spec(spec: E3nnSpec | None, overrides: dict, trainer_name: str) -> E3nnSpec:
+    """``spec`` with ``overrides`` (fields of ``E3nnSpec``) applied. A new ``symmetry`` without a new
+    ``irreps_ratio`` keeps the ratio in that group's parities (``E3nnSpec.with_symmetry``: ``o3`` makes the
+    default's ``3x1e`` vectors ``3x1o``). ``ValueError`` naming ``trainer_name`` if it has no steerable
+    network (``spec`` ``None``)."""
+    if spec is None:
+        raise ValueError(f"{trainer_name} has no steerable network: the steerable options "
+                         f"{sorted(overrides)} do not apply to it")
+    overrides = dict(overrides)
+    if "symmetry" in overrides and "irreps_ratio" not in overrides:
+        spec = spec.with_symmetry(overrides.pop("symmetry"))
+    return dataclasses.replace(spec, **overrides)
+
+
 def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float | None = None, num_processes: int = 4,
                         verify_dataset_integrity: bool = False, clean: bool = False, preprocess: bool = True,
                         target_spacing: float | None = None, trainer_name: str = "nnUNetTrainerE3nn",
@@ -41,7 +55,7 @@ def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float | None =
     ``clean`` re-extracts an existing fingerprint; ``preprocess=False`` only writes the plans;
     ``target_spacing`` (mm) replaces the planner's isotropic spacing rule. The plans are sized for the
     network of ``trainer_name`` (its ``E3nnSpec``; for a trainer without one, the ``PlainConvUNet`` alone)
-    with ``spec_overrides`` (fields of ``E3nnSpec``) applied on top. Returns the plans identifier (for
+    with ``spec_overrides`` (fields of ``E3nnSpec``; ``overridden_spec``) applied on top. Returns the plans identifier (for
     ``nnUNetv2_train ... -p``).
     """
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
@@ -54,10 +68,7 @@ def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float | None =
         raise ValueError(f"target_spacing must be a positive number of mm, got {target_spacing}")
     spec = trainer_spec(trainer_name)  # before the fingerprint, which takes a while
     if spec_overrides:
-        if spec is None:
-            raise ValueError(f"{trainer_name} has no steerable network: the steerable options "
-                             f"{sorted(spec_overrides)} do not apply to it")
-        spec = dataclasses.replace(spec, **spec_overrides)
+        spec = overridden_spec(spec, spec_overrides, trainer_name)
     plans_identifier(preset)  # ValueError for an unknown preset, before the fingerprint
     planner = functools.partial(nnUNetPlannerEquivariant, spec=spec, trainer_name=trainer_name, preset=preset)
     extract_fingerprint_dataset(dataset_id, num_processes=num_processes,
