@@ -20,11 +20,12 @@
 5. Dice per structure (mean over test subjects and seeds) against angle, in
    ``<output>/results/<schedule>_<test set>[_seeds..]/``: ``dice_vs_angle.csv``, ``dice_vs_angle.md`` (the
    table, and the largest drop from 0 degrees per trainer and structure), ``dice_vs_angle.png``,
-   ``dice_per_case.csv``, and ``goal.md`` / ``goal.csv``: issue 17's metric, each structure's largest
-   deviation over the angles from its mean at the grid angles (0 and 90 degrees, or 0 and 180 about an axis
-   whose plane has unequal spacing: :func:`grid_angles`; and every other grid angle tested, e.g. ``--angles
-   ... 180 270``: :func:`reference_angles`; goal <= 0.02), the grid angles' own spread about that mean (the
-   benchmark's noise), its Dice at 0 degrees against stock ``nnUNetTrainer`` (when it is among the
+   ``dice_per_case.csv`` (with each structure's true and predicted voxels), ``volumes.md`` / ``volumes.csv``
+   (predicted over true volume at the grid poses and off them: :func:`volume_table`), and ``goal.md`` /
+   ``goal.csv``: issue 17's metric, each structure's largest deviation over the angles from its mean at the
+   grid angles (0 and 90 degrees, or 0 and 180 about an axis whose plane has unequal spacing:
+   :func:`grid_angles`; and every other grid angle tested, e.g. ``--angles ... 180 270``:
+   :func:`reference_angles`; goal <= 0.02), the grid angles' own spread about that mean (the benchmark's noise), its Dice at 0 degrees against stock ``nnUNetTrainer`` (when it is among the
    trainers), and each trainer's training seconds and iterations.
 
 Runs on a GPU (``--device cuda``) or any CPU. The default schedule (12 epochs x 25 iterations) is what
@@ -231,7 +232,8 @@ def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, 
 
 
 def dice_table(test: Path, predictions: Path, labels: dict) -> list[dict]:
-    """Dice per case and structure (NaN when a structure is absent from both label and prediction)."""
+    """Dice per case and structure (NaN when a structure is absent from both label and prediction), with
+    the structure's voxels in the label (``true_voxels``) and in the prediction (``predicted_voxels``)."""
     rows = []
     for label_file in sorted((test / "labels").glob("*.nii.gz")):
         case = label_file.name[:-len(".nii.gz")]
@@ -246,8 +248,40 @@ def dice_table(test: Path, predictions: Path, labels: dict) -> list[dict]:
             r, p = ref == value, pred == value
             denominator = r.sum() + p.sum()
             rows.append({"case": case, "subject": subject, "axis": axis, "angle": angle, "structure": name,
-                         "dice": 2 * (r & p).sum() / denominator if denominator else float("nan")})
+                         "dice": 2 * (r & p).sum() / denominator if denominator else float("nan"),
+                         "true_voxels": int(r.sum()), "predicted_voxels": int(p.sum())})
     return rows
+
+
+def volume_table(rows: list[dict], output: Path | None = None, spacing=None, shape=None) -> list[dict]:
+    """Predicted against true volume per trainer and structure, at the grid poses (:func:`grid_angles`'
+    multiples, 0 included) and off the grid (every other pose), summed over test subjects, axes and seeds:
+    ``volume_ratio`` = predicted / true voxels. A network that segments a structure smaller off the grid
+    than on it (``off_grid`` below ``grid``) loses Dice by shrinking it, not only by misplacing its
+    boundary. With ``output``: ``volumes.csv`` and ``volumes.md``."""
+    sums = {}
+    for r in rows:
+        period = grid_angles(r["axis"], spacing, shape)[1]
+        key = (r["trainer"], r["structure"], "grid" if r["angle"] % period == 0 else "off_grid")
+        true, predicted = sums.get(key, (0, 0))
+        sums[key] = (true + r["true_voxels"], predicted + r["predicted_voxels"])
+    out = []
+    for trainer, structure in dict.fromkeys((t, s) for t, s, _ in sums):
+        row = {"trainer": trainer, "structure": structure}
+        for poses in ("grid", "off_grid"):
+            true, predicted = sums.get((trainer, structure, poses), (0, 0))
+            row[poses] = round(predicted / true, 3) if true else float("nan")
+        out.append(row)
+    if output is not None:
+        with open(output / "volumes.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(out[0]))
+            writer.writeheader()
+            writer.writerows(out)
+        lines = ["Predicted / true voxels, summed over test subjects, axes and seeds: at the grid poses and off "
+                 "the grid.", "", "| trainer | structure | grid | off the grid |", "|---|---|---|---|"]
+        lines += [f"| {r['trainer']} | {r['structure']} | {r['grid']:.3f} | {r['off_grid']:.3f} |" for r in out]
+        (output / "volumes.md").write_text("\n".join(lines) + "\n")
+    return out
 
 
 def summarise(rows: list[dict], output: Path, title: str) -> None:
@@ -665,6 +699,7 @@ def main(argv=None) -> None:
                              f"{args.seeds or 'unseeded'}, {args.test} test subjects, {'x'.join(map(str, shape))} at "
                              f"{grid} mm, plans {plans_name}, device {args.device}")
     goal_table(rows, results, training, spacing=spacing, shape=shape)
+    volume_table(rows, results, spacing=spacing, shape=shape)  # does a structure shrink off the grid?
     write_learning_curves(curves, results)  # nnU-Net's validation curve against training seconds
     structure_learning(curves, labels, results)
 
