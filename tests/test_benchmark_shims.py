@@ -231,3 +231,37 @@ def test_volume_table_compares_predicted_and_true_voxels_on_and_off_the_grid(mon
     (anisotropic,) = bench.volume_table(rows, spacing=(1, 1, 3))
     # off the grid: 45 about z (2 seeds x 90 of 100), 45 and 90 about x (2 x (90 + 100) of 200)
     assert anisotropic["off_grid"] == round((2 * 90 + 2 * 190) / 600, 3), "about x only half turns are grid"
+
+
+def test_augmentation_labels_rotate_in_the_renderings_sense_and_compare_per_structure(monkeypatch, tmp_path):
+    """benchmarks/offgrid_augmentation_labels.py: nnU-Net's SpatialTransform at 90 degrees is the exact quarter
+    turn ``out(p) = labels(R^T p)`` about each axis (np.rot90 in the right-handed sense) in both label modes;
+    a centred ball, the same in every pose, comes back nearly whole at 30 degrees."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+    from benchmark_scripts import BENCHMARKS
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_augmentation_labels")
+    labels = np.random.default_rng(0).integers(0, 4, (12, 12, 12)).astype(np.uint8)
+    for axis, plane in (("x", (1, 2)), ("y", (2, 0)), ("z", (0, 1))):
+        for mode in ("bilinear", "nearest"):
+            assert np.array_equal(bench.augmented_labels(labels, axis, 90, mode), np.rot90(labels, 1, plane)), (axis, mode)
+
+    grid = np.stack(np.meshgrid(*[np.arange(16) - 7.5] * 3, indexing="ij"), -1)
+    ball = (np.linalg.norm(grid, axis=-1) <= 5).astype(np.uint8)
+    (tmp_path / "test_set" / "labels").mkdir(parents=True)
+    for name in ("case_000z000", "case_000z030"):
+        nib.save(nib.Nifti1Image(ball, np.eye(4)), str(tmp_path / "test_set" / "labels" / f"{name}.nii.gz"))
+    (tmp_path / "nnUNet_raw" / "Dataset1_Ball").mkdir(parents=True)
+    (tmp_path / "nnUNet_raw" / "Dataset1_Ball" / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "ball": 1}}))
+    rows = bench.compare(tmp_path, 1, [30], ["z"])
+    assert [(r["mode_seg"], r["structure"]) for r in rows] == [("bilinear", "ball"), ("nearest", "ball")]
+    for r in rows:
+        assert r["rendered"] == r["voxels_0"] and r["dice"] > 0.9 and abs(r["augmented"] / r["voxels_0"] - 1) < 0.05
+    (tmp_path / "test_set" / "labels" / "case_000z000.nii.gz").unlink()
+    with pytest.raises(ValueError, match="no 0-degree test label maps"):
+        bench.compare(tmp_path, 1, [30], ["z"])
