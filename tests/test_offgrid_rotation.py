@@ -130,3 +130,31 @@ def test_variants_opt_out_with_zero_or_none_as_with_the_plain_rotation_setting(t
     pipeline = trainer.get_training_transforms((24, 24, 24), rotation, None, mirror_axes, dummy_2d)
     spatial = [t for t in pipeline.transforms if isinstance(t, SpatialTransform)]
     assert len(spatial) == 1 and spatial[0].p_rotation == 0.2, "nnU-Net's probability, untouched"
+
+
+class _StockOffGridNearest(_StockOffGrid):
+    rotation_mode_seg = "nearest"
+
+
+class _StockOffGridBadLabels(_StockOffGrid):
+    rotation_mode_seg = "cubic"
+
+
+def test_rotation_mode_seg_sets_how_the_spatial_transform_resamples_labels(tmp_path, monkeypatch):
+    """``None`` keeps nnU-Net's ``bilinear``; ``"nearest"`` reaches the ``SpatialTransform``, which then
+    rotates a label map without new values; an unknown mode is named."""
+    for cls, expected in ((_StockOffGrid, "bilinear"), (_StockOffGridNearest, "nearest")):
+        trainer = _trainer(tmp_path, monkeypatch, cls=cls)
+        rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        pipeline = trainer.get_training_transforms((24, 24, 24), rotation, None, mirror_axes, dummy_2d)
+        (spatial,) = [t for t in pipeline.transforms if isinstance(t, SpatialTransform)]
+        assert spatial.mode_seg == expected
+    spatial.p_rotation, spatial.p_scaling = 1.0, 0.0
+    labels = torch.from_numpy(np.random.default_rng(0).integers(0, 3, (1, 24, 24, 24)).astype(np.int16))
+    np.random.seed(1)
+    out = spatial(image=torch.zeros(1, 24, 24, 24), segmentation=labels)["segmentation"]
+    assert set(np.unique(out.numpy())) <= {-1, 0, 1, 2} and not torch.equal(out, labels), "rotated, labels kept"
+    trainer = _trainer(tmp_path, monkeypatch, cls=_StockOffGridBadLabels)
+    rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    with pytest.raises(ValueError, match="rotation_mode_seg.*'cubic'"):
+        trainer.get_training_transforms((24, 24, 24), rotation, None, mirror_axes, dummy_2d)

@@ -61,10 +61,16 @@ class OffGridRotationMixin(RotationAugmentationMixin):
 
     ``rotation_range_deg = 0`` switches rotation off and ``None`` keeps nnU-Net's stock rotations, as in
     :class:`~nnunet_equivariant.training.rotation.RotationAugmentationMixin` (``rotation_probability`` is
-    then not used): the variants of a trainer with this mixin can opt out."""
+    then not used): the variants of a trainer with this mixin can opt out.
+
+    ``rotation_mode_seg``: how the ``SpatialTransform`` that rotates (and scales) a sample resamples its
+    labels, batchgeneratorsv2's ``mode_seg``: ``None`` keeps nnU-Net's (``"bilinear"``: the argmax of the
+    interpolated one-hot map, which erodes structures a few voxels across; ``benchmarks/
+    offgrid_augmentation_labels.py``), ``"nearest"`` keeps their volume on average."""
 
     rotation_range_deg: float | None = 45
     rotation_probability: float = 0.5
+    rotation_mode_seg: str | None = None
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch_size, mirror_axes = \
@@ -90,6 +96,10 @@ class OffGridRotationMixin(RotationAugmentationMixin):
         if len(spatial) != 1:
             raise ValueError(f"expected one SpatialTransform in nnU-Net's training transforms, got {len(spatial)}")
         spatial[0].p_rotation = cls.rotation_probability
+        if cls.rotation_mode_seg is not None:
+            if cls.rotation_mode_seg not in ("bilinear", "nearest"):
+                raise ValueError(f"rotation_mode_seg must be None, 'bilinear' or 'nearest', got {cls.rotation_mode_seg!r}")
+            spatial[0].mode_seg = cls.rotation_mode_seg
         return pipeline
 
     @classmethod
