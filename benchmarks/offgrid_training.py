@@ -25,8 +25,9 @@
    ``goal.csv``: issue 17's metric, each structure's largest deviation over the angles from its mean at the
    grid angles (0 and 90 degrees, or 0 and 180 about an axis whose plane has unequal spacing:
    :func:`grid_angles`; and every other grid angle tested, e.g. ``--angles ... 180 270``:
-   :func:`reference_angles`; goal <= 0.02), the grid angles' own spread about that mean (the benchmark's noise), its Dice at 0 degrees against stock ``nnUNetTrainer`` (when it is among the
-   trainers), and each trainer's training seconds and iterations.
+   :func:`reference_angles`; goal <= 0.02), the grid angles' own spread about that mean (the benchmark's
+   noise), its Dice at 0 degrees against stock ``nnUNetTrainer`` (when it is among the trainers), and each
+   trainer's training seconds and iterations.
 
 Runs on a GPU (``--device cuda``) or any CPU. The default schedule (12 epochs x 25 iterations) is what
 docs/offgrid.md reports: on an idle 2-core CPU an epoch of ``nnUNetTrainerE3nn`` takes 70-80 s (stock 40 s),

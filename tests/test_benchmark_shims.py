@@ -248,7 +248,8 @@ def test_augmentation_labels_rotate_in_the_renderings_sense_and_compare_per_stru
     labels = np.random.default_rng(0).integers(0, 4, (12, 12, 12)).astype(np.uint8)
     for axis, plane in (("x", (1, 2)), ("y", (2, 0)), ("z", (0, 1))):
         for mode in ("bilinear", "nearest"):
-            assert np.array_equal(bench.augmented_labels(labels, axis, 90, mode), np.rot90(labels, 1, plane)), (axis, mode)
+            rotated = bench.augmented_labels(labels, axis, 90, mode)
+            assert np.array_equal(rotated, np.rot90(labels, 1, plane)), (axis, mode)
 
     grid = np.stack(np.meshgrid(*[np.arange(16) - 7.5] * 3, indexing="ij"), -1)
     ball = (np.linalg.norm(grid, axis=-1) <= 5).astype(np.uint8)

@@ -55,8 +55,8 @@ def plan_and_preprocess(dataset_id: int, gpu_memory_target_in_gb: float | None =
     ``clean`` re-extracts an existing fingerprint; ``preprocess=False`` only writes the plans;
     ``target_spacing`` (mm) replaces the planner's isotropic spacing rule. The plans are sized for the
     network of ``trainer_name`` (its ``E3nnSpec``; for a trainer without one, the ``PlainConvUNet`` alone)
-    with ``spec_overrides`` (fields of ``E3nnSpec``; ``overridden_spec``) applied on top. Returns the plans identifier (for
-    ``nnUNetv2_train ... -p``).
+    with ``spec_overrides`` (fields of ``E3nnSpec``; :func:`overridden_spec`) applied on top. Returns the plans
+    identifier (for ``nnUNetv2_train ... -p``).
     """
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset, plan_experiment_dataset, preprocess_dataset,

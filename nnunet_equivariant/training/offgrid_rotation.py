@@ -98,7 +98,8 @@ class OffGridRotationMixin(RotationAugmentationMixin):
         spatial[0].p_rotation = cls.rotation_probability
         if cls.rotation_mode_seg is not None:
             if cls.rotation_mode_seg not in ("bilinear", "nearest"):
-                raise ValueError(f"rotation_mode_seg must be None, 'bilinear' or 'nearest', got {cls.rotation_mode_seg!r}")
+                raise ValueError(f"rotation_mode_seg must be None, 'bilinear' or 'nearest', "
+                                 f"got {cls.rotation_mode_seg!r}")
             spatial[0].mode_seg = cls.rotation_mode_seg
         return pipeline
 
