@@ -388,10 +388,11 @@ def trained_network(variant: str, model_folder, num_classes: int) -> torch.nn.Mo
 
 
 def run_anatomy(args) -> None:
-    """Per-layer off-grid errors of each variant (random weights, float64, eval) on a real subcortical label
-    map rendered at 3 mm (``anatomy_case``), whole field and band of ``args.band_width`` voxels around the
-    thin structures' boundaries (``THIN_STRUCTURES``). Poses, about the first axis: each of ``args.angles``
-    rendered in that pose (``N deg``: what a scan in that pose shows), and for each off-grid angle the
+    """Per-layer off-grid errors of each variant (random weights, float64, eval) and of each ``--weights``
+    network (trained: :func:`trained_network`) on a real subcortical label map rendered at 3 mm
+    (``anatomy_case``), whole field and band of ``args.band_width`` voxels around the boundaries of
+    ``args.band_structures`` (default ``THIN_STRUCTURES``). Poses, about the first axis: each of
+    ``args.angles`` rendered in that pose (``N deg``: what a scan in that pose shows), and for each off-grid angle the
     0-degree rendering rotated by a cubic spline (``N deg spline``: the network's own error, without the
     rendering's partial-volume differences between poses)."""
     from nnunet_equivariant.real_anatomy import LABELS
@@ -423,6 +424,8 @@ def run_anatomy(args) -> None:
                                                         spec=anatomy_spec(name))
     for item in args.weights or []:
         name, _, folder = item.partition("=")
+        if not folder:
+            raise ValueError(f"--weights {item!r}: expected VARIANT=MODEL_FOLDER")
         networks[f"{name}, trained ({Path(folder).name.split('__')[0]})"] = \
             lambda name=name, folder=folder: trained_network(name, folder, num_classes)
     results = {}
@@ -505,7 +508,8 @@ def main(argv=None) -> None:
                         help=f"default: {[*VARIANTS, 'stock']}; with --anatomy {[*ANATOMY_TRAINERS, 'stock']}")
     args = parser.parse_args(argv)
     if args.variants is None:
-        args.variants = ([] if args.weights else [*ANATOMY_TRAINERS, "stock"]) if args.anatomy else [*VARIANTS, "stock"]
+        anatomy_default = [] if args.weights else [*ANATOMY_TRAINERS, "stock"]
+        args.variants = anatomy_default if args.anatomy else [*VARIANTS, "stock"]
     if args.anatomy:
         return run_anatomy(args)
     if args.context:

@@ -257,7 +257,7 @@ def dice_table(test: Path, predictions: Path, labels: dict) -> list[dict]:
 def volume_table(rows: list[dict], output: Path | None = None, spacing=None, shape=None) -> list[dict]:
     """Predicted against true volume per trainer and structure, at the grid poses (:func:`grid_angles`'
     multiples, 0 included) and off the grid (every other pose), summed over test subjects, axes and seeds:
-    ``volume_ratio`` = predicted / true voxels. A network that segments a structure smaller off the grid
+    ``grid`` and ``off_grid`` are predicted / true voxels. A network that segments a structure smaller off the grid
     than on it (``off_grid`` below ``grid``) loses Dice by shrinking it, not only by misplacing its
     boundary. With ``output``: ``volumes.csv`` and ``volumes.md``."""
     sums = {}
