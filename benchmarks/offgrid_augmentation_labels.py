@@ -22,12 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def _read(path: Path) -> np.ndarray:
-    import nibabel as nib
-
-    return np.asarray(nib.load(str(path)).dataobj)
+from offgrid_training import _read_nifti
 
 
 def augmented_labels(labels: np.ndarray, axis: str, degrees: float, mode_seg: str) -> np.ndarray:
@@ -59,19 +54,21 @@ def compare(output: Path, subjects: int, angles, axes, modes=("bilinear", "neare
     sums = {}
     for case in cases:
         stem = case.name[:-len("z000.nii.gz")]
-        reference = _read(case)
+        reference = _read_nifti(case)
+        reference_voxels = {value: (reference == value).sum() for value in names}
         for axis in axes:
             for degrees in angles:
-                rendered = _read(test / "labels" / f"{stem}{axis}{int(degrees):03d}.nii.gz")
+                rendered = _read_nifti(test / "labels" / f"{stem}{axis}{int(degrees):03d}.nii.gz")
                 for mode in modes:
                     augmented = augmented_labels(reference, axis, degrees, mode)
                     for value, name in names.items():
                         a, r = augmented == value, rendered == value
                         key = (mode, axis, degrees, name)
-                        counts = np.array([(reference == value).sum(), a.sum(), r.sum(), (a & r).sum()])
+                        counts = np.array([reference_voxels[value], a.sum(), r.sum(), (a & r).sum()])
                         sums[key] = sums.get(key, 0) + counts
     return [{"mode_seg": mode, "axis": axis, "angle": degrees, "structure": name, "voxels_0": int(c[0]),
-             "augmented": int(c[1]), "rendered": int(c[2]), "dice": round(2 * c[3] / (c[1] + c[2]), 3)}
+             "augmented": int(c[1]), "rendered": int(c[2]),
+             "dice": round(2 * c[3] / (c[1] + c[2]), 3) if c[1] + c[2] else float("nan")}
             for (mode, axis, degrees, name), c in sums.items()]
 
 

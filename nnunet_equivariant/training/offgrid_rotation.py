@@ -66,7 +66,8 @@ class OffGridRotationMixin(RotationAugmentationMixin):
     ``rotation_mode_seg``: how the ``SpatialTransform`` that rotates (and scales) a sample resamples its
     labels, batchgeneratorsv2's ``mode_seg``: ``None`` keeps nnU-Net's (``"bilinear"``: the argmax of the
     interpolated one-hot map, which erodes structures a few voxels across; ``benchmarks/
-    offgrid_augmentation_labels.py``), ``"nearest"`` keeps their volume on average."""
+    offgrid_augmentation_labels.py``), ``"nearest"`` keeps their volume on average but agrees less with a scan
+    in that pose; trained on real anatomy at 3 mm it did not shrink the off-grid drop (docs/offgrid_real_anatomy.md)."""
 
     rotation_range_deg: float | None = 45
     rotation_probability: float = 0.5
