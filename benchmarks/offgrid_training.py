@@ -191,11 +191,49 @@ def _case(name: str, subject: int, axis: str, angle: float) -> str:
     return f"{name}_{subject:03d}{axis}{int(round(angle)):03d}"
 
 
+def training_poses(subject: int, k: int, seed: int, max_angle: float = 45.0) -> list[tuple[str, float]]:
+    """``k`` rendered training poses of training subject ``subject`` (``--train-poses``): each about one axis
+    drawn uniformly from x, y, z by an angle uniform in ``[-max_angle, max_angle]`` degrees (the off-grid
+    augmentation's distribution, :class:`~nnunet_equivariant.training.offgrid_rotation.OffGridRotationSampler`);
+    the same for any number of subjects.
+
+    >>> training_poses(3, 2, 0) == training_poses(3, 2, 0) != training_poses(4, 2, 0)
+    True
+    """
+    rng = np.random.default_rng([seed, 17, subject])
+    return [("xyz"[int(rng.integers(3))], float(rng.uniform(-max_angle, max_angle))) for _ in range(k)]
+
+
+def _training_cases(name: str, subject: int, k: int, seed: int) -> list[tuple[str, tuple[str, float] | None]]:
+    """Case names and poses (``None``: the canonical pose) of one training subject: itself, and with
+    ``--train-poses k`` also ``k - 1`` copies of its canonical pose and ``k`` rendered off-grid poses (half
+    the samples in the training pose, as with the default's rotation probability 0.5)."""
+    own = f"{name}_{subject:03d}"
+    if k == 0:
+        return [(own, None)]
+    return ([(own, None)] + [(f"{own}same{j}", None) for j in range(1, k)]
+            + [(f"{own}pose{j}", pose) for j, pose in enumerate(training_poses(subject, k, seed))])
+
+
+def subject_splits(cases: list[str], name: str) -> list[dict]:
+    """nnU-Net's 5-fold split (``generate_crossval_split``, seed 12345) of the training subjects, each fold's
+    subjects with all their cases in ``train`` and only their canonical case in ``val``: with
+    ``--train-poses`` the same subjects train and validate as without (nnU-Net would split the cases)."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    subjects = sorted(c for c in cases if len(c) == len(name) + 4)  # "<name>_<iii>"
+    by_subject = {s: sorted(c for c in cases if c.startswith(s)) for s in subjects}
+    return [{"train": [c for s in fold["train"] for c in by_subject[s]], "val": [str(s) for s in fold["val"]]}
+            for fold in generate_crossval_split(subjects, seed=12345, n_splits=5)]
+
+
 def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, spacing, axes, angles,
-                  seed: int, anatomy: Anatomy | None = None) -> tuple[Path, Path]:
+                  seed: int, anatomy: Anatomy | None = None, train_poses: int = 0) -> tuple[Path, Path]:
     """The training set (canonical pose) in nnU-Net's raw layout and the test poses beside it, in
     ``test_<n_test>subjects_<axes>`` (each written once: more test subjects or axes later make a new test
-    folder and leave the training set, hence the trained models, as they are)."""
+    folder and leave the training set, hence the trained models, as they are). ``train_poses``: each
+    training subject also rendered in that many off-grid poses (:func:`_training_cases`): what rotation
+    augmentation would teach if it could resample without interpolating (the dataset needs its own id)."""
     from tqdm import tqdm
 
     anatomy = synthetic_anatomy() if anatomy is None else anatomy
@@ -213,15 +251,21 @@ def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, 
     if not (dataset / "dataset.json").is_file():
         for sub in ("imagesTr", "labelsTr"):
             (dataset / sub).mkdir(parents=True, exist_ok=True)
-        for i in tqdm(range(n_train), desc="training subjects"):
-            image, label = anatomy.render(subjects[i], shape, spacing)
-            _write_nifti(image, spacing, dataset / "imagesTr" / f"{name}_{i:03d}_0000.nii.gz")
-            _write_nifti(label, spacing, dataset / "labelsTr" / f"{name}_{i:03d}.nii.gz")
+        cases = [(i, case, pose) for i in range(n_train) for case, pose in _training_cases(name, i, train_poses, seed)]
+        for i, case, pose in tqdm(cases, desc="training cases"):
+            image, label = anatomy.render(subjects[i], shape, spacing, None if pose is None else _rotation(*pose))
+            _write_nifti(image, spacing, dataset / "imagesTr" / f"{case}_0000.nii.gz")
+            _write_nifti(label, spacing, dataset / "labelsTr" / f"{case}.nii.gz")
+        description = anatomy.description + (f"; each training subject also in {train_poses} rendered off-grid poses"
+                                              if train_poses else "")
         (dataset / "dataset.json").write_text(json.dumps({
-            "channel_names": {"0": "synthetic"}, "labels": anatomy.labels, "numTraining": n_train,
-            "file_ending": ".nii.gz", "name": name, "description": anatomy.description}, indent=2))
-    elif json.loads((dataset / "dataset.json").read_text())["numTraining"] != n_train:
-        raise FileExistsError(f"{dataset} has another number of training subjects than --train {n_train}")
+            "channel_names": {"0": "synthetic"}, "labels": anatomy.labels, "numTraining": len(cases),
+            "file_ending": ".nii.gz", "name": name, "description": description}, indent=2))
+    elif json.loads((dataset / "dataset.json").read_text())["numTraining"] != n_train * max(1, 2 * train_poses):
+        raise FileExistsError(f"{dataset} has another number of training cases than --train {n_train} "
+                              f"--train-poses {train_poses}")
+    if (test / "done").is_file():  # shared with another training set of the same subjects
+        return dataset, test
     for sub in ("images", "labels"):
         (test / sub).mkdir(parents=True, exist_ok=True)
     for i, a, t in tqdm(jobs, desc="test poses"):
@@ -611,7 +655,17 @@ def main(argv=None) -> None:
                         help="start each trainer from its finished run of EPOCHS epochs (nnUNetv2_train --c; the "
                              "poly learning rate resumes at epoch EPOCHS of the longer schedule)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subjects (the data, not the training)")
+    parser.add_argument("--train-poses", type=int, default=0, metavar="K",
+                        help="also render each training subject in K off-grid poses (within 45 degrees about one "
+                             "axis; half the samples stay in the training pose): rotation augmentation without "
+                             "interpolation, for trainers without rotations (e.g. nnUNetTrainerE3nnNoRot). Needs "
+                             "its own --dataset-id; the test set is shared")
     args = parser.parse_args(argv)
+    if args.train_poses and args.dataset_id in (None, 913, *_ASEG_IDS.values()):
+        parser.error(f"--train-poses {args.train_poses} writes another training set: give it its own --dataset-id, "
+                     f"not {args.dataset_id or 'the default'}")
+    if args.train_poses < 0:
+        parser.error(f"--train-poses must be >= 0, got {args.train_poses}")
     if args.target_spacing is not None and args.plans != "equivariant":
         parser.error("--target-spacing needs --plans equivariant")
     if args.budget_seconds is not None and args.continue_from:
@@ -636,7 +690,7 @@ def main(argv=None) -> None:
         anatomy = aseg_anatomy(spacing, args.train_templates, args.test_templates)
 
     dataset, test = write_dataset(out / "nnUNet_raw", dataset_id, args.train, args.test, shape, spacing,
-                                  args.axes, args.angles, args.seed, anatomy)
+                                  args.axes, args.angles, args.seed, anatomy, args.train_poses)
     plans_name = PLANS[args.plans]
     plans = out / "nnUNet_preprocessed" / dataset.name / f"{plans_name}.json"
     if not plans.is_file():
@@ -649,6 +703,11 @@ def main(argv=None) -> None:
         else:
             run_command({**env, "nnUNet_n_proc_DA": "1"}, "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
                         "3d_fullres", "-np", "1", "--verify_dataset_integrity", log=log)
+    splits = plans.parent / "splits_final.json"
+    if args.train_poses and not splits.is_file():  # split by subject, before nnU-Net splits the cases
+        cases = [f.name[:-len("_0000.nii.gz")] for f in (dataset / "imagesTr").glob("*_0000.nii.gz")]
+        splits.write_text(json.dumps(subject_splits(cases, anatomy.name), indent=2))
+    posed = f"_trainposes{args.train_poses}" if args.train_poses else ""  # its models predict into their own folders
     rows, training, curves = [], {}, []
     seeds = args.seeds or [None]
     for base in args.trainers:
@@ -678,7 +737,8 @@ def main(argv=None) -> None:
             times = training_times(model / "fold_0")
             curves.append(TrainerEntry(base, plans_name, model, name=base if seed is None else f"{base} seed {seed}",
                                        times={0: times} if times else {}))
-            predictions = out / "predictions" / test.name / (trainer if args.plans == "nnunet" else f"{trainer}__{plans_name}")
+            predictions = out / "predictions" / test.name / (
+                (trainer if args.plans == "nnunet" else f"{trainer}__{plans_name}") + posed)
             if not (predictions / "done").is_file():
                 run_command(env, "nnUNetv2_predict", "-i", test / "images", "-o", predictions, "-d", dataset_id,
                      "-c", "3d_fullres", "-tr", trainer, "-p", plans_name, "-f", "0", "-device", args.device,
@@ -691,7 +751,8 @@ def main(argv=None) -> None:
                 if args.budget_seconds is not None
                 else f"{args.epochs}x{args.iterations}")
     seeds_tag = "" if args.seeds is None else "_seeds" + "-".join(map(str, args.seeds))
-    results = out / "results" / f"{schedule}_{test.name}{seeds_tag}{'' if args.plans == 'nnunet' else '_' + plans_name}"
+    plans_tag = "" if args.plans == "nnunet" else "_" + plans_name
+    results = out / "results" / f"{schedule}_{test.name}{seeds_tag}{plans_tag}{posed}"
     results.mkdir(parents=True, exist_ok=True)
     how = (f"{args.budget_seconds:g} s of {args.budget_clock}-clock training each (epochs of {args.iterations} iterations)"
            if args.budget_seconds is not None else f"{args.epochs} epochs x {args.iterations} iterations")

@@ -266,3 +266,73 @@ def test_augmentation_labels_rotate_in_the_renderings_sense_and_compare_per_stru
     (tmp_path / "test_set" / "labels" / "case_000z000.nii.gz").unlink()
     with pytest.raises(ValueError, match="no 0-degree test label maps"):
         bench.compare(tmp_path, 1, [30], ["z"])
+
+
+def test_augmented_images_turn_as_the_labels_and_the_cubic_spline_keeps_more_noise(monkeypatch):
+    """Both interpolations of offgrid_augmentation_labels are the exact quarter turn of the labels' sense at
+    90 degrees; at 45 degrees trilinear (nnU-Net's) averages white noise down more than a cubic B-spline,
+    both agree on smooth content, and a third interpolation is refused."""
+    import numpy as np
+    from benchmark_scripts import BENCHMARKS
+    from scipy.ndimage import gaussian_filter
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_augmentation_labels")
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(24, 24, 24))
+    for axis, plane in (("x", (1, 2)), ("y", (2, 0)), ("z", (0, 1))):
+        for interpolation in ("trilinear", "cubic"):
+            rotated = bench.augmented_image(noise, axis, 90, interpolation)
+            np.testing.assert_allclose(rotated, np.rot90(noise, 1, plane), atol=1e-5, err_msg=f"{axis} {interpolation}")
+    inner = (slice(6, -6),) * 3
+    kept = {i: bench.augmented_image(noise, "z", 45, i)[inner].std() / noise[inner].std()
+            for i in ("trilinear", "cubic")}
+    assert 0.55 < kept["trilinear"] < 0.75 < kept["cubic"] < 0.95, kept
+    smooth = gaussian_filter(noise, 3)
+    trilinear, cubic = (bench.augmented_image(smooth, "z", 45, i)[inner] for i in ("trilinear", "cubic"))
+    assert np.abs(trilinear - cubic).max() < 0.05 * np.abs(smooth).max()
+    with pytest.raises(ValueError, match="'quintic'"):
+        bench.augmented_image(noise, "z", 45, "quintic")
+
+
+def test_training_poses_render_each_subject_off_the_grid_split_by_subject_and_share_the_test_set(monkeypatch,
+                                                                                                 tmp_path):
+    """``--train-poses K``: each training subject in its canonical pose K times and rendered (not
+    interpolated) in K poses within 45 degrees about one axis; nnU-Net's 5-fold split of the subjects (the
+    split of the training set without poses) with every case of a subject on the same side; the test set of
+    the same subjects is shared, not rendered again."""
+    import json
+
+    import numpy as np
+    from benchmark_scripts import BENCHMARKS
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_training")
+    anatomy, shape, spacing = bench.synthetic_anatomy(), (16, 16, 16), (2.0, 2.0, 2.0)
+    plain, test = bench.write_dataset(tmp_path / "nnUNet_raw", 990, 5, 1, shape, spacing, ["z"], [0, 45], 0, anatomy)
+    done = (test / "done").stat().st_mtime_ns
+    posed, shared = bench.write_dataset(tmp_path / "nnUNet_raw", 991, 5, 1, shape, spacing, ["z"], [0, 45], 0,
+                                        anatomy, train_poses=2)
+    assert shared == test and (test / "done").stat().st_mtime_ns == done, "the test set is rendered once"
+    assert json.loads((posed / "dataset.json").read_text())["numTraining"] == 5 * 4
+    name, read = anatomy.name, bench._read_nifti
+    subjects = anatomy.subjects(5, 1, 0)
+    for i in (0, 3):
+        canonical = read(plain / "labelsTr" / f"{name}_{i:03d}.nii.gz")
+        assert np.array_equal(read(posed / "labelsTr" / f"{name}_{i:03d}.nii.gz"), canonical)
+        assert np.array_equal(read(posed / "labelsTr" / f"{name}_{i:03d}same1.nii.gz"), canonical)
+        for j, (axis, angle) in enumerate(bench.training_poses(i, 2, 0)):
+            assert axis in "xyz" and abs(angle) <= 45
+            label = read(posed / "labelsTr" / f"{name}_{i:03d}pose{j}.nii.gz")
+            _, expected = anatomy.render(subjects[i], shape, spacing, bench._rotation(axis, angle))
+            assert np.array_equal(label, expected) and not np.array_equal(label, canonical)
+    assert bench.training_poses(0, 2, 0) != bench.training_poses(1, 2, 0)
+
+    cases = [f.name[:-len(".nii.gz")] for f in (posed / "labelsTr").glob("*.nii.gz")]
+    splits = bench.subject_splits(cases, name)
+    nnunet = generate_crossval_split(sorted(f"{name}_{i:03d}" for i in range(5)), seed=12345, n_splits=5)
+    for fold, reference in zip(splits, nnunet):
+        assert fold["val"] == list(reference["val"]), "validation: the canonical cases of nnU-Net's subjects"
+        assert sorted(fold["train"]) == sorted(c for c in cases if c[:len(name) + 4] in reference["train"])
+    json.dumps(splits)  # nnU-Net reads it as splits_final.json
