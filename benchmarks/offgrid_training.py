@@ -227,6 +227,24 @@ def subject_splits(cases: list[str], name: str) -> list[dict]:
             for fold in generate_crossval_split(subjects, seed=12345, n_splits=5)]
 
 
+def subject_batch_size(plans: dict, n_subjects: int, shape) -> dict:
+    """``plans`` with each configuration's batch size capped as nnU-Net's planner caps it for ``n_subjects``
+    cases of ``shape`` (a batch sees at most 5 % of the dataset's voxels, at least 2 cases): with
+    ``--train-poses`` the planner counts every pose and plans larger batches, which would make each iteration
+    cost more than the plain dataset's.
+
+    >>> subject_batch_size({"configurations": {"3d_fullres": {"batch_size": 13, "patch_size": [32, 32, 32]}}},
+    ...                    16, (32, 32, 32))["configurations"]["3d_fullres"]["batch_size"]
+    2
+    """
+    voxels = n_subjects * float(np.prod(shape))
+    for configuration in plans["configurations"].values():
+        if "batch_size" in configuration and "patch_size" in configuration:
+            cap = round(voxels * 0.05 / float(np.prod(configuration["patch_size"])))
+            configuration["batch_size"] = max(min(configuration["batch_size"], cap), 2)
+    return plans
+
+
 def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, spacing, axes, angles,
                   seed: int, anatomy: Anatomy | None = None, train_poses: int = 0) -> tuple[Path, Path]:
     """The training set (canonical pose) in nnU-Net's raw layout and the test poses beside it, in
@@ -707,6 +725,8 @@ def main(argv=None) -> None:
     if args.train_poses and not splits.is_file():  # split by subject, before nnU-Net splits the cases
         cases = [f.name[:-len("_0000.nii.gz")] for f in (dataset / "imagesTr").glob("*_0000.nii.gz")]
         splits.write_text(json.dumps(subject_splits(cases, anatomy.name), indent=2))
+    if args.train_poses:  # the plain dataset's batch size: the same cost per iteration
+        plans.write_text(json.dumps(subject_batch_size(json.loads(plans.read_text()), args.train, shape), indent=4))
     posed = f"_trainposes{args.train_poses}" if args.train_poses else ""  # its models predict into their own folders
     rows, training, curves = [], {}, []
     seeds = args.seeds or [None]

@@ -336,3 +336,10 @@ def test_training_poses_render_each_subject_off_the_grid_split_by_subject_and_sh
         assert fold["val"] == list(reference["val"]), "validation: the canonical cases of nnU-Net's subjects"
         assert sorted(fold["train"]) == sorted(c for c in cases if c[:len(name) + 4] in reference["train"])
     json.dumps(splits)  # nnU-Net reads it as splits_final.json
+    # nnU-Net's planner caps the batch at 5 % of the dataset's voxels: counted per subject, not per pose
+    plans = {"configurations": {"3d_fullres": {"batch_size": 13, "patch_size": [32, 32, 32]},
+                                "2d": {"batch_size": 300, "patch_size": [32, 32]}, "3d_cascade": {"inherits_from": "x"}}}
+    capped = bench.subject_batch_size(plans, 16, (32, 32, 32))["configurations"]
+    assert (capped["3d_fullres"]["batch_size"], capped["2d"]["batch_size"]) == (2, 26)
+    many = {"configurations": {"3d_fullres": {"batch_size": 13, "patch_size": [32, 32, 32]}}}
+    assert bench.subject_batch_size(many, 400, (32, 32, 32))["configurations"]["3d_fullres"]["batch_size"] == 13
