@@ -204,14 +204,19 @@ def training_poses(subject: int, k: int, seed: int, max_angle: float = 45.0) -> 
     return [("xyz"[int(rng.integers(3))], float(rng.uniform(-max_angle, max_angle))) for _ in range(k)]
 
 
-def _training_cases(name: str, subject: int, k: int, seed: int) -> list[tuple[str, tuple[str, float] | None]]:
+def _training_cases(name: str, subject: int, k: int, seed: int, canonical: int | None = None
+                    ) -> list[tuple[str, tuple[str, float] | None]]:
     """Case names and poses (``None``: the canonical pose) of one training subject: itself, and with
-    ``--train-poses k`` also ``k - 1`` copies of its canonical pose and ``k`` rendered off-grid poses (half
-    the samples in the training pose, as with the default's rotation probability 0.5)."""
+    ``--train-poses k`` also ``canonical - 1`` copies of its canonical pose (``canonical`` cases in that pose;
+    default ``k``: half the samples in the training pose, as with the default's rotation probability 0.5) and
+    ``k`` rendered off-grid poses."""
     own = f"{name}_{subject:03d}"
     if k == 0:
         return [(own, None)]
-    return ([(own, None)] + [(f"{own}same{j}", None) for j in range(1, k)]
+    canonical = k if canonical is None else canonical
+    if canonical < 1:
+        raise ValueError(f"a subject needs at least 1 case in its canonical pose (the split is by it), got {canonical}")
+    return ([(own, None)] + [(f"{own}same{j}", None) for j in range(1, canonical)]
             + [(f"{own}pose{j}", pose) for j, pose in enumerate(training_poses(subject, k, seed))])
 
 
@@ -246,12 +251,14 @@ def subject_batch_size(plans: dict, n_subjects: int, shape) -> dict:
 
 
 def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, spacing, axes, angles,
-                  seed: int, anatomy: Anatomy | None = None, train_poses: int = 0) -> tuple[Path, Path]:
+                  seed: int, anatomy: Anatomy | None = None, train_poses: int = 0,
+                  train_canonical: int | None = None) -> tuple[Path, Path]:
     """The training set (canonical pose) in nnU-Net's raw layout and the test poses beside it, in
     ``test_<n_test>subjects_<axes>`` (each written once: more test subjects or axes later make a new test
     folder and leave the training set, hence the trained models, as they are). ``train_poses``: each
     training subject also rendered in that many off-grid poses (:func:`_training_cases`): what rotation
-    augmentation would teach if it could resample without interpolating (the dataset needs its own id)."""
+    augmentation would teach if it could resample without interpolating (the dataset needs its own id), with
+    ``train_canonical`` cases in the canonical pose (default ``train_poses``)."""
     from tqdm import tqdm
 
     anatomy = synthetic_anatomy() if anatomy is None else anatomy
@@ -269,7 +276,8 @@ def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, 
     if not (dataset / "dataset.json").is_file():
         for sub in ("imagesTr", "labelsTr"):
             (dataset / sub).mkdir(parents=True, exist_ok=True)
-        cases = [(i, case, pose) for i in range(n_train) for case, pose in _training_cases(name, i, train_poses, seed)]
+        cases = [(i, case, pose) for i in range(n_train)
+                 for case, pose in _training_cases(name, i, train_poses, seed, train_canonical)]
         for i, case, pose in tqdm(cases, desc="training cases"):
             image, label = anatomy.render(subjects[i], shape, spacing, None if pose is None else _rotation(*pose))
             _write_nifti(image, spacing, dataset / "imagesTr" / f"{case}_0000.nii.gz")
@@ -279,9 +287,10 @@ def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, 
         (dataset / "dataset.json").write_text(json.dumps({
             "channel_names": {"0": "synthetic"}, "labels": anatomy.labels, "numTraining": len(cases),
             "file_ending": ".nii.gz", "name": name, "description": description}, indent=2))
-    elif json.loads((dataset / "dataset.json").read_text())["numTraining"] != n_train * max(1, 2 * train_poses):
+    elif json.loads((dataset / "dataset.json").read_text())["numTraining"] != \
+            n_train * len(_training_cases(name, 0, train_poses, seed, train_canonical)):
         raise FileExistsError(f"{dataset} has another number of training cases than --train {n_train} "
-                              f"--train-poses {train_poses}")
+                              f"--train-poses {train_poses} --train-canonical {train_canonical}")
     if (test / "done").is_file():  # shared with another training set of the same subjects
         return dataset, test
     for sub in ("images", "labels"):
@@ -678,12 +687,16 @@ def main(argv=None) -> None:
                              "axis; half the samples stay in the training pose): rotation augmentation without "
                              "interpolation, for trainers without rotations (e.g. nnUNetTrainerE3nnNoRot). Needs "
                              "its own --dataset-id; the test set is shared")
+    parser.add_argument("--train-canonical", type=int, metavar="C",
+                        help="--train-poses: C cases per subject in the canonical pose (default K: half the samples)")
     args = parser.parse_args(argv)
     if args.train_poses and args.dataset_id in (None, 913, *_ASEG_IDS.values()):
         parser.error(f"--train-poses {args.train_poses} writes another training set: give it its own --dataset-id, "
                      f"not {args.dataset_id or 'the default'}")
     if args.train_poses < 0:
         parser.error(f"--train-poses must be >= 0, got {args.train_poses}")
+    if args.train_canonical is not None and (not args.train_poses or args.train_canonical < 1):
+        parser.error(f"--train-canonical {args.train_canonical} needs --train-poses and at least 1")
     if args.target_spacing is not None and args.plans != "equivariant":
         parser.error("--target-spacing needs --plans equivariant")
     if args.budget_seconds is not None and args.continue_from:
@@ -708,7 +721,7 @@ def main(argv=None) -> None:
         anatomy = aseg_anatomy(spacing, args.train_templates, args.test_templates)
 
     dataset, test = write_dataset(out / "nnUNet_raw", dataset_id, args.train, args.test, shape, spacing,
-                                  args.axes, args.angles, args.seed, anatomy, args.train_poses)
+                                  args.axes, args.angles, args.seed, anatomy, args.train_poses, args.train_canonical)
     plans_name = PLANS[args.plans]
     plans = out / "nnUNet_preprocessed" / dataset.name / f"{plans_name}.json"
     if not plans.is_file():
@@ -727,7 +740,8 @@ def main(argv=None) -> None:
         splits.write_text(json.dumps(subject_splits(cases, anatomy.name), indent=2))
     if args.train_poses:  # the plain dataset's batch size: the same cost per iteration
         plans.write_text(json.dumps(subject_batch_size(json.loads(plans.read_text()), args.train, shape), indent=4))
-    posed = f"_trainposes{args.train_poses}" if args.train_poses else ""  # its models predict into their own folders
+    posed = (f"_trainposes{args.train_poses}" + ("" if args.train_canonical is None else f"c{args.train_canonical}")
+             if args.train_poses else "")  # its models predict into their own folders
     rows, training, curves = [], {}, []
     seeds = args.seeds or [None]
     for base in args.trainers:

@@ -328,6 +328,12 @@ def test_training_poses_render_each_subject_off_the_grid_split_by_subject_and_sh
             _, expected = anatomy.render(subjects[i], shape, spacing, bench._rotation(axis, angle))
             assert np.array_equal(label, expected) and not np.array_equal(label, canonical)
     assert bench.training_poses(0, 2, 0) != bench.training_poses(1, 2, 0)
+    fewer, _ = bench.write_dataset(tmp_path / "nnUNet_raw", 992, 5, 1, shape, spacing, ["z"], [0, 45], 0, anatomy,
+                                   train_poses=2, train_canonical=1)  # one canonical case of three per subject
+    assert sorted(f.name for f in (fewer / "labelsTr").glob(f"{name}_003*")) == \
+        [f"{name}_003.nii.gz", f"{name}_003pose0.nii.gz", f"{name}_003pose1.nii.gz"]
+    with pytest.raises(ValueError, match="at least 1 case in its canonical pose"):
+        bench._training_cases(name, 0, 2, 0, canonical=0)
 
     cases = [f.name[:-len(".nii.gz")] for f in (posed / "labelsTr").glob("*.nii.gz")]
     splits = bench.subject_splits(cases, name)
