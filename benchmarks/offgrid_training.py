@@ -684,7 +684,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the subjects (the data, not the training)")
     parser.add_argument("--train-poses", type=int, default=0, metavar="K",
                         help="also render each training subject in K off-grid poses (within 45 degrees about one "
-                             "axis; half the samples stay in the training pose): rotation augmentation without "
+                             "axis; half the samples stay in the training pose unless --train-canonical): rotation augmentation without "
                              "interpolation, for trainers without rotations (e.g. nnUNetTrainerE3nnNoRot). Needs "
                              "its own --dataset-id; the test set is shared")
     parser.add_argument("--train-canonical", type=int, metavar="C",
