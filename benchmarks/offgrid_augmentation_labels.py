@@ -34,17 +34,22 @@ import torch
 from offgrid_training import _read_nifti
 
 
+def _rotating_transform(shape, axis: str, degrees: float, **kwargs):
+    """nnU-Net's ``SpatialTransform`` for ``shape`` that rotates every sample by ``degrees`` about ``axis`` in
+    the rendering's sense (batchgeneratorsv2 samples ``in(R p)``: the angle is negated), centred, no scaling."""
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    index, angle = "xyz".index(axis), -np.deg2rad(degrees)
+    return SpatialTransform(shape, 0, False, p_rotation=1, p_scaling=0,
+                            rotation=lambda *args, dim=0, **_: angle if dim == index else 0.0, **kwargs)
+
+
 def augmented_labels(labels: np.ndarray, axis: str, degrees: float, mode_seg: str) -> np.ndarray:
     """``labels`` (x, y, z) rotated by ``degrees`` about ``axis`` with nnU-Net's ``SpatialTransform``
     (the same patch size, centred, no scaling; outside the map: nnU-Net's padding label -1), in the sense
     of the benchmark's rendering (``out(p) = labels(R^T p)``)."""
-    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
-
-    index = "xyz".index(axis)
-    angle = -np.deg2rad(degrees)
-    transform = SpatialTransform(labels.shape, 0, False, p_rotation=1,
-                                 rotation=lambda *args, dim=0, **kwargs: angle if dim == index else 0.0,
-                                 p_scaling=0, mode_seg=mode_seg, border_mode_seg="constant", padding_value_seg=-1)
+    transform = _rotating_transform(labels.shape, axis, degrees, mode_seg=mode_seg, border_mode_seg="constant",
+                                    padding_value_seg=-1)
     segmentation = torch.from_numpy(labels.astype(np.int16))[None]
     out = transform(image=torch.zeros(1, *labels.shape), segmentation=segmentation)["segmentation"][0]
     return out.numpy()
@@ -56,12 +61,7 @@ def augmented_image(image: np.ndarray, axis: str, degrees: float, interpolation:
     ``"bilinear"``, zeros outside), ``"cubic"`` a cubic B-spline (``scipy.ndimage.affine_transform``, order 3,
     the edge voxels continued outside)."""
     if interpolation == "trilinear":
-        from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
-
-        index, angle = "xyz".index(axis), -np.deg2rad(degrees)
-        transform = SpatialTransform(image.shape, 0, False, p_rotation=1,
-                                     rotation=lambda *args, dim=0, **kwargs: angle if dim == index else 0.0,
-                                     p_scaling=0)
+        transform = _rotating_transform(image.shape, axis, degrees)
         return transform(image=torch.from_numpy(np.asarray(image, dtype=np.float32))[None])["image"][0].numpy()
     if interpolation == "cubic":
         from scipy.ndimage import affine_transform
@@ -92,6 +92,8 @@ def image_errors(subjects: int, angles, axes, spacing=(3.0, 3.0, 3.0), shape=(32
     centre = (np.array(shape) - 1) / 2
     field = np.linalg.norm(np.indices(shape).transpose(1, 2, 3, 0) - centre, axis=-1) < 12
     noise = np.random.default_rng(0).normal(size=shape)
+    kept = {(i, a, t): augmented_image(noise, a, t, i)[field].std() / noise[field].std()  # the same for every subject
+            for i in interpolations for a in axes for t in angles}
     sums = {}
     for subject in population[n_train:]:
         upright, _ = render_subject(subject, shape, spacing, None, style)
@@ -101,10 +103,9 @@ def image_errors(subjects: int, angles, axes, spacing=(3.0, 3.0, 3.0), shape=(32
                 small = binary_dilation(np.isin(labels, [LABELS["amygdala"], LABELS["accumbens"]])) & field
                 for interpolation in interpolations:
                     difference = augmented_image(upright, axis, degrees, interpolation) - posed
-                    kept = augmented_image(noise, axis, degrees, interpolation)[field].std() / noise[field].std()
-                    values = np.array([np.sqrt(np.mean(difference[field] ** 2)),
-                                       np.sqrt(np.mean(difference[small] ** 2)), kept])
                     key = (interpolation, axis, degrees)
+                    values = np.array([np.sqrt(np.mean(difference[field] ** 2)),
+                                       np.sqrt(np.mean(difference[small] ** 2)), kept[key]])
                     sums[key] = sums.get(key, 0) + values / subjects
     return [{"interpolation": i, "axis": a, "angle": t, "rms_field": round(float(v[0]), 4),
              "rms_small_structures": round(float(v[1]), 4), "noise_kept": round(float(v[2]), 3)}

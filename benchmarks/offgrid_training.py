@@ -278,8 +278,12 @@ def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, 
             (dataset / sub).mkdir(parents=True, exist_ok=True)
         cases = [(i, case, pose) for i in range(n_train)
                  for case, pose in _training_cases(name, i, train_poses, seed, train_canonical)]
+        canonical = {}  # a subject's canonical copies are one rendering
         for i, case, pose in tqdm(cases, desc="training cases"):
-            image, label = anatomy.render(subjects[i], shape, spacing, None if pose is None else _rotation(*pose))
+            if pose is None:
+                image, label = canonical[i] = canonical.get(i) or anatomy.render(subjects[i], shape, spacing)
+            else:
+                image, label = anatomy.render(subjects[i], shape, spacing, _rotation(*pose))
             _write_nifti(image, spacing, dataset / "imagesTr" / f"{case}_0000.nii.gz")
             _write_nifti(label, spacing, dataset / "labelsTr" / f"{case}.nii.gz")
         description = anatomy.description + (f"; each training subject also in {train_poses} rendered off-grid poses"
