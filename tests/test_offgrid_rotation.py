@@ -158,3 +158,35 @@ def test_rotation_mode_seg_sets_how_the_spatial_transform_resamples_labels(tmp_p
     rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     with pytest.raises(ValueError, match="rotation_mode_seg.*'cubic'"):
         trainer.get_training_transforms((24, 24, 24), rotation, None, mirror_axes, dummy_2d)
+
+
+class _StockOffGridCubic(_StockOffGrid):
+    rotation_mode_image = "cubic"
+
+
+class _StockOffGridBadImages(_StockOffGrid):
+    rotation_mode_image = "quintic"
+
+
+def test_rotation_mode_image_cubic_swaps_in_the_spline_transform_with_nnunets_settings(tmp_path, monkeypatch):
+    """``"cubic"`` replaces nnU-Net's ``SpatialTransform`` by the cubic-spline one in place, with the same
+    sampler, probabilities and patch; ``None`` keeps nnU-Net's; an unknown mode is named."""
+    from nnunet_equivariant.training.spline_resampling import CubicSplineSpatialTransform
+
+    pipelines = {}
+    for cls in (_StockOffGrid, _StockOffGridCubic):
+        trainer = _trainer(tmp_path, monkeypatch, cls=cls)
+        rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        pipelines[cls] = trainer.get_training_transforms((24, 24, 24), rotation, None, mirror_axes, dummy_2d)
+    plain, cubic = ([t for t in pipelines[c].transforms if isinstance(t, SpatialTransform)]
+                    for c in (_StockOffGrid, _StockOffGridCubic))
+    assert type(plain[0]) is SpatialTransform and len(cubic) == 1 and type(cubic[0]) is CubicSplineSpatialTransform
+    assert [type(t) for t in pipelines[_StockOffGrid].transforms].index(SpatialTransform) == \
+        [type(t) for t in pipelines[_StockOffGridCubic].transforms].index(CubicSplineSpatialTransform)
+    assert isinstance(cubic[0].rotation, OffGridRotationSampler)
+    assert (cubic[0].p_rotation, cubic[0].p_scaling, tuple(cubic[0].patch_size)) == \
+        (plain[0].p_rotation, plain[0].p_scaling, tuple(plain[0].patch_size))
+    trainer = _trainer(tmp_path, monkeypatch, cls=_StockOffGridBadImages)
+    rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    with pytest.raises(ValueError, match="rotation_mode_image.*'quintic'"):
+        trainer.get_training_transforms((24, 24, 24), rotation, None, mirror_axes, dummy_2d)
