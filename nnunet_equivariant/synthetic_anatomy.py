@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["LABELS", "AnatomyStyle", "sample_subject", "render_subject", "render_pose", "subject_labels"]
+__all__ = ["LABELS", "AnatomyStyle", "sample_subject", "render_subject", "render_pose", "partial_volume_classes",
+           "subject_labels"]
 
 LABELS = {"background": 0, "blob": 1, "tube": 2, "slab": 3, "nodule": 4}
 _SUPERSAMPLE = 3  # odd: every voxel centre is a point of the fine grid
@@ -177,3 +178,21 @@ def render_pose(classes_at, intensity: np.ndarray, shape: Sequence[int], spacing
     image = image + style.noise * np.random.default_rng(noise_seed).normal(size=shape)
     # the voxel centres are points of the fine grid (odd supersampling): their classes are already known
     return image.astype(np.float32), classes[f // 2::f, f // 2::f, f // 2::f].copy()
+
+
+def partial_volume_classes(classes_at, shape: Sequence[int], spacing: Sequence[float], rotation: np.ndarray | None,
+                           num_classes: int) -> np.ndarray:
+    """The class covering most of each voxel, ``(x, y, z)`` uint8: the most frequent class among the
+    voxel's ``_SUPERSAMPLE ** 3`` points of :func:`render_pose`'s fine grid (ties go to the class at the voxel
+    centre, then to the lowest class). :func:`render_pose` labels a voxel by its centre alone; a structure a
+    few voxels across gets a different label map from the same subject depending on how the grid cuts it."""
+    shape = tuple(int(n) for n in shape)
+    R = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+    f = _SUPERSAMPLE
+    classes = classes_at(_grid(shape, np.asarray(spacing, dtype=np.float64), f) @ R)
+    blocks = classes.reshape(shape[0], f, shape[1], f, shape[2], f).transpose(0, 2, 4, 1, 3, 5)
+    blocks = blocks.reshape(*shape, f ** 3)
+    counts = np.stack([(blocks == c).sum(-1) for c in range(num_classes)], -1).astype(np.float64)
+    centre = classes[f // 2::f, f // 2::f, f // 2::f]
+    counts += 0.5 * (np.arange(num_classes) == centre[..., None])  # ties to the centre's class
+    return counts.argmax(-1).astype(np.uint8)

@@ -349,3 +349,43 @@ def test_training_poses_render_each_subject_off_the_grid_split_by_subject_and_sh
     assert (capped["3d_fullres"]["batch_size"], capped["2d"]["batch_size"]) == (2, 26)
     many = {"configurations": {"3d_fullres": {"batch_size": 13, "patch_size": [32, 32, 32]}}}
     assert bench.subject_batch_size(many, 400, (32, 32, 32))["configurations"]["3d_fullres"]["batch_size"] == 13
+
+
+def test_partial_volume_truth_is_written_for_every_test_case_and_deviations_are_from_the_grid_mean(monkeypatch,
+                                                                                                  tmp_path):
+    """benchmarks/offgrid_label_truth.py: the partial-volume label maps of a test folder, one per case,
+    named as the centre labels, agreeing with them but not everywhere, a quarter turn of each other at the
+    grid poses, kept when present; ``deviations`` is the mean over axes of each structure's Dice minus its
+    mean at 0 and 90 degrees about that axis."""
+    import numpy as np
+    from benchmark_scripts import BENCHMARKS
+
+    from nnunet_equivariant.synthetic_anatomy import LABELS, subject_labels
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_label_truth")
+    training = load_benchmark("offgrid_training")
+    anatomy, shape, spacing = training.synthetic_anatomy(), (16, 16, 16), (2.0, 2.0, 2.0)
+    _, test = training.write_dataset(tmp_path / "nnUNet_raw", 990, 2, 2, shape, spacing, ["z"], [0, 30, 90], 0, anatomy)
+    truth = bench.write_partial_volume_truth(test, anatomy.name, anatomy.subjects(2, 2, 0), subject_labels,
+                                             len(LABELS), spacing, shape)
+    names = sorted(f.name for f in (test / "labels").glob("*.nii.gz"))
+    assert sorted(f.name for f in (truth / "labels").glob("*.nii.gz")) == names and len(names) == 6
+    read = training._read_nifti
+    for subject in (2, 3):
+        pv, pv_90 = (read(truth / "labels" / f"{anatomy.name}_{subject:03d}z{a:03d}.nii.gz") for a in (0, 90))
+        centre = read(test / "labels" / f"{anatomy.name}_{subject:03d}z000.nii.gz")
+        assert np.array_equal(np.rot90(pv, 1, axes=(0, 1)), pv_90)
+        assert 0.8 < (pv == centre).mean() < 1
+    first = truth / "labels" / names[0]
+    written = first.stat().st_mtime_ns
+    bench.write_partial_volume_truth(test, anatomy.name, anatomy.subjects(2, 2, 0), subject_labels, len(LABELS),
+                                     spacing, shape)
+    assert first.stat().st_mtime_ns == written, "cases already written are kept"
+
+    rows = [{"structure": "a", "axis": axis, "angle": angle, "dice": dice}
+            for axis, angle, dice in [("z", 0, 0.8), ("z", 90, 0.7), ("z", 30, 0.6), ("x", 90, 0.9), ("x", 30, 0.85),
+                                      ("y", 90, 0.8), ("y", 30, float("nan"))]]
+    # grid means: z 0.75, x 0.85, y 0.8; at 30: z -0.15, x 0.0, y absent
+    np.testing.assert_allclose(bench.deviations(rows)["a"][30], -0.075)
+    np.testing.assert_allclose(bench.deviations(rows)["a"][0], (0.05 - 0.05 + 0.0) / 3)
