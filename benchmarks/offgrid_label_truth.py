@@ -11,7 +11,7 @@ voxel: ``synthetic_anatomy.partial_volume_classes``) into ``<test folder>_partia
   they agree less off the grid than on it, a predictor that follows the image loses that much Dice off the
   grid against the benchmark's truth whatever its symmetry;
 - with ``--predictions NAME ...`` (folders under ``<output>/predictions/<test folder>``), scores each model
-  against both truths: mean deviation from the grid mean (0 and 90 degrees) per angle over the seven
+  against both truths: mean deviation from the grid mean (every multiple of 90 degrees tested) per angle over the seven
   structures, and the amygdala's and accumbens' mean drop at 30-45 degrees.
 
 Usage: ``python benchmarks/offgrid_label_truth.py /work/runs/aseg3mm_t96 --predictions
@@ -68,7 +68,8 @@ def write_partial_volume_truth(test: Path, name: str, subjects: list, classes_at
 
 def deviations(rows: list[dict]) -> dict:
     """Mean Dice per structure and angle over test subjects and the three axes (0 degrees counted for each
-    axis), minus each structure's mean at the grid angles 0 and 90: ``{structure: {angle: deviation}}``."""
+    axis), minus each structure's mean at the grid angles (every multiple of 90 degrees tested, as
+    ``offgrid_training.py``'s goal): ``{structure: {angle: deviation}}``."""
     per = {}
     for r in rows:
         if np.isnan(r["dice"]):
@@ -80,7 +81,7 @@ def deviations(rows: list[dict]) -> dict:
     out = {}
     for structure in dict.fromkeys(s for s, _, _ in mean):
         angles = sorted({a for s, _, a in mean if s == structure})
-        grid = {axis: np.mean([mean[(structure, axis, a)] for a in (0, 90) if (structure, axis, a) in mean])
+        grid = {axis: np.mean([mean[(structure, axis, a)] for a in angles if a % 90 == 0 and (structure, axis, a) in mean])
                 for axis in "xyz"}
         out[structure] = {a: float(np.mean([mean[(structure, axis, a)] - grid[axis] for axis in "xyz"
                                              if (structure, axis, a) in mean])) for a in angles}
@@ -125,7 +126,7 @@ def main(argv=None) -> None:
             table.append((name, which, deviations(dice_table(folder, predictions / name, labels))))
 
     angles = sorted({a for _, _, d in table for s in d.values() for a in s if a % 90})
-    print(f"\nMean deviation from the grid mean (0 and 90 degrees) over the {len(table[0][2])} structures, "
+    print(f"\nMean deviation from the grid mean (every multiple of 90 degrees) over the {len(table[0][2])} structures, "
           f"and drop at 30-45 degrees of the amygdala / accumbens ({test.name}):\n")
     print("| model | truth | " + " | ".join(f"{a:g}" for a in angles) + " | amygdala / accumbens at 30-45 |")
     print("|---|---|" + "---|" * (len(angles) + 1))

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -305,6 +306,22 @@ def write_dataset(raw: Path, dataset_id: int, n_train: int, n_test: int, shape, 
         _write_nifti(label, spacing, test / "labels" / f"{_case(name, i, a, t)}.nii.gz")
     (test / "done").write_text(json.dumps({"poses": jobs}))
     return dataset, test
+
+
+def results_folder(folder: Path, trainers) -> Path:
+    """``folder``, made, for the tables of ``trainers``; if it already holds another set of trainers' tables,
+    ``folder`` suffixed with a hash of these trainers' names instead (a later run with other trainers on the
+    same test set and seeds never overwrites an earlier one's tables). The set is kept in ``trainers.json``."""
+    names = sorted(trainers)
+    record = folder / "trainers.json"
+    taken = folder.is_dir() and any(folder.iterdir()) and \
+        (not record.is_file() or json.loads(record.read_text()) != names)
+    if taken:
+        tag = hashlib.sha1("\n".join(names).encode()).hexdigest()[:8]
+        folder = folder.with_name(f"{folder.name}_{tag}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trainers.json").write_text(json.dumps(names))
+    return folder
 
 
 def dice_table(test: Path, predictions: Path, labels: dict) -> list[dict]:
@@ -790,8 +807,7 @@ def main(argv=None) -> None:
                 else f"{args.epochs}x{args.iterations}")
     seeds_tag = "" if args.seeds is None else "_seeds" + "-".join(map(str, args.seeds))
     plans_tag = "" if args.plans == "nnunet" else "_" + plans_name
-    results = out / "results" / f"{schedule}_{test.name}{seeds_tag}{plans_tag}{posed}"
-    results.mkdir(parents=True, exist_ok=True)
+    results = results_folder(out / "results" / f"{schedule}_{test.name}{seeds_tag}{plans_tag}{posed}", args.trainers)
     how = (f"{args.budget_seconds:g} s of {args.budget_clock}-clock training each (epochs of {args.iterations} iterations)"
            if args.budget_seconds is not None else f"{args.epochs} epochs x {args.iterations} iterations")
     grid = "x".join(f"{s:g}" for s in spacing)

@@ -356,7 +356,7 @@ def test_partial_volume_truth_is_written_for_every_test_case_and_deviations_are_
     """benchmarks/offgrid_label_truth.py: the partial-volume label maps of a test folder, one per case,
     named as the centre labels, agreeing with them but not everywhere, a quarter turn of each other at the
     grid poses, kept when present; ``deviations`` is the mean over axes of each structure's Dice minus its
-    mean at 0 and 90 degrees about that axis."""
+    mean at the grid angles about that axis (multiples of 90 degrees)."""
     import numpy as np
     from benchmark_scripts import BENCHMARKS
 
@@ -385,7 +385,27 @@ def test_partial_volume_truth_is_written_for_every_test_case_and_deviations_are_
 
     rows = [{"structure": "a", "axis": axis, "angle": angle, "dice": dice}
             for axis, angle, dice in [("z", 0, 0.8), ("z", 90, 0.7), ("z", 30, 0.6), ("x", 90, 0.9), ("x", 30, 0.85),
-                                      ("y", 90, 0.8), ("y", 30, float("nan"))]]
-    # grid means: z 0.75, x 0.85, y 0.8; at 30: z -0.15, x 0.0, y absent
+                                      ("y", 90, 0.8), ("y", 30, float("nan")), ("z", 180, 0.75)]]
+    # grid means: z 0.75 (0, 90, 180), x 0.85, y 0.8; at 30: z -0.15, x 0.0, y absent
     np.testing.assert_allclose(bench.deviations(rows)["a"][30], -0.075)
     np.testing.assert_allclose(bench.deviations(rows)["a"][0], (0.05 - 0.05 + 0.0) / 3)
+
+
+def test_results_of_other_trainers_on_the_same_test_set_get_their_own_folder(monkeypatch, tmp_path):
+    """offgrid_training.py's tables: a rerun of the same trainers writes where it wrote before; other
+    trainers on the same test set and seeds get a folder of their own, so nothing earlier is overwritten."""
+    from benchmark_scripts import BENCHMARKS
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load_benchmark("offgrid_training")
+    first = bench.results_folder(tmp_path / "budget900s_test_seeds0-1", ["B", "A"])
+    (first / "goal.csv").write_text("a")
+    assert bench.results_folder(tmp_path / "budget900s_test_seeds0-1", ["A", "B"]) == first
+    other = bench.results_folder(tmp_path / "budget900s_test_seeds0-1", ["C"])
+    assert other != first and other.name.startswith("budget900s_test_seeds0-1_") and other.is_dir()
+    assert (first / "goal.csv").read_text() == "a"
+    assert bench.results_folder(tmp_path / "budget900s_test_seeds0-1", ["C"]) == other
+    legacy = tmp_path / "old"  # written before trainers.json was kept: never reused
+    legacy.mkdir()
+    (legacy / "goal.csv").write_text("b")
+    assert bench.results_folder(legacy, ["A"]) != legacy
