@@ -11,8 +11,8 @@ voxel: ``synthetic_anatomy.partial_volume_classes``) into ``<test folder>_partia
   they agree less off the grid than on it, a predictor that follows the image loses that much Dice off the
   grid against the benchmark's truth whatever its symmetry;
 - with ``--predictions NAME ...`` (folders under ``<output>/predictions/<test folder>``), scores each model
-  against both truths: mean deviation from the grid mean (every multiple of 90 degrees tested) per angle over the seven
-  structures, and the amygdala's and accumbens' mean drop at 30-45 degrees.
+  against both truths: mean deviation from the grid mean (every multiple of 90 degrees tested) per angle over
+  the seven structures, and the amygdala's and accumbens' mean drop at 30-45 degrees.
 
 Usage: ``python benchmarks/offgrid_label_truth.py /work/runs/aseg3mm_t96 --predictions
 nnUNetTrainerE3nnCompact_budget900scpu_seed0 [--csv docs/x.csv]``; prints markdown tables. The subjects are
@@ -81,8 +81,8 @@ def deviations(rows: list[dict]) -> dict:
     out = {}
     for structure in dict.fromkeys(s for s, _, _ in mean):
         angles = sorted({a for s, _, a in mean if s == structure})
-        grid = {axis: np.mean([mean[(structure, axis, a)] for a in angles if a % 90 == 0 and (structure, axis, a) in mean])
-                for axis in "xyz"}
+        grid = {axis: np.mean([mean[(structure, axis, a)] for a in angles
+                               if a % 90 == 0 and (structure, axis, a) in mean]) for axis in "xyz"}
         out[structure] = {a: float(np.mean([mean[(structure, axis, a)] - grid[axis] for axis in "xyz"
                                              if (structure, axis, a) in mean])) for a in angles}
     return out
@@ -136,7 +136,7 @@ def main(argv=None) -> None:
                  for s in ("amygdala", "accumbens")]
         print(f"| {name} | {which} | " + " | ".join(f"{m:+.3f}" for m in mean) + f" | {small[0]:.3f} / {small[1]:.3f} |")
     at_0 = {s: np.nanmean([r["dice"] for r in agreement if r["structure"] == s and r["angle"] == 0]) for s in table[0][2]}
-    print(f"\nThe two truths per structure: Dice at 0 degrees, deviation from the grid mean per angle:\n")
+    print("\nThe two truths per structure: Dice at 0 degrees, deviation from the grid mean per angle:\n")
     print("| structure | Dice at 0 | " + " | ".join(f"{a:g}" for a in angles) + " |")
     print("|---|---|" + "---|" * len(angles))
     for s, per in table[0][2].items():
