@@ -11,7 +11,7 @@ voxel: ``synthetic_anatomy.partial_volume_classes``) into ``<test folder>_partia
   they agree less off the grid than on it, a predictor that follows the image loses that much Dice off the
   grid against the benchmark's truth whatever its symmetry;
 - with ``--predictions NAME ...`` (folders under ``<output>/predictions/<test folder>``), scores each model
-  against both truths: mean deviation from the grid mean (every multiple of 90 degrees tested) per angle over
+  against both truths: mean deviation from the grid mean (``offgrid_training.grid_angles``) per angle over
   the seven structures, and the amygdala's and accumbens' mean drop at 30-45 degrees.
 
 Usage: ``python benchmarks/offgrid_label_truth.py /work/runs/aseg3mm_t96 --predictions
@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from offgrid_training import _case, _read_nifti, _rotation, _write_nifti, aseg_anatomy, dice_table
+from offgrid_training import _case, _read_nifti, _rotation, _write_nifti, aseg_anatomy, dice_table, grid_angles
 
 
 def _test_folder(output: Path, name: str) -> Path:
@@ -66,10 +66,11 @@ def write_partial_volume_truth(test: Path, name: str, subjects: list, classes_at
     return out.parent
 
 
-def deviations(rows: list[dict]) -> dict:
+def deviations(rows: list[dict], spacing=None, shape=None) -> dict:
     """Mean Dice per structure and angle over test subjects and the three axes (0 degrees counted for each
-    axis), minus each structure's mean at the grid angles (every multiple of 90 degrees tested, as
-    ``offgrid_training.py``'s goal): ``{structure: {angle: deviation}}``."""
+    axis), minus each structure's mean at the grid angles about that axis (every multiple tested of
+    ``offgrid_training.grid_angles``' period for ``spacing`` and ``shape``, as its goal; ``None``: cubic, 90
+    degrees): ``{structure: {angle: deviation}}``."""
     per = {}
     for r in rows:
         if np.isnan(r["dice"]):
@@ -82,7 +83,8 @@ def deviations(rows: list[dict]) -> dict:
     for structure in dict.fromkeys(s for s, _, _ in mean):
         angles = sorted({a for s, _, a in mean if s == structure})
         grid = {axis: np.mean([mean[(structure, axis, a)] for a in angles
-                               if a % 90 == 0 and (structure, axis, a) in mean]) for axis in "xyz"}
+                               if a % grid_angles(axis, spacing, shape)[1] == 0 and (structure, axis, a) in mean])
+                for axis in "xyz"}
         out[structure] = {a: float(np.mean([mean[(structure, axis, a)] - grid[axis] for axis in "xyz"
                                              if (structure, axis, a) in mean])) for a in angles}
     return out
@@ -119,14 +121,16 @@ def main(argv=None) -> None:
                                        tuple(args.shape))
     labels = anatomy.labels
     agreement = truth_agreement(test, truth, labels)
-    table = [("centre labels against partial-volume labels", "agreement", deviations(agreement))]
+    grid = {"spacing": spacing, "shape": tuple(args.shape)}
+    table = [("centre labels against partial-volume labels", "agreement", deviations(agreement, **grid))]
     predictions = args.output / "predictions" / test.name
     for name in args.predictions:
         for which, folder in (("centre", test), ("partial volume", truth)):
-            table.append((name, which, deviations(dice_table(folder, predictions / name, labels))))
+            table.append((name, which, deviations(dice_table(folder, predictions / name, labels), **grid)))
 
-    angles = sorted({a for _, _, d in table for s in d.values() for a in s if a % 90})
-    print(f"\nMean deviation from the grid mean (every multiple of 90 degrees) over the {len(table[0][2])} structures, "
+    angles = sorted({a for _, _, d in table for s in d.values() for a in s
+                     if any(a % grid_angles(axis, **grid)[1] for axis in "xyz")})  # off the grid about some axis
+    print(f"\nMean deviation from the grid mean over the {len(table[0][2])} structures, "
           f"and drop at 30-45 degrees of the amygdala / accumbens ({test.name}):\n")
     print("| model | truth | " + " | ".join(f"{a:g}" for a in angles) + " | amygdala / accumbens at 30-45 |")
     print("|---|---|" + "---|" * (len(angles) + 1))
