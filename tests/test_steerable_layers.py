@@ -1,6 +1,7 @@
 """Steerable layers: exact equivariance on the grid symmetries (float64), normalisation, the eval kernel
 cache, the custom backward, AMP/compile, and clear errors for bad arguments."""
 import copy
+import math
 
 import pytest
 import torch
@@ -488,6 +489,20 @@ def test_blur_is_equivariant_and_keeps_constants(float64_default, sigma, stride)
         assert blur(torch.randn(1, 1, 16, 16, 16)).std() < 0.3, "a low-pass: white noise loses most of its power"
     with pytest.raises(ValueError, match="sigma must be"):
         GaussianBlur3d((1.0, -1.0, 1.0))
+
+
+@pytest.mark.parametrize("sigma", [1.0, (0.0, 0.7, 1.4)])
+def test_blur_is_scipys_gaussian_filter(float64_default, sigma):
+    """The documented filter: a sampled Gaussian of ``ceil(3 sigma)`` taps either side, normalised, with
+    replicated borders, is scipy's ``gaussian_filter`` (``mode="nearest"``, that ``radius``) per channel; 0
+    leaves an axis."""
+    from scipy.ndimage import gaussian_filter
+
+    x = torch.randn(2, 3, 5, 9, 12)
+    sigmas = (sigma,) * 3 if isinstance(sigma, float) else sigma
+    radius = [0, 0, *(math.ceil(3 * s) for s in sigmas)]
+    expected = gaussian_filter(x.numpy(), sigma=(0, 0, *sigmas), mode="nearest", radius=radius)
+    assert torch.allclose(GaussianBlur3d(sigma)(x), torch.from_numpy(expected), atol=1e-12)
 
 
 def test_deliberately_broken_ops_are_caught(float64_default):
