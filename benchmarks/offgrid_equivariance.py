@@ -104,6 +104,7 @@ VARIANTS = {
     "shells_half": dict(radial_basis="gaussian_shells_half"),
     "shells_half+silu": dict(radial_basis="gaussian_shells_half", scalar_activation="silu"),
     # the default trainer's recipe (COMPACT_SPEC: 3^3 shells, 12x0e+3x1e+1x2e, invariant head) with the blur
+    "compact+aa_pool": dict(COMPACT_SPEC.to_dict(), antialias=0.5),
     "compact+aa_pool+up": dict(COMPACT_SPEC.to_dict(), antialias=0.5, upsample_antialias=0.5),
     "compact+aa_pool+up+silu": dict(COMPACT_SPEC.to_dict(), antialias=0.5, upsample_antialias=0.5,
                                     scalar_activation="silu"),
